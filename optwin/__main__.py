@@ -1,0 +1,5 @@
+import sys
+
+from optwin.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""``optwin train``: train the optical network on the twin (and, with --system bench, on a bench)."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from optwin.errors import UsageError
+
+# Per-task defaults a physicist can override with flags.
+TASK_DEFAULTS = {
+    "digits": {"hidden": [64], "lr": 2e-3, "epochs": 30, "batch": 64, "init_scale": 1.0},
+    "mnist": {"hidden": [128, 128], "lr": 5e-4, "epochs": 10, "batch": 64, "init_scale": 1.0},
+    "moons": {"hidden": [32], "lr": 1e-2, "epochs": 800, "batch": 32, "init_scale": 3.0},
+    "rings": {"hidden": [32], "lr": 1e-2, "epochs": 800, "batch": 32, "init_scale": 3.0},
+    "circles": {"hidden": [32], "lr": 1e-2, "epochs": 800, "batch": 32, "init_scale": 3.0},
+    "xor": {"hidden": [32], "lr": 1e-2, "epochs": 800, "batch": 32, "init_scale": 3.0},
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the optical network (twin or bench)",
+                       description="Train the optical network. Defaults depend on the task "
+                                   "(see optwin.commands.train.TASK_DEFAULTS).")
+    p.add_argument("--system", default="twin", help="twin (default) or bench")
+    p.add_argument("--task", default="digits", help="moons, rings, xor, digits or mnist")
+    p.add_argument("--layers", help="comma-separated sizes including input and output, e.g. 64,64,10")
+    p.add_argument("--absorber", default="thin", help="thin, twolevel, doppler or none (linear)")
+    p.add_argument("--alpha0", type=float, default=10.0, help="resonant optical depth of the cell")
+    p.add_argument("--i-sat", type=float, default=1.0, help="saturation intensity (normalised units)")
+    p.add_argument("--rule", default="probe", help="backward rule at the cell: probe or exact")
+    p.add_argument("--loss", default="mse", help="mse (vs one-hot, default) or ce (softmax cross-entropy)")
+    p.add_argument("--optimizer", default="adam", help="adam or sgd")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--init-scale", type=float, help="initial weights ~ N(0, s^2/n_in)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-samples", type=int, help="samples of a 2-D toy task (default 1000)")
+    p.add_argument("--limit-train", type=int, help="use the first N MNIST training images")
+    p.add_argument("--out", help="write weights, settings and curves to this HDF5 file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # bench options (issue: hardware-in-the-loop)
+    p.add_argument("--bench", help="bench config (with --system bench)")
+    p.add_argument("--cal", help="calibration file (with --system bench)")
+    p.add_argument("--mode", help="insilico, hybrid, optical or ideal (with --system bench)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from --out")
+    p.set_defaults(func=run)
+
+
+def resolve_settings(args) -> dict:
+    """Merge flags with the task's defaults and validate them (UsageError on bad values)."""
+    from twin.tasks import TASKS
+    if args.task not in TASKS:
+        raise UsageError(f"unknown task {args.task!r}; choose one of {', '.join(TASKS)}")
+    if args.absorber not in ("thin", "twolevel", "doppler", "none"):
+        raise UsageError(f"unknown absorber {args.absorber!r}; choose thin, twolevel, doppler or none")
+    if args.rule not in ("probe", "exact"):
+        raise UsageError(f"unknown rule {args.rule!r}; choose probe or exact")
+    if args.loss not in ("mse", "ce"):
+        raise UsageError(f"unknown loss {args.loss!r}; choose mse or ce")
+    if args.optimizer not in ("adam", "sgd"):
+        raise UsageError(f"unknown optimizer {args.optimizer!r}; choose adam or sgd")
+    for name in ("alpha0", "i_sat"):
+        v = getattr(args, name)
+        if not math.isfinite(v) or v < 0 or (name == "i_sat" and v == 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number "
+                             f"{'> 0' if name == 'i_sat' else '>= 0'}, got {v}")
+    d = TASK_DEFAULTS[args.task]
+    s = {
+        "system": args.system, "task": args.task, "absorber": args.absorber, "alpha0": args.alpha0,
+        "i_sat": args.i_sat, "rule": args.rule, "loss": args.loss, "optimizer": args.optimizer,
+        "epochs": d["epochs"] if args.epochs is None else args.epochs,
+        "batch": d["batch"] if args.batch is None else args.batch,
+        "lr": d["lr"] if args.lr is None else args.lr,
+        "init_scale": d["init_scale"] if args.init_scale is None else args.init_scale,
+        "seed": args.seed,
+    }
+    if s["epochs"] < 0 or s["batch"] <= 0 or not s["lr"] > 0 or not s["init_scale"] > 0:
+        raise UsageError("--epochs must be >= 0, --batch > 0, --lr > 0 and --init-scale > 0")
+    if args.layers:
+        try:
+            s["layers"] = [int(v) for v in args.layers.split(",")]
+        except ValueError:
+            raise UsageError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
+        if len(s["layers"]) < 2 or min(s["layers"]) <= 0:
+            raise UsageError(f"--layers needs >= 2 positive sizes (input,...,output), got {args.layers!r}")
+    else:
+        s["layers"] = None  # filled in once the task's size is known
+    return s
+
+
+def load_task_for(settings: dict, args):
+    from twin.tasks import load_task
+    try:
+        task = load_task(settings["task"], seed=settings["seed"], n_samples=args.n_samples,
+                         limit_train=args.limit_train)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if settings["layers"] is None:
+        settings["layers"] = [task.n_features] + TASK_DEFAULTS[settings["task"]]["hidden"] + [task.n_classes]
+    layers = settings["layers"]
+    if layers[0] != task.n_features or layers[-1] != task.n_classes:
+        raise UsageError(f"--layers {','.join(map(str, layers))} does not fit task {task.name!r}: it has "
+                         f"{task.n_features} inputs and {task.n_classes} classes")
+    return task
+
+
+def build_twin(settings: dict):
+    from twin.network import OpticalNetwork
+    absorber = None if settings["absorber"] == "none" else settings["absorber"]
+    if absorber is not None:
+        from twin.absorber import make_absorber
+        absorber = make_absorber(absorber, alpha0=settings["alpha0"], i_sat=settings["i_sat"])
+    return OpticalNetwork(settings["layers"], absorber=absorber, rule=settings["rule"],
+                          init_scale=settings["init_scale"], seed=settings["seed"])
+
+
+def run(args) -> int:
+    if args.system != "twin":
+        from optwin.workflows import bench_training  # hardware-in-the-loop modes
+        return bench_training.run_cli(args)
+    from twin.optim import make_optimizer
+    from twin.training import train
+
+    settings = resolve_settings(args)
+    task = load_task_for(settings, args)
+    net = build_twin(settings)
+    optimizer = make_optimizer(settings["optimizer"], settings["lr"])
+    t0 = time.perf_counter()
+    history = train(net, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
+                    loss=settings["loss"], seed=settings["seed"],
+                    progress=not (args.json or args.no_progress) and sys.stderr.isatty())
+    seconds = time.perf_counter() - t0
+    result = summarise(history, settings, seconds, len(task.x_train))
+    if args.out:
+        from optwin.runfile import save_run
+        save_run(args.out, net.get_weights(), settings, history.as_dict())
+        result["out"] = str(args.out)
+    print_result(result, args.json)
+    return 0
+
+
+def summarise(history, settings: dict, seconds: float, n_train: int) -> dict:
+    epochs_run = len(history.epoch)
+    return {
+        "system": settings["system"], "task": settings["task"], "layers": settings["layers"],
+        "absorber": settings["absorber"], "alpha0": settings["alpha0"], "rule": settings["rule"],
+        "test_accuracy": history.test_accuracy[-1] if epochs_run else float("nan"),
+        "train_accuracy": history.train_accuracy[-1] if epochs_run else float("nan"),
+        "final_loss": history.train_loss[-1] if epochs_run else float("nan"),
+        "epochs": epochs_run, "seconds": seconds,
+        "samples_per_second": epochs_run * n_train / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"{result['task']}: layers {result['layers']}, {result['absorber']} absorber "
+          f"(alpha0={result['alpha0']}), rule {result['rule']}")
+    print(f"  {result['epochs']} epochs in {result['seconds']:.1f} s "
+          f"({result['samples_per_second']:.0f} samples/s)")
+    print(f"  train accuracy {result['train_accuracy']:.4f}, test accuracy {result['test_accuracy']:.4f}, "
+          f"final loss {result['final_loss']:.4g}")
+    if result.get("out"):
+        print(f"  saved to {result['out']}")

@@ -1,0 +1,119 @@
+"""Training-run files (HDF5): weights, settings, curves; written atomically.
+
+Layout::
+
+    /                   attrs: schema_version, software_version, created_utc, kind="optwin-run"
+    /weights/layer0     float64 (n_out, n_in), normalised field units; attrs units
+    /weights            attrs: layers (list of sizes)
+    /settings           attrs: every setting of the run (JSON-compatible scalars/strings)
+    /curves/<name>      float64 per-epoch curves (epoch, train_loss, test_accuracy, ...)
+    /checkpoint/...     optimizer state and rng position for --resume (optional)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from optwin.errors import UsageError
+
+RUN_SCHEMA_VERSION = 1
+
+__all__ = ["save_run", "load_run", "RUN_SCHEMA_VERSION"]
+
+
+def _software_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("optwin")
+    except Exception:  # noqa: BLE001 - not installed (running from a checkout)
+        return "0+checkout"
+
+
+def _attr(value):
+    if isinstance(value, (list, tuple, dict)) or value is None:
+        return json.dumps(value)
+    return value
+
+
+def save_run(path, weights, settings: dict, curves: dict, optimizer_state: dict | None = None) -> Path:
+    """Write a run file atomically (temporary file, then rename); returns the path."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["kind"] = "optwin-run"
+        f.attrs["schema_version"] = RUN_SCHEMA_VERSION
+        f.attrs["software_version"] = _software_version()
+        f.attrs["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        g = f.create_group("weights")
+        g.attrs["layers"] = json.dumps([int(weights[0].shape[1])] + [int(w.shape[0]) for w in weights])
+        for k, w in enumerate(weights):
+            d = g.create_dataset(f"layer{k}", data=np.asarray(w, dtype=np.float64))
+            d.attrs["units"] = "normalised field amplitude (output = W @ input)"
+        s = f.create_group("settings")
+        for k, v in settings.items():
+            s.attrs[k] = _attr(v)
+        c = f.create_group("curves")
+        for k, v in curves.items():
+            c.create_dataset(k, data=np.asarray(v, dtype=np.float64))
+        if optimizer_state:
+            o = f.create_group("checkpoint/optimizer")
+            for k, v in optimizer_state.items():
+                if v is None:
+                    continue
+                if isinstance(v, list):
+                    sub = o.create_group(k)
+                    for i, arr in enumerate(v):
+                        sub.create_dataset(str(i), data=arr)
+                else:
+                    o.attrs[k] = v
+        f.flush()
+    os.replace(tmp, path)
+    return path
+
+
+def load_run(path) -> dict:
+    """Read a run file; one-line UsageError for missing, corrupt or wrong-schema files."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such run file")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != "optwin-run":
+                raise UsageError(f"{path}: not an optwin run file (no kind='optwin-run' attribute)")
+            version = int(f.attrs.get("schema_version", -1))
+            if version > RUN_SCHEMA_VERSION:
+                raise UsageError(f"{path}: run schema {version} is newer than this optwin reads "
+                                 f"({RUN_SCHEMA_VERSION}); upgrade optwin")
+            n = len([k for k in f["weights"] if k.startswith("layer")])
+            weights = [f[f"weights/layer{k}"][()] for k in range(n)]
+            settings = {k: _decode(v) for k, v in f["settings"].attrs.items()}
+            curves = {k: f[f"curves/{k}"][()] for k in f["curves"]}
+            opt = None
+            if "checkpoint/optimizer" in f:
+                g = f["checkpoint/optimizer"]
+                opt = dict(g.attrs)
+                for k in g:
+                    opt[k] = [g[k][str(i)][()] for i in range(len(g[k]))]
+    except UsageError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable run file ({exc}); re-run training or pick another file") from None
+    return {"weights": weights, "settings": settings, "curves": curves, "optimizer": opt}
+
+
+def _decode(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

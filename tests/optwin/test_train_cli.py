@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from optwin.cli import main
+from optwin.runfile import load_run
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_digits_json_and_run_file(capsys, tmp_path):
+    out_file = tmp_path / "run.h5"
+    code, out, _ = run_cli(capsys, "train", "--system", "twin", "--task", "digits", "--rule", "probe",
+                           "--alpha0", "10", "--epochs", "30", "--json", "--out", str(out_file))
+    assert code == 0
+    res = json.loads(out)
+    for key in ("test_accuracy", "train_accuracy", "final_loss", "epochs", "seconds", "samples_per_second"):
+        assert key in res
+    assert res["epochs"] == 30 and res["test_accuracy"] >= 0.95 and res["seconds"] < 60
+    run = load_run(out_file)
+    assert [w.shape for w in run["weights"]] == [(64, 64), (10, 64)]
+    assert run["settings"]["alpha0"] == 10.0 and run["settings"]["rule"] == "probe"
+    assert len(run["curves"]["test_accuracy"]) == 30
+    assert run["curves"]["test_accuracy"][-1] == pytest.approx(res["test_accuracy"])
+    with h5py.File(out_file) as f:
+        assert json.loads(f["weights"].attrs["layers"]) == [64, 64, 10]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "cifar"], "unknown task"),
+    (["--absorber", "ruby"], "unknown absorber"),
+    (["--alpha0", "-1"], "alpha0"),
+    (["--alpha0", "nan"], "alpha0"),
+    (["--layers", "64,32,5"], "does not fit"),
+    (["--layers", "64,x,10"], "integers"),
+    (["--rule", "guess"], "unknown rule"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, message):
+    code, out, err = run_cli(capsys, "train", "--epochs", "1", *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_text_output(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "optwin", "train", "--task", "moons", "--epochs", "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+
+
+def test_corrupt_run_file_is_a_clear_error(tmp_path):
+    from optwin.errors import UsageError
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    with pytest.raises(UsageError, match="unreadable run file"):
+        load_run(bad)
+    with pytest.raises(UsageError, match="no such run file"):
+        load_run(tmp_path / "missing.h5")

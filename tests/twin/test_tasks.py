@@ -1,0 +1,62 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from twin.tasks import load_task, mnist_dir, read_idx
+
+
+@pytest.mark.parametrize("name", ["moons", "rings", "xor", "digits"])
+def test_tasks_are_seeded_scaled_and_split(name):
+    a = load_task(name, seed=4)
+    b = load_task(name, seed=4)
+    c = load_task(name, seed=5)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    assert a.x_train.min() >= 0 and a.x_train.max() <= 1
+    assert a.x_train.max() > 0.99 and a.x_train.min() < 0.01
+    assert set(np.unique(a.y_train)) == set(range(a.n_classes))
+    n = len(a.x_train) + len(a.x_test)
+    assert len(a.x_test) == pytest.approx(0.25 * n, abs=1)
+
+
+def test_toy_task_geometry():
+    rings = load_task("rings", seed=0, noise=0.0, input_range=(-1, 1))
+    # before scaling radii are 1 and 0.5: after min-max scaling to [-1, 1] they stay concentric
+    r = np.hypot(*rings.x_train.T)
+    assert np.all(r[rings.y_train == 1] < 0.6) and np.all(r[rings.y_train == 0] > 0.9)
+    xor = load_task("xor", seed=0, noise=0.0, input_range=(-1, 1))
+    s = np.sign(xor.x_train)
+    np.testing.assert_array_equal(xor.y_train, (s[:, 0] != s[:, 1]).astype(int))
+
+
+def test_mnist_from_idx_files():
+    pytest.importorskip("numpy")
+    try:
+        mnist_dir()
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    t = load_task("mnist", limit_train=500, limit_test=100)
+    assert t.x_train.shape == (500, 784) and t.x_test.shape == (100, 784)
+    assert 0 <= t.x_train.min() and t.x_train.max() <= 1
+    assert set(np.unique(t.y_train)) == set(range(10))
+
+
+def test_idx_reader_errors(tmp_path):
+    good = tmp_path / "a.idx.gz"
+    data = bytes([0, 0, 0x08, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(range(6))
+    good.write_bytes(gzip.compress(data))
+    np.testing.assert_array_equal(read_idx(good), np.arange(6).reshape(2, 3))
+    short = tmp_path / "b.idx"
+    short.write_bytes(data[:-2])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(short)
+    bad = tmp_path / "c.idx"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(ValueError, match="not an IDX"):
+        read_idx(bad)
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="unknown task"):
+        load_task("cifar")

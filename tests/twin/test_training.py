@@ -1,0 +1,64 @@
+"""Training reaches the accuracies the issue asks for; optimizers match their closed forms."""
+import numpy as np
+import pytest
+
+from twin.network import OpticalNetwork
+from twin.optim import SGD, Adam
+from twin.tasks import load_task
+from twin.training import train
+
+
+@pytest.mark.parametrize("name", ["moons", "rings", "xor"])
+def test_small_sa_network_learns_toy_tasks_with_probe_rule(name):
+    task = load_task(name, seed=0)
+    net = OpticalNetwork([2, 32, 2], absorber="thin", alpha0=10.0, rule="probe", init_scale=3.0, seed=0)
+    h = train(net, task, Adam(1e-2), epochs=800, batch=32, seed=0)
+    assert h.test_accuracy[-1] >= 0.95
+
+
+def test_digits_probe_and_exact():
+    task = load_task("digits", seed=0)
+    acc = {}
+    for rule in ("probe", "exact"):
+        net = OpticalNetwork([64, 64, 10], absorber="thin", alpha0=10.0, rule=rule, seed=0)
+        acc[rule] = train(net, task, Adam(2e-3), epochs=30, batch=64, seed=0).test_accuracy[-1]
+    assert acc["probe"] >= 0.95
+    assert abs(acc["exact"] - acc["probe"]) <= 0.02
+
+
+def test_training_is_seeded_and_resumable():
+    task = load_task("moons", seed=1, n_samples=300)
+    def run(epochs, start=0, net=None, opt=None, hist=None):
+        net = net or OpticalNetwork([2, 8, 2], absorber="thin", alpha0=5.0, seed=2, init_scale=3.0)
+        opt = opt or Adam(1e-2)
+        hist = train(net, task, opt, epochs=epochs, batch=16, seed=3, start_epoch=start, history=hist)
+        return net, opt, hist
+    full, _, hf = run(6)
+    part, opt, hp = run(3)
+    part, _, hp = run(6, start=3, net=part, opt=opt, hist=hp)
+    for a, b in zip(full.get_weights(), part.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert hf.test_accuracy == hp.test_accuracy
+
+
+def test_adam_first_steps_closed_form():
+    p = [np.array([1.0, -2.0])]
+    g = [np.array([0.5, -3.0])]
+    opt = Adam(lr=0.1)
+    opt.step(p, g)
+    # first Adam step moves every parameter by lr * sign(g) (up to eps)
+    np.testing.assert_allclose(p[0], [0.9, -1.9], rtol=1e-6)
+    s = [np.array([1.0])]
+    sgd = SGD(lr=0.5, momentum=0.9)
+    sgd.step(s, [np.array([1.0])])
+    sgd.step(s, [np.array([1.0])])
+    np.testing.assert_allclose(s[0], [1.0 - 0.5 - 0.5 * 1.9])
+
+
+def test_bad_training_arguments():
+    task = load_task("moons", n_samples=100)
+    net = OpticalNetwork([2, 4, 2])
+    with pytest.raises(ValueError, match="loss"):
+        train(net, task, Adam(), loss="hinge")
+    with pytest.raises(ValueError, match="learning rate"):
+        Adam(lr=0)

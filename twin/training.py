@@ -1,0 +1,115 @@
+"""Minibatch training of any :class:`twin.system.System` (twin, bench or hybrid)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from twin.losses import LOSSES, one_hot
+from twin.system import System
+from twin.tasks import Task
+
+__all__ = ["History", "train", "evaluate", "accuracy"]
+
+
+@dataclass
+class History:
+    """Per-epoch curves of a training run."""
+
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+    def append(self, **values) -> None:
+        for k, v in values.items():
+            getattr(self, k).append(float(v))
+
+    def as_dict(self) -> dict:
+        return {k: list(v) for k, v in self.__dict__.items()}
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of samples whose largest output is the label."""
+    return float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+
+def evaluate(system: System, x: np.ndarray, y: np.ndarray, n_classes: int, loss: str = "mse",
+             batch: int = 1024, rng=None) -> tuple[float, float]:
+    """(loss, accuracy) of ``system`` on (x, y), in batches."""
+    loss_fn = LOSSES[loss]
+    total, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        out = system.forward(x[i:i + batch], rng=rng).output
+        lv, _ = loss_fn(out, one_hot(y[i:i + batch], n_classes))
+        total += lv * len(out)
+        correct += int(np.sum(np.argmax(out, axis=1) == y[i:i + batch]))
+    return total / len(x), correct / len(x)
+
+
+def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 64, loss: str = "mse",
+          seed: int = 0, progress: bool = False, start_epoch: int = 0, history: History | None = None,
+          on_epoch_end: Callable[[int, History], None] | None = None,
+          error_scale: float = 1.0) -> History:
+    """Train ``system`` on ``task`` for ``epochs`` epochs of shuffled minibatches.
+
+    Each step: forward, loss gradient at the outputs (times ``error_scale``, the factor
+    that keeps an optical probe weak; the update is divided by it again), backward,
+    optimizer step on the programmed weights.  ``start_epoch``/``history`` continue a run;
+    ``on_epoch_end(epoch, history)`` is called after every epoch (checkpoints).
+    Noise draws and shuffles come from generators seeded by ``seed`` and the epoch, so a
+    resumed run repeats exactly what an uninterrupted one does.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    if epochs < 0 or batch <= 0:
+        raise ValueError(f"epochs must be >= 0 and batch > 0, got {epochs}, {batch}")
+    loss_fn = LOSSES[loss]
+    task.check()
+    history = history or History()
+    targets = one_hot(task.y_train, task.n_classes)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=epochs - start_epoch, desc=f"train {task.name}", unit="epoch", leave=False)
+    weights = system.get_weights()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(task.x_train))
+        total, correct = 0.0, 0
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            fw = system.forward(task.x_train[idx], rng=rng)
+            lv, d_out = loss_fn(fw.output, targets[idx])
+            if not np.isfinite(lv):
+                raise FloatingPointError(f"loss became {lv} at epoch {epoch + 1}: training diverged; "
+                                         f"lower the learning rate or the initial weight scale")
+            total += lv * len(idx)
+            correct += int(np.sum(np.argmax(fw.output, axis=1) == task.y_train[idx]))
+            bw = system.backward(d_out * error_scale)
+            grads = bw.grads if error_scale == 1.0 else [g / error_scale for g in bw.grads]
+            optimizer.step(weights, grads)
+            system.set_weights(weights) if not _shares(system, weights) else None
+        test_loss, test_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, loss,
+                                       rng=np.random.default_rng([seed, epoch, 1]))
+        history.append(epoch=epoch + 1, train_loss=total / len(order), train_accuracy=correct / len(order),
+                       test_accuracy=test_acc, test_loss=test_loss, seconds=time.perf_counter() - t0)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", test=f"{test_acc:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, history)
+    if bar is not None:
+        bar.close()
+    return history
+
+
+def _shares(system, weights) -> bool:
+    """True when the system's weight list is the very arrays the optimizer updated in place."""
+    current = system.get_weights()
+    return all(a is b for a, b in zip(current, weights))
