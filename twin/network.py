@@ -95,6 +95,28 @@ class OpticalNetwork:
                 delta = act.backward(delta_in) if act is not None else delta_in
         return BackwardResult(errors=errors, grads=grads)
 
+    def backward_at(self, measured: ForwardResult, output_error: np.ndarray) -> BackwardResult:
+        """Backward pass of this twin evaluated at another system's measured forward values.
+
+        Physics-aware ("hybrid") training: the layer inputs and the cell's pre-activations
+        come from ``measured`` (e.g. a bench), the matrices and the backward rule from the twin.
+        """
+        if len(measured.pre) != len(self.layers) or len(measured.post) != len(self.layers):
+            raise ValueError(f"measured forward values cover {len(measured.pre)} layers, "
+                             f"the twin has {len(self.layers)}")
+        for k, layer in enumerate(self.layers):
+            post = np.asarray(measured.post[k], dtype=np.float64)
+            if post.ndim != 2 or post.shape[1] != layer.n_in:
+                raise ValueError(f"measured input of layer {k} has shape {post.shape}, "
+                                 f"expected (batch, {layer.n_in})")
+            layer._m = layer._slm_matrix_fast()
+            layer._input = post
+        for k, act in enumerate(self.activations):
+            if act is not None:
+                z = np.asarray(measured.pre[k], dtype=np.float64)
+                act._z, act._slope = z, act.absorber.slope(z, act.rule)
+        return self.backward(output_error)
+
     def get_weights(self) -> list[np.ndarray]:
         return [layer.weights for layer in self.layers]
 

@@ -110,14 +110,16 @@ def load_task_for(settings: dict, args):
     return task
 
 
-def build_twin(settings: dict):
+def build_twin(settings: dict, **network_options):
+    """Twin network for resolved ``settings``; ``network_options`` (e.g. ``imperfections``,
+    ``probe_strength``, ``update``) go to :class:`twin.network.OpticalNetwork` unchanged."""
     from twin.network import OpticalNetwork
     absorber = None if settings["absorber"] == "none" else settings["absorber"]
     if absorber is not None:
         from twin.absorber import make_absorber
         absorber = make_absorber(absorber, alpha0=settings["alpha0"], i_sat=settings["i_sat"])
     return OpticalNetwork(settings["layers"], absorber=absorber, rule=settings["rule"],
-                          init_scale=settings["init_scale"], seed=settings["seed"])
+                          init_scale=settings["init_scale"], seed=settings["seed"], **network_options)
 
 
 def run(args) -> int:
@@ -125,28 +127,65 @@ def run(args) -> int:
         from optwin.workflows import bench_training  # hardware-in-the-loop modes
         return bench_training.run_cli(args)
     from twin.optim import make_optimizer
-    from twin.training import train
 
     settings = resolve_settings(args)
     task = load_task_for(settings, args)
     net = build_twin(settings)
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
-    t0 = time.perf_counter()
-    history = train(net, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
-                    loss=settings["loss"], seed=settings["seed"],
-                    progress=not (args.json or args.no_progress) and sys.stderr.isatty())
-    seconds = time.perf_counter() - t0
+    history, seconds = train_with_checkpoints(net, task, optimizer, settings, args)
     result = summarise(history, settings, seconds, len(task.x_train))
     if args.out:
-        from optwin.runfile import save_run
-        save_run(args.out, net.get_weights(), settings, history.as_dict())
         result["out"] = str(args.out)
     print_result(result, args.json)
     return 0
 
 
+def train_with_checkpoints(system, task, optimizer, settings: dict, args):
+    """Train ``system``; with --out, checkpoint atomically after every epoch; with --resume,
+    continue from the checkpoint in --out (weights, optimizer state, curves, epoch)."""
+    from twin.training import History, train
+
+    start, history = 0, None
+    if args.resume:
+        if not args.out:
+            raise UsageError("--resume needs --out (the run file to continue)")
+        from pathlib import Path
+        if Path(args.out).exists():
+            from optwin.runfile import load_run
+            saved = load_run(args.out)
+            for key in ("task", "layers", "absorber", "alpha0", "rule", "seed", "batch", "lr", "system"):
+                if key in saved["settings"] and saved["settings"][key] != settings.get(key):
+                    raise UsageError(f"--resume: {args.out} was trained with {key}={saved['settings'][key]!r}, "
+                                     f"now {key}={settings.get(key)!r}; use the same settings or a new --out")
+            system.set_weights(saved["weights"])
+            if saved["optimizer"]:
+                optimizer.load_state(saved["optimizer"])
+            history = History(**{k: list(v) for k, v in saved["curves"].items()})
+            start = len(history.epoch)
+    seconds_before = sum(history.seconds) if history else 0.0
+
+    def checkpoint(epoch, hist):
+        if args.out:
+            from optwin.runfile import save_run
+            save_run(args.out, system.get_weights(), dict(settings, epochs_done=epoch),
+                     hist.as_dict(), optimizer.state())
+
+    t0 = time.perf_counter()
+    try:
+        history = train(system, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
+                        loss=settings["loss"], seed=settings["seed"], start_epoch=start, history=history,
+                        on_epoch_end=checkpoint,
+                        progress=not (args.json or args.no_progress) and sys.stderr.isatty())
+    except FloatingPointError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out and start >= settings["epochs"]:
+        checkpoint(start, history)
+    return history, time.perf_counter() - t0 + seconds_before
+
+
 def summarise(history, settings: dict, seconds: float, n_train: int) -> dict:
     epochs_run = len(history.epoch)
+    seconds = seconds or float("nan")
     return {
         "system": settings["system"], "task": settings["task"], "layers": settings["layers"],
         "absorber": settings["absorber"], "alpha0": settings["alpha0"], "rule": settings["rule"],

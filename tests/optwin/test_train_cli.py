@@ -64,3 +64,43 @@ def test_corrupt_run_file_is_a_clear_error(tmp_path):
         load_run(bad)
     with pytest.raises(UsageError, match="no such run file"):
         load_run(tmp_path / "missing.h5")
+
+
+def _h5_epochs(path):
+    try:
+        with h5py.File(path, "r") as f:
+            return len(f["curves/epoch"])
+    except Exception:  # noqa: BLE001 - file not there yet or being replaced
+        return 0
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    import os
+    import signal
+    import time
+    common = ["train", "--task", "digits", "--epochs", "150", "--lr", "1e-3", "--json", "--no-progress"]
+    killed = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "optwin", *common, "--out", str(killed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while _h5_epochs(killed) < 5 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = _h5_epochs(killed)
+    assert 5 <= done_at_kill < 150, "the run must be killed part-way (machine too fast/slow?)"
+    assert main([*common, "--out", str(killed), "--resume"]) == 0
+    full = tmp_path / "full.h5"
+    assert main([*common, "--out", str(full)]) == 0
+    a, b = load_run(killed), load_run(full)
+    for wa, wb in zip(a["weights"], b["weights"]):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a["curves"]["test_accuracy"], b["curves"]["test_accuracy"])
+
+
+def test_resume_refuses_other_settings(capsys, tmp_path):
+    out = tmp_path / "r.h5"
+    assert main(["train", "--task", "moons", "--epochs", "2", "--out", str(out), "--json"]) == 0
+    code = main(["train", "--task", "moons", "--epochs", "4", "--alpha0", "3", "--out", str(out), "--resume"])
+    assert code == 2
+    assert "alpha0" in capsys.readouterr().err

@@ -162,3 +162,24 @@ def test_banded_and_dense_crosstalk_match_matrix_products(bands):
     d_in, grad = layer.backward(d)
     np.testing.assert_allclose(d_in, d @ c @ layer.weights, rtol=1e-12)
     np.testing.assert_allclose(grad, (d @ c).T @ a, rtol=1e-12)
+
+
+def test_backward_at_measured_values_is_physics_aware_training():
+    net = imperfect_net("twolevel", rule="probe")
+    x = np.random.default_rng(4).uniform(0, 1, (6, 5))
+    d = np.random.default_rng(5).normal(size=(6, 3))
+    fw = net.forward(x, rng=np.random.default_rng(0))
+    ref = net.backward(d)
+    other = imperfect_net("twolevel", rule="probe")
+    again = other.backward_at(fw, d)
+    for a, b in zip(ref.grads, again.grads):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+    # measured activations that differ from the twin's own change the step accordingly
+    shifted = type(fw)(pre=[p * 1.1 for p in fw.pre], post=[fw.post[0], fw.post[1] * 0.9], output=fw.output)
+    moved = other.backward_at(shifted, d)
+    np.testing.assert_allclose(moved.grads[1], 0.9 * ref.grads[1], rtol=1e-12)
+    slope = other.absorber.probe(shifted.pre[0])
+    d_hidden = other.layers[1]._mix(d, transpose=True) @ other.layers[1].slm_matrix()
+    np.testing.assert_allclose(moved.errors[0], d_hidden * slope, rtol=1e-12)
+    with pytest.raises(ValueError, match="layers"):
+        other.backward_at(type(fw)(pre=fw.pre[:1], post=fw.post[:1], output=fw.output), d)
