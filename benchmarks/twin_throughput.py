@@ -1,5 +1,9 @@
 """Training throughput of the twin vs a bare numpy ReLU MLP of the same shapes (prints JSON).
 
+Ratios are given for wall-clock and for process CPU time; on a shared, busy machine the
+CPU-time ratio is the stable one.  Run with OPENBLAS_NUM_THREADS=1 so CPU time is the
+work of one core (the script sets it if unset).
+
 The twin runs the probe rule with every imperfection hook on (Gaussian illumination,
 256-level quantisation, stray field, output crosstalk, readout noise); the baseline is a
 plain numpy MLP (ReLU, MSE, Adam) written as tightly as numpy allows.  Both use float64
@@ -11,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -63,15 +70,15 @@ def relu_step_fn(batch, rng):
     return step
 
 
-def samples_per_second(step, data, steps):
+def samples_per_second(step, data, steps, clock=time.perf_counter):
     x, y = data
     n = len(x)
     b = step.batch
-    t0 = time.perf_counter()
+    t0 = clock()
     for k in range(steps):
         i = (k * b) % (n - b)
         step.fn(x[i:i + b], y[i:i + b])
-    return steps * b / (time.perf_counter() - t0)
+    return steps * b / (clock() - t0)
 
 
 class Step:
@@ -93,15 +100,16 @@ def main():
         base = Step(relu_step_fn(batch, np.random.default_rng(2)), batch)
         samples_per_second(twin, (x, y), 5)
         samples_per_second(base, (x, y), 5)
-        t, r = [], []
-        for _ in range(args.repeats):   # interleaved so drifts hit both alike
-            t.append(samples_per_second(twin, (x, y), args.steps))
-            r.append(samples_per_second(base, (x, y), args.steps))
-        result[f"batch_{batch}"] = {
-            "twin_samples_per_s": float(np.median(t)),
-            "relu_mlp_samples_per_s": float(np.median(r)),
-            "ratio_twin_over_relu": float(np.median(t) / np.median(r)),
-        }
+        out = {}
+        for clock_name, clock in (("wall", time.perf_counter), ("cpu", time.process_time)):
+            t, r = [], []
+            for _ in range(args.repeats):   # interleaved so drifts hit both alike
+                t.append(samples_per_second(twin, (x, y), args.steps, clock))
+                r.append(samples_per_second(base, (x, y), args.steps, clock))
+            out[f"twin_samples_per_s_{clock_name}"] = float(np.median(t))
+            out[f"relu_mlp_samples_per_s_{clock_name}"] = float(np.median(r))
+            out[f"ratio_twin_over_relu_{clock_name}"] = float(np.median(t) / np.median(r))
+        result[f"batch_{batch}"] = out
     print(json.dumps(result, indent=1))
 
 

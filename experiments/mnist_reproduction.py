@@ -51,9 +51,9 @@ def done_keys(path: Path) -> set:
     return keys
 
 
-def run_one(task, absorber, alpha0, rule, seed, epochs):
+def run_one(task, absorber, alpha0, rule, seed, epochs, init_scale=1.0):
     ab = None if absorber == "linear" else make_absorber(absorber, alpha0=alpha0)
-    net = OpticalNetwork([784, 128, 128, 10], absorber=ab, rule=rule, seed=seed)
+    net = OpticalNetwork([784, 128, 128, 10], absorber=ab, rule=rule, seed=seed, init_scale=init_scale)
     t0 = time.perf_counter()
     h = train(net, task, Adam(5e-4), epochs=epochs, batch=64, loss="mse", seed=seed)
     return {"test_accuracy": h.test_accuracy[-1], "best_test_accuracy": max(h.test_accuracy),
@@ -87,16 +87,21 @@ def measure(args):
     DOCS.mkdir(exist_ok=True)
     task = load_task("mnist")
     have = done_keys(RESULTS)
-    configs = [("linear", 0.0, "exact")] + [("thin", a, r) for a in ALPHAS for r in ("probe", "exact")]
+    alphas = args.alphas or ALPHAS
+    configs = ([("linear", 0.0, "exact")] if not args.alphas else []) + \
+        [("thin", a, r) for a in alphas for r in ("probe", "exact")]
     for seed in args.seeds:
         for absorber, alpha0, rule in configs:
             if absorber == "linear" and seed != args.seeds[0]:
                 continue
             key = f"{absorber}:{alpha0}:{rule}:{seed}:{args.epochs}"
+            if args.init_scale != 1.0:
+                key += f":init{args.init_scale:g}"
             if key in have:
                 continue
-            res = run_one(task, absorber, alpha0, rule, seed, args.epochs)
-            res.update(key=key, absorber=absorber, alpha0=alpha0, rule=rule, seed=seed, epochs=args.epochs)
+            res = run_one(task, absorber, alpha0, rule, seed, args.epochs, args.init_scale)
+            res.update(key=key, absorber=absorber, alpha0=alpha0, rule=rule, seed=seed, epochs=args.epochs,
+                       init_scale=args.init_scale)
             with RESULTS.open("a") as fh:
                 fh.write(json.dumps(res) + "\n")
             print(f"{key}: test {res['test_accuracy']:.4f} ({res['seconds']:.0f} s)", flush=True)
@@ -110,15 +115,17 @@ def report():
     cos = json.loads((DOCS / "mnist_gradient_cosine.json").read_text())
     table = {}
     for r in rows:
-        table.setdefault((r["absorber"], r["alpha0"], r["rule"]), []).append(r)
-    lines = ["| network | alpha0 | rule | test accuracy (mean +- std) | seeds | epochs | paper |",
-             "|---|---|---|---|---|---|---|"]
+        table.setdefault((r["absorber"], r["alpha0"], r["rule"], r.get("init_scale", 1.0)), []).append(r)
+    lines = ["| network | alpha0 | rule | init scale | test accuracy (mean +- std) | per seed | seeds | epochs | paper |",
+             "|---|---|---|---|---|---|---|---|---|"]
     paper = {0.1: "~0.875 (probe)", 3.0: ">= 0.975", 10.0: ">= 0.975", 30.0: "~0.98"}
-    for (ab, a, rule), rs in sorted(table.items(), key=lambda kv: (kv[0][0] != "linear", kv[0][1], kv[0][2])):
+    for (ab, a, rule, init), rs in sorted(table.items(),
+                                          key=lambda kv: (kv[0][0] != "linear", kv[0][1], kv[0][3], kv[0][2])):
         acc = np.array([r["test_accuracy"] for r in rs])
         ref = "~0.86" if ab == "linear" else paper.get(a, "")
-        lines.append(f"| {ab} | {a:g} | {rule} | {acc.mean():.4f} +- {acc.std():.4f} | {len(rs)} | "
-                     f"{rs[0]['epochs']} | {ref} |")
+        per = ", ".join(f"{v:.3f}" for v in acc)
+        lines.append(f"| {ab} | {a:g} | {rule} | {init:g} | {acc.mean():.4f} +- {acc.std():.4f} | {per} | "
+                     f"{len(rs)} | {rs[0]['epochs']} | {ref} |")
     lines += ["", "Cosine similarity of probe-rule and exact gradients at initialisation (20 batches of 64):", "",
               "| alpha0 | thin | two-level |", "|---|---|---|"]
     for a in ALPHAS:
@@ -132,13 +139,18 @@ def report():
     import matplotlib.pyplot as plt
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     for rule, marker in (("probe", "o"), ("exact", "s")):
-        pts = sorted((a, [r["test_accuracy"] for r in rs]) for (ab, a, ru), rs in table.items()
-                     if ab == "thin" and ru == rule)
+        pts = sorted((a, [r["test_accuracy"] for r in rs]) for (ab, a, ru, init), rs in table.items()
+                     if ab == "thin" and ru == rule and init == 1.0)
         if pts:
             x = [p[0] for p in pts]
             ax.errorbar(x, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts],
                         marker=marker, capsize=3, label=f"SA, {rule} rule")
-    lin = table.get(("linear", 0.0, "exact"))
+    for (ab, a, ru, init), rs in table.items():
+        if ab == "thin" and init != 1.0:
+            ax.errorbar([a * (1.08 if ru == "exact" else 0.93)], [np.mean([r["test_accuracy"] for r in rs])],
+                        yerr=[np.std([r["test_accuracy"] for r in rs])], marker="*", ms=10, capsize=3,
+                        ls="none", label=f"{ru} rule, init scale {init:g}")
+    lin = table.get(("linear", 0.0, "exact", 1.0))
     if lin:
         ax.axhline(np.mean([r["test_accuracy"] for r in lin]), color="gray", ls="--", label="linear network")
     ax.axhline(0.98, color="k", lw=0.5, ls=":", label="paper, alpha0=30")
@@ -163,6 +175,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--alphas", type=float, nargs="+", help="only these alpha0 (no linear baseline)")
+    p.add_argument("--init-scale", type=float, default=1.0, help="initial weights ~ N(0, s^2/n_in)")
     p.add_argument("--report", action="store_true", help="only write the table and plot from saved results")
     a = p.parse_args()
     if a.report:

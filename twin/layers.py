@@ -161,13 +161,16 @@ class OpticalLinear:
         if self._bands is None:
             return z @ (c if transpose else c.T)
         out = z * self._bands[0][1]
+        tmp = np.empty_like(z)
         for k, diag in self._bands[1:]:
             # z @ C^T: out[:, i] += C[i, i+k] z[:, i+k]; transpose swaps the role of k
             kk = -k if transpose else k
             if kk > 0:
-                out[:, :-kk] += z[:, kk:] * diag
+                t = np.multiply(z[:, kk:], diag, out=tmp[:, kk:])
+                out[:, :-kk] += t
             else:
-                out[:, -kk:] += z[:, :kk] * diag
+                t = np.multiply(z[:, :kk], diag, out=tmp[:, :kk])
+                out[:, -kk:] += t
         return out
 
     def _prepare_bands(self) -> None:
@@ -194,7 +197,9 @@ class OpticalLinear:
             z += imp.stray
         if imp.readout_noise > 0:
             rng = rng if rng is not None else np.random.default_rng()
-            z += imp.readout_noise * rng.standard_normal(z.shape)
+            noise = rng.standard_normal(z.shape, dtype=np.float32)
+            noise *= np.float32(imp.readout_noise)
+            z += noise
         if keep:
             self._input = a
         return z
