@@ -1,0 +1,157 @@
+"""Encode and readout speed on a 1920x1152 frame vs a plain copy of that frame (prints JSON).
+
+Measured in one process, interleaved (copy, encode, readout, copy, ...), median of
+repeats:
+
+- copy: ``np.copyto`` of a same-shape level frame (uint8 for 8 bit, uint16 for 10
+  bit) or camera frame (uint16, 12 bit) into a preallocated frame;
+- encode: ``PhaseEncoder.encode(weights, out=frame)`` of a fresh random signed matrix
+  (double-phase checkerboard through an inverse LUT of a gamma response);
+- readout: ``SpotReadout.power(frame)`` (circular ROIs, dark frame, gain map,
+  saturation check) and ``homodyne`` (two frames);
+- DMD input encoding is reported for information.
+
+The issue requires encode and readout each <= 2x the copy (``encode_ratio``,
+``readout_ratio`` of the main case; ``meets_requirement``).
+
+    python benchmarks/encode_readout.py [--repeats 300]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from hwio.encoding import DMDEncoder, PhaseEncoder  # noqa: E402
+from hwio.layout import BlockLayout  # noqa: E402
+from hwio.readout import SpotReadout  # noqa: E402
+from hwio.response import PhaseResponse  # noqa: E402
+
+SHAPE = (1152, 1920)  # rows, cols
+
+ENCODE_CASES = [
+    # name, bit depth, layout (matrix 64x64 / 128x64 covering most of the panel)
+    ("64x64 blocks 16x28 px, 8 bit", 8,
+     BlockLayout(64, 64, block_px=(16, 28), pitch_px=(16, 28), origin_px=(64, 64))),
+    ("64x64 blocks 16x28 px, 10 bit", 10,
+     BlockLayout(64, 64, block_px=(16, 28), pitch_px=(16, 28), origin_px=(64, 64))),
+    ("128x64 blocks 8x28 px guard 1, 8 bit", 8,
+     BlockLayout(128, 64, block_px=(8, 28), pitch_px=(8, 28), origin_px=(64, 64), guard_px=1)),
+    ("64x64 blocks 17x29 px (odd width), 8 bit", 8,
+     BlockLayout(64, 64, block_px=(17, 29), pitch_px=(17, 29), origin_px=(3, 4))),
+]
+READOUT_CASES = [("64 spots r=6 px", 64), ("1024 spots r=6 px", 1024)]
+
+
+def _median_us(samples):
+    return float(np.median(samples) * 1e6)
+
+
+def bench_encode(name, bits, layout, repeats, rng):
+    response = PhaseResponse.power_law(bits, 2.1 * np.pi, 1.15, -0.2, name="slm")
+    enc = PhaseEncoder(layout, SHAPE, response.inverse(), name="slm")
+    out = np.empty(SHAPE, dtype=enc.dtype)
+    src = rng.integers(0, 2 ** bits, SHAPE).astype(enc.dtype)
+    dst = np.empty_like(src)
+    weights = [rng.standard_normal((layout.n_rows, layout.n_cols)) for _ in range(8)]
+    t_copy, t_enc = [], []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        t1 = time.perf_counter()
+        enc.encode(weights[r % 8], out=out)
+        t2 = time.perf_counter()
+        t_copy.append(t1 - t0)
+        t_enc.append(t2 - t1)
+    c, e = _median_us(t_copy), _median_us(t_enc)
+    return {"case": name, "dtype": str(enc.dtype), "layout": layout.to_dict(),
+            "pixels_per_word": enc.pixels_per_word, "copy_us": c, "encode_us": e, "encode_ratio": e / c}
+
+
+def bench_readout(name, n_spots, repeats, rng):
+    H, W = SHAPE
+    g = int(np.ceil(np.sqrt(n_spots)))
+    k = np.arange(n_spots)
+    centers = np.stack([60 + (k // g) * ((H - 120) / g), 60 + (k % g) * ((W - 120) / g)], axis=1)
+    centers += rng.uniform(-0.5, 0.5, centers.shape)
+    dark = rng.normal(100.0, 2.0, SHAPE)
+    gain = rng.normal(0.5, 0.005, SHAPE)
+    ro = SpotReadout(centers, SHAPE, radius_px=6.0, dark_adu=dark, gain_adu_per_e=gain, saturation_adu=4095)
+    frames = [rng.integers(90, 4000, SHAPE).astype(np.uint16) for _ in range(3)]
+    lo_amp = ro.lo_amplitude(frames[2])
+    dst = np.empty_like(frames[0])
+    t_copy, t_pow, t_hom = [], [], []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, frames[r % 2])
+        t1 = time.perf_counter()
+        ro.power(frames[r % 2])
+        t2 = time.perf_counter()
+        ro.homodyne(frames[0], frames[1], lo_amp)
+        t3 = time.perf_counter()
+        t_copy.append(t1 - t0)
+        t_pow.append(t2 - t1)
+        t_hom.append(t3 - t2)
+    c, p, h = _median_us(t_copy), _median_us(t_pow), _median_us(t_hom)
+    return {"case": name, "dtype": "uint16", "n_spots": n_spots, "roi_pixels": int(ro.n_pixels.sum()),
+            "copy_us": c, "readout_us": p, "readout_ratio": p / c, "homodyne_two_frames_us": h,
+            "homodyne_ratio": h / c}
+
+
+def bench_dmd(repeats, rng):
+    layout = BlockLayout(1, 64, block_px=(1024, 28), pitch_px=(1024, 30), origin_px=(64, 0))
+    enc = DMDEncoder(layout, SHAPE, name="input")
+    out = np.empty(SHAPE, dtype=np.uint8)
+    src = rng.integers(0, 2, SHAPE).astype(np.uint8)
+    dst = np.empty_like(src)
+    xs = [rng.random(64) for _ in range(8)]
+    t_copy, t_enc = [], []
+    for r in range(max(20, repeats // 4)):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        t1 = time.perf_counter()
+        enc.encode(xs[r % 8], out=out)
+        t2 = time.perf_counter()
+        t_copy.append(t1 - t0)
+        t_enc.append(t2 - t1)
+    c, e = _median_us(t_copy), _median_us(t_enc)
+    return {"case": "DMD 1x64 blocks 1024x28 px, 1 bit (information)", "copy_us": c, "encode_us": e,
+            "encode_ratio": e / c}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.repeats < 5:
+        p.error("--repeats must be >= 5")
+    rng = np.random.default_rng(args.seed)
+    enc = [bench_encode(n, b, lay, args.repeats, rng) for n, b, lay in ENCODE_CASES]
+    ro = [bench_readout(n, k, args.repeats, rng) for n, k in READOUT_CASES]
+    dmd = bench_dmd(args.repeats, rng)
+    main_enc, main_ro = enc[0], ro[0]
+    result = {
+        "frame_shape": list(SHAPE), "repeats": args.repeats, "statistic": "median",
+        "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "copy_us": main_enc["copy_us"], "encode_us": main_enc["encode_us"],
+        "encode_ratio": main_enc["encode_ratio"],
+        "camera_copy_us": main_ro["copy_us"], "readout_us": main_ro["readout_us"],
+        "readout_ratio": main_ro["readout_ratio"],
+        "required_max_ratio": 2.0,
+        "meets_requirement": bool(main_enc["encode_ratio"] <= 2.0 and main_ro["readout_ratio"] <= 2.0),
+        "encode_cases": enc, "readout_cases": ro, "dmd": dmd,
+    }
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

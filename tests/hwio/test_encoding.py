@@ -1,0 +1,315 @@
+"""Double-phase weight encoding, phase response tables, DMD input encoding."""
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from hwio.encoding import DMDEncoder, PhaseEncoder, bayer_ranks, realised_weights
+from hwio.layout import BlockLayout
+from hwio.response import InverseLUT, PhaseResponse
+
+TWO_PI = 2 * math.pi
+
+
+def reference_frame(layout, shape, lut, w, w_max, background, reference=None):
+    """Pixel-by-pixel double-phase rule, written independently of the vectorised encoder."""
+    if background == "zero":
+        rr, cc = np.indices(shape)
+        frame = np.where((rr + cc) % 2 == 0, lut(np.array(math.pi / 2)), lut(np.array(-math.pi / 2)))
+        frame = frame.astype(lut.level_dtype)
+    else:
+        frame = np.full(shape, background, dtype=lut.level_dtype)
+    vals = np.asarray(w, float)
+    if layout.reference_col:
+        ref = np.zeros(layout.n_rows) if reference is None else np.asarray(reference, float)
+        vals = np.concatenate([vals, ref[:, None]], axis=1)
+    for i in range(layout.n_rows):
+        for j in range(layout.n_block_cols):
+            theta = math.acos(min(abs(vals[i, j]) / w_max, 1.0))
+            s = math.pi if vals[i, j] < 0 else 0.0
+            rs, cs = layout.active_slices(i, j)
+            for a in range(rs.stop - rs.start):
+                for b in range(cs.stop - cs.start):
+                    phase = s + theta if (a + b) % 2 == 0 else s - theta
+                    frame[rs.start + a, cs.start + b] = lut(np.array(phase))
+    return frame
+
+
+LAYOUTS = [
+    (BlockLayout(5, 7, block_px=(6, 10), pitch_px=(7, 12), origin_px=(3, 5), guard_px=1), (60, 101)),
+    (BlockLayout(4, 3, block_px=(5, 7), pitch_px=(5, 9), origin_px=(2, 1), reference_col=True), (40, 50)),
+    (BlockLayout(3, 3, block_px=(8, 16), pitch_px=(8, 16)), (24, 48)),
+    (BlockLayout(2, 4, block_px=(4, 9), pitch_px=(4, 9), origin_px=(1, 3)), (10, 40)),
+    (BlockLayout(3, 2, block_px=(4, 12), pitch_px=(6, 16), origin_px=(0, 6), guard_px=1), (18, 40)),
+]
+
+
+@pytest.mark.parametrize("background", ["zero", 3])
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("case", range(len(LAYOUTS)))
+def test_encoder_matches_pixel_rule(bits, case, background):
+    layout, shape = LAYOUTS[case]
+    lut = PhaseResponse.power_law(bits, 2.3 * math.pi, 1.3, -0.5).inverse()
+    enc = PhaseEncoder(layout, shape, lut, background=background)
+    rng = np.random.default_rng(case + bits)
+    w = rng.standard_normal((layout.n_rows, layout.n_cols))
+    ref = rng.standard_normal(layout.n_rows) if layout.reference_col else None
+    w_max = 1.5 * max(np.abs(w).max(), 0 if ref is None else np.abs(ref).max())
+    got = enc.encode(w, w_max=w_max, reference=ref)
+    assert got.dtype == lut.level_dtype and got.shape == shape
+    np.testing.assert_array_equal(got, reference_frame(layout, shape, lut, w, w_max, background, ref))
+    # writing into a caller's buffer gives the same frame and overwrites every pixel
+    out = np.full(shape, 7, dtype=lut.level_dtype)
+    enc.encode(w, w_max=w_max, reference=ref, out=out)
+    np.testing.assert_array_equal(out, got)
+
+
+@pytest.mark.parametrize("bits,gamma,range_rad", [(6, 1.0, TWO_PI), (8, 1.4, 2.2 * math.pi), (10, 0.8, 4 * math.pi)])
+def test_round_trip_within_quantisation_bound(bits, gamma, range_rad):
+    response = PhaseResponse.power_law(bits, range_rad, gamma, 0.3)
+    lut = response.inverse()
+    layout = BlockLayout(16, 12, block_px=(6, 8), pitch_px=(6, 8))
+    enc = PhaseEncoder(layout, (100, 100), lut)
+    w = np.random.default_rng(bits).uniform(-2.0, 2.0, (16, 12))
+    frame = enc.encode(w)
+    w_max = enc.last_w_max
+    assert w_max == pytest.approx(np.abs(w).max())
+    realised = enc.decode(frame, response, w_max=w_max)
+    bound = w_max * lut.max_phase_error_rad(response)
+    err = np.abs(realised - w)
+    assert err.max() <= bound + 1e-12
+    # the bound is not vacuous: quantisation errors reach a good part of it
+    assert err.max() > 0.2 * bound
+    # the bound shrinks with bit depth as expected: about half a level step
+    assert lut.max_phase_error_rad(response) < 0.6 * response.max_step_rad + 2 * lut.bin_width_rad
+
+
+def test_signs_and_extremes():
+    response = PhaseResponse.linear(12)
+    lut = response.inverse()
+    layout = BlockLayout(1, 5, block_px=(4, 4), pitch_px=(4, 4))
+    enc = PhaseEncoder(layout, (4, 20), lut)
+    w = np.array([[1.0, -1.0, 0.0, 0.5, -0.5]])
+    frame = enc.encode(w)
+    # full positive weight: every pixel at phase 0; full negative: every pixel at phase pi
+    assert set(np.unique(response.phase(frame[:, 0:4]))) == {0.0}
+    np.testing.assert_allclose(response.phase(frame[:, 4:8]), math.pi, atol=lut.max_phase_error_rad(response))
+    field = enc.decode(frame, response, complex_field=True)
+    np.testing.assert_allclose(field.real, w, atol=1e-3)
+    np.testing.assert_allclose(field.imag, 0.0, atol=1e-3)  # even pixel count: no imaginary part
+    assert np.array_equal(np.sign(field.real[0, [0, 1, 3, 4]]), [1, -1, 1, -1])
+
+
+def test_odd_pixel_count_keeps_real_part():
+    response = PhaseResponse.linear(12)
+    layout = BlockLayout(1, 2, block_px=(3, 3), pitch_px=(3, 3))
+    enc = PhaseEncoder(layout, (3, 6), response.inverse())
+    w = np.array([[0.6, -0.3]])
+    field = enc.decode(enc.encode(w, w_max=1.0), response, complex_field=True)
+    theta = np.arccos(np.abs(w))
+    s = np.where(w < 0, -1.0, 1.0)
+    # 5 pixels at s+theta, 4 at s-theta: mean = e^{is}(cos theta + i sin theta / 9)
+    np.testing.assert_allclose(field.real, w, atol=2e-3)
+    np.testing.assert_allclose(field.imag, s * np.sin(theta) / 9, atol=2e-3)
+
+
+def _blurred_box(n, edges_sign, sigma):
+    """Continuous Gaussian blur (sigma) of a 1-D piecewise-constant profile sampled at pixel centres.
+
+    ``edges_sign`` lists (position, jump) pairs; the profile is 0 left of the first edge.
+    """
+    x = np.arange(n) + 0.5
+    out = np.zeros(n)
+    for pos, jump in edges_sign:
+        out += jump * 0.5 * (1 + erf((x - pos) / (sigma * math.sqrt(2))))
+    return out
+
+
+def test_crosstalk_at_a_sign_edge_matches_gaussian_blur_of_a_step():
+    """Blocks +1 | -1 (uniform phases 0 and pi) filling a panel; no field outside the panel.
+
+    The field is separable, so the blurred block mean is the product of the blurred
+    column profile (0 | +1 | -1 | 0) and the blurred row profile (0 | 1 | 0), each averaged
+    over the block: away from the panel edges a block loses sigma*sqrt(2/pi)/width per edge.
+    """
+    response = PhaseResponse.linear(12)
+    width, height = 40, 200
+    layout = BlockLayout(1, 2, block_px=(height, width), pitch_px=(height, width))
+    enc = PhaseEncoder(layout, (height, 2 * width), response.inverse())
+    frame = enc.encode(np.array([[1.0, -1.0]]))
+    for sigma in (1.5, 3.0):
+        got = realised_weights(frame, layout, response, crosstalk_px=sigma)
+        cols = _blurred_box(2 * width, [(0, 1.0), (width, -2.0), (2 * width, 1.0)], sigma)
+        rows = _blurred_box(height, [(0, 1.0), (height, -1.0)], sigma)
+        expected = rows.mean() * np.array([cols[:width].mean(), cols[width:].mean()])
+        np.testing.assert_allclose(got[0], expected, atol=0.003)
+        # two edges per block, one to the opposite sign (loss 2x), one to darkness; plus top/bottom
+        loss = sigma * math.sqrt(2 / math.pi)
+        assert got[0, 0] == pytest.approx((1 - 3 * loss / (2 * width)) * (1 - 2 * loss / (2 * height)),
+                                          abs=0.003)
+    # without crosstalk the blocks are exact
+    np.testing.assert_allclose(realised_weights(frame, layout, response), [[1.0, -1.0]], atol=1e-6)
+
+
+def test_uniform_weights_keep_zero_order_under_crosstalk():
+    """A linear blur conserves the mean field: interior blocks of a uniform matrix are unchanged."""
+    response = PhaseResponse.linear(12)
+    layout = BlockLayout(5, 5, block_px=(8, 8), pitch_px=(8, 8))
+    enc = PhaseEncoder(layout, (40, 40), response.inverse())
+    frame = enc.encode(np.full((5, 5), -0.4), w_max=1.0)
+    got = realised_weights(frame, layout, response, crosstalk_px=1.2)
+    np.testing.assert_allclose(got[1:-1, 1:-1], -0.4, atol=2e-3)
+    assert np.all(np.abs(got[0]) < 0.4 - 0.01)        # panel-edge blocks lose light to the outside
+
+
+def test_default_w_max_and_zero_matrix():
+    response = PhaseResponse.linear(8)
+    layout = BlockLayout(2, 2, block_px=(2, 2), pitch_px=(2, 2))
+    enc = PhaseEncoder(layout, (4, 4), response.inverse())
+    enc.encode(np.zeros((2, 2)))
+    assert enc.last_w_max == 1.0
+    enc.encode(np.array([[0.1, -0.7], [0.2, 0.3]]))
+    assert enc.last_w_max == pytest.approx(0.7)
+    levels = enc.decode(enc.encode(np.zeros((2, 2))), response)
+    assert np.abs(levels).max() <= response.max_step_rad
+
+
+def test_encoder_errors():
+    response = PhaseResponse.linear(8)
+    lut = response.inverse()
+    layout = BlockLayout(3, 4, block_px=(4, 4), pitch_px=(4, 4))
+    enc = PhaseEncoder(layout, (12, 16), lut, name="slm1")
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*\(3, 4\)"):
+        enc.encode(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        enc.encode(np.full((3, 4), np.nan))
+    with pytest.raises(ValueError, match="w_max"):
+        enc.encode(np.ones((3, 4)), w_max=0.5)
+    with pytest.raises(ValueError, match="w_max"):
+        enc.encode(np.ones((3, 4)), w_max=-1)
+    with pytest.raises(ValueError, match="reference"):
+        enc.encode(np.ones((3, 4)), reference=np.ones(3))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        enc.encode(np.ones((3, 4)), out=np.zeros((12, 16), dtype=np.uint16))
+    with pytest.raises(ValueError, match="needs"):
+        PhaseEncoder(layout, (10, 16), lut)
+    with pytest.raises(TypeError, match="InverseLUT"):
+        PhaseEncoder(layout, (12, 16), response)
+    with pytest.raises(ValueError, match="background must be"):
+        PhaseEncoder(layout, (12, 16), lut, background=256)
+    with pytest.raises(ValueError, match="background must be"):
+        PhaseEncoder(layout, (12, 16), lut, background="dark")
+
+
+def test_response_range_below_two_pi_is_refused():
+    short = PhaseResponse.power_law(8, 1.7 * math.pi, 1.0)
+    assert not short.covers_full_turn()
+    with pytest.raises(ValueError, match=r"below 2 pi.*signs"):
+        short.inverse()
+    # the L/(max+1) convention (range 2 pi minus one step) is a full turn
+    PhaseResponse(TWO_PI * np.arange(256) / 256).inverse()
+
+
+def test_inverse_lut_is_nearest_level_on_the_circle():
+    response = PhaseResponse.power_law(8, 3.1 * math.pi, 1.2, -1.0)
+    lut = response.inverse()
+    targets = np.random.default_rng(3).uniform(-10, 10, 2000)
+    levels = lut(targets).astype(np.int64)
+    err = np.abs(np.angle(np.exp(1j * (response.phase_rad[levels] - targets))))
+    brute = np.abs(np.angle(np.exp(1j * (response.phase_rad[None, :] - targets[:, None])))).min(axis=1)
+    assert err.max() <= lut.max_phase_error_rad(response) + 1e-12
+    # equal to the brute-force nearest level up to the grid rounding (half a bin on each side)
+    assert np.all(err <= brute + lut.bin_width_rad + 1e-12)
+
+
+def test_response_tables_and_monotonicity():
+    with pytest.raises(ValueError, match="non-decreasing"):
+        PhaseResponse(np.r_[np.linspace(0, 7, 128), np.linspace(6, 1, 128)])
+    with pytest.raises(ValueError, match="2\\*\\*bit_depth"):
+        PhaseResponse(np.linspace(0, 7, 100))
+    lv = np.arange(0, 256, 8)
+    noisy = 7.0 * (lv / 255.0) + np.random.default_rng(0).normal(0, 0.05, lv.size)
+    resp = PhaseResponse.from_measured(lv, noisy, bit_depth=8)
+    assert np.all(np.diff(resp.phase_rad) >= 0)
+    assert resp.phase_rad[128] == pytest.approx(7.0 * 128 / 255, abs=0.2)
+    with pytest.raises(ValueError, match="0..255"):
+        resp.phase(np.array([256]))
+    with pytest.raises(TypeError):
+        resp.phase(np.array([1.5]))
+
+
+def test_lut_hdf5_round_trip_and_calibration_style_grid(tmp_path):
+    response = PhaseResponse.power_law(10, 2.5 * math.pi, 1.1)
+    lut = response.inverse()
+    with h5py.File(tmp_path / "cal.h5", "w") as f:
+        g = f.create_group("slm/slm1")
+        lut.to_hdf5(g)
+        # a table stored beside its grid of target phases, as calibration fits produce
+        grid = np.arange(1024) * TWO_PI / 1024
+        g2 = f.create_group("slm/slm2")
+        g2.create_dataset("inverse_lut", data=lut(grid).astype(np.int64))
+        g2.create_dataset("inverse_lut_phase_rad", data=grid)
+        g3 = f.create_group("slm/short")
+        g3.create_dataset("inverse_lut", data=np.arange(256))
+        g3.create_dataset("inverse_lut_phase_rad", data=np.linspace(0, 5.0, 256))
+    with h5py.File(tmp_path / "cal.h5", "r") as f:
+        back = InverseLUT.from_hdf5(f["slm/slm1/inverse_lut"])
+        np.testing.assert_array_equal(back.levels, lut.levels)
+        assert back.phase_min_rad == lut.phase_min_rad and back.bit_depth == 10
+        other = InverseLUT.from_hdf5(f["slm/slm2/inverse_lut"], bit_depth=10)
+        assert other.n_bins == 1024
+        targets = np.linspace(-3, 9, 500)
+        assert np.abs(np.angle(np.exp(1j * (response.phase(other(targets).astype(int)) - targets)))).max() \
+            <= other.max_phase_error_rad(response)
+        with pytest.raises(ValueError, match="not one uniform turn"):
+            InverseLUT.from_hdf5(f["slm/short/inverse_lut"], bit_depth=8)
+        with pytest.raises(ValueError, match="10 bit, the panel has 8"):
+            InverseLUT.from_hdf5(f["slm/slm1/inverse_lut"], bit_depth=8)
+
+
+# ------------------------------------------------------------------------------------- DMD
+
+def test_dmd_fill_fractions_are_exact_counts():
+    layout = BlockLayout(1, 6, block_px=(20, 12), pitch_px=(20, 14), origin_px=(2, 3))
+    enc = DMDEncoder(layout, (24, 90), name="input")
+    x = np.array([0.0, 1.0, 0.5, 0.123, 0.999, 1 / 240])
+    frame = enc.encode(x)
+    assert frame.dtype == np.uint8 and set(np.unique(frame)) <= {0, 1}
+    fill = enc.decode(frame)[0]
+    np.testing.assert_array_equal(fill, np.rint(x * 240) / 240)
+    assert np.all(np.abs(fill - x) <= 0.5 / 240 + 1e-15)
+    # pixels outside the blocks stay off
+    mask = np.zeros(frame.shape, bool)
+    for j in range(6):
+        mask[layout.active_slices(0, j)] = True
+    assert frame[~mask].sum() == 0
+    # other on/off levels give the same pattern
+    enc2 = DMDEncoder(layout, (24, 90), on_level=255, off_level=10)
+    np.testing.assert_array_equal(enc2.encode(x) == 255, frame == 1)
+
+
+def test_dmd_pixels_spread_evenly():
+    ranks = bayer_ranks((16, 16))
+    assert sorted(ranks.ravel()) == list(range(256))
+    for k in range(257):
+        tiles = (ranks < k).reshape(4, 4, 4, 4).sum(axis=(1, 3))
+        assert tiles.max() - tiles.min() <= 1, k
+    ranks = bayer_ranks((12, 20))
+    for k in range(241):
+        tiles = (ranks < k).reshape(3, 4, 5, 4).mean(axis=(1, 3))
+        assert np.abs(tiles - k / 240).max() <= 1 / 8, k
+
+
+def test_dmd_errors():
+    layout = BlockLayout(1, 3, block_px=(4, 4), pitch_px=(4, 4))
+    enc = DMDEncoder(layout, (4, 12))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        enc.encode(np.array([0.2, 1.2, 0.3]))
+    with pytest.raises(ValueError, match="shape"):
+        enc.encode(np.array([0.2, 0.3]))
+    with pytest.raises(ValueError, match="differ"):
+        DMDEncoder(layout, (4, 12), on_level=1, off_level=1)
