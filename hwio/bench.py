@@ -1,0 +1,689 @@
+"""Benches from TOML files: :func:`open_bench` builds the devices and the geometry.
+
+A bench file has these tables (see ``datasets/benches/sim.toml``)::
+
+    [bench]                 name, n_in, n_hidden, n_out (network sizes), description
+    [devices.<name>]        backend ("sim" or a real driver: "window", "pylon", "genicam",
+                            "opencv"), shape = [rows, cols], bit_depth, and per kind
+                            SLM:    pixel_pitch_m, settle_time_s  (lo also: channels = [cameras])
+                            camera: exposure_s, timeout_s, readout_s, max_stale_retries
+                            real backends only: [devices.<name>.options] (driver keyword arguments)
+    [layout.<slm>]          BlockLayout: block_px, pitch_px, origin_px, guard_px, reference_col
+                            (n_rows, n_cols follow from the sizes; given, they are checked)
+    [spots.<camera>]        SpotLayout: pitch_px, origin_px, grid (n follows from the sizes)
+    [truth] / [truth.*]     ground truth of a simulated bench (only with ``sim`` devices)
+
+Device names are fixed by the optical design (``docs/dev/sim-bench-design.md``): SLMs
+``input`` (DMD), ``slm1``, ``slm2``, ``probe_input``, ``lo``, ``flat_source``; cameras
+``cam_z1``, ``cam_a1``, ``cam_out``, ``cam_back``.  A real bench may add devices of its
+own when it names their ``kind``.
+
+Every problem in a file is reported as a one-line ``ValueError`` naming the file and
+the key, e.g. ``sim.toml: [devices.slm1].bit_depth must be an integer, got 'eight'``.
+Real drivers are imported only when a bench that uses them is opened.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from hwio.devices import Camera, SLM, Timeline
+from hwio.layout import BlockLayout, SpotLayout
+
+__all__ = ["open_bench", "load_bench_config", "describe_bench", "Bench", "BenchSizes", "BenchConfig",
+           "TableReader", "BENCH_DIR", "SLM_NAMES", "CAMERA_NAMES", "REAL_BACKENDS"]
+
+#: Directory of the bench files that ``open_bench(name)`` finds by name.
+BENCH_DIR = Path(__file__).resolve().parents[1] / "datasets" / "benches"
+
+SLM_NAMES = ("input", "slm1", "slm2", "probe_input", "lo", "flat_source")
+CAMERA_NAMES = ("cam_z1", "cam_a1", "cam_out", "cam_back")
+LO_CAMERAS_DEFAULT = CAMERA_NAMES
+
+#: backend name -> (kind, "module:Class"); modules are imported only when used.
+REAL_BACKENDS: dict[str, tuple[str, str]] = {
+    "window": ("slm", "hwio.drivers.window_slm:WindowSLM"),
+    "pylon": ("camera", "hwio.drivers.pylon_camera:PylonCamera"),
+    "genicam": ("camera", "hwio.drivers.genicam_camera:GenICamCamera"),
+    "opencv": ("camera", "hwio.drivers.opencv_camera:OpenCVCamera"),
+}
+
+_TOP_TABLES = ("bench", "devices", "layout", "spots", "truth")
+_COMMON_KEYS = ("backend", "kind", "shape", "bit_depth", "options")
+_SLM_KEYS = ("pixel_pitch_m", "settle_time_s", "channels")
+_CAMERA_KEYS = ("exposure_s", "timeout_s", "readout_s", "max_stale_retries")
+_MISSING = object()
+
+
+class BenchSizes(NamedTuple):
+    """Network sizes of a bench: inputs, hidden neurons, outputs."""
+
+    n_in: int
+    n_hidden: int
+    n_out: int
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML table reader with file/key-path error messages
+# ---------------------------------------------------------------------------------------------
+def _show(value) -> str:
+    return repr(value) if not isinstance(value, dict) else "a table"
+
+
+class TableReader:
+    """Typed access to one TOML table; errors name the file and the key path.
+
+    Parameters
+    ----------
+    label : file name used in messages (``sim.toml``).
+    path : dotted table path (``devices.slm1``).
+    table : the table's dict.
+    """
+
+    def __init__(self, label: str, path: str, table: Any):
+        self.label = label
+        self.path = path
+        if not isinstance(table, dict):
+            raise ValueError(f"{label}: [{path}] must be a table, got {_show(table)}")
+        self.table = table
+        self._seen: set[str] = set()
+
+    def where(self, key: str | None = None) -> str:
+        """``file: [path].key`` for messages."""
+        return f"{self.label}: [{self.path}]" + (f".{key}" if key is not None else "")
+
+    def error(self, key: str | None, message: str) -> ValueError:
+        """A ValueError ``file: [path].key message``."""
+        return ValueError(f"{self.where(key)} {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def _get(self, key, default, hint=""):
+        self._seen.add(key)
+        if key not in self.table:
+            if default is _MISSING:
+                raise self.error(key, f"is missing{(' (' + hint + ')') if hint else ''}")
+            return default, False
+        return self.table[key], True
+
+    def _check_range(self, key, value, lo, hi, lo_open=False):
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise self.error(key, f"must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+        if hi is not None and value > hi:
+            raise self.error(key, f"must be <= {hi}, got {value!r}")
+
+    def int(self, key, default=_MISSING, lo=None, hi=None, hint=""):
+        value, given = self._get(key, default, hint)
+        if not given:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be an integer, got {_show(value)}")
+        self._check_range(key, value, lo, hi)
+        return value
+
+    def float(self, key, default=_MISSING, lo=None, hi=None, lo_open=False, allow_inf=False, hint=""):
+        value, given = self._get(key, default, hint)
+        if not given:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"must be a number, got {_show(value)}")
+        value = float(value)
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            raise self.error(key, f"must be a finite number, got {value!r}")
+        self._check_range(key, value, lo, hi, lo_open)
+        return value
+
+    def str(self, key, default=_MISSING, choices=None, hint=""):
+        value, given = self._get(key, default, hint)
+        if not given:
+            return value
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, got {_show(value)}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    def bool(self, key, default=_MISSING):
+        value, given = self._get(key, default)
+        if given and not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {_show(value)}")
+        return value
+
+    def numbers(self, key, default=_MISSING, length=None, integer=False, lo=None, lo_open=False, hint=""):
+        """A list of numbers (``length`` fixed if given); returned as a list."""
+        value, given = self._get(key, default, hint)
+        if not given:
+            return value
+        what = "integers" if integer else "numbers"
+        shape = f"a list of {length} {what}" if length else f"a list of {what}"
+        if not isinstance(value, list):
+            raise self.error(key, f"must be {shape}, got {_show(value)}")
+        if length is not None and len(value) != length:
+            raise self.error(key, f"must be {shape}, got {len(value)} entries")
+        out = []
+        for v in value:
+            bad = isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int))
+            if bad or (not integer and not math.isfinite(v)):
+                raise self.error(key, f"must be {shape}, got {value!r}")
+            if lo is not None and (v <= lo if lo_open else v < lo):
+                raise self.error(key, f"entries must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+            out.append(int(v) if integer else float(v))
+        return out
+
+    def number_or_pair(self, key, default, lo=None):
+        """A number used for both layers, or a list of two numbers."""
+        value, given = self._get(key, default)
+        if not given:
+            return value
+        if isinstance(value, list):
+            self._seen.discard(key)
+            return tuple(self.numbers(key, length=2, lo=lo))
+        v = self.float(key, lo=lo)
+        return (v, v)
+
+    def strings(self, key, default=_MISSING):
+        value, given = self._get(key, default)
+        if not given:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, f"must be a list of strings, got {_show(value)}")
+        return list(value)
+
+    def sub(self, key, required=False) -> "TableReader | None":
+        """The sub-table ``key`` as a reader (None when absent and not required)."""
+        self._seen.add(key)
+        if key not in self.table:
+            if required:
+                raise ValueError(f"{self.label}: table [{self.path}.{key}] is missing")
+            return None
+        return TableReader(self.label, f"{self.path}.{key}", self.table[key])
+
+    def subtables(self) -> list[str]:
+        """Names of the keys that hold tables (marked as read)."""
+        names = [k for k, v in self.table.items() if isinstance(v, dict)]
+        self._seen.update(names)
+        return names
+
+    def finish(self) -> None:
+        """Raise if the table has keys nobody read."""
+        unknown = [k for k in self.table if k not in self._seen]
+        if unknown:
+            known = sorted(self._seen)
+            raise self.error(unknown[0], f"is not a known key (known here: {', '.join(known) or 'none'}); "
+                                         f"check the spelling")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config parsing
+# ---------------------------------------------------------------------------------------------
+class BenchConfig:
+    """A validated bench file: sizes, device settings, layouts, spots (and raw truth tables).
+
+    Build with :func:`load_bench_config`.  ``config`` holds no truth.
+    """
+
+    def __init__(self, *, name, path, label, sizes, devices, layouts, spots, truth_table, raw):
+        self.name = name
+        self.path = path
+        self.label = label
+        self.sizes = sizes
+        self.devices = devices          # name -> dict of normalised settings
+        self.layouts = layouts          # slm name -> BlockLayout
+        self.spots = spots              # camera name -> SpotLayout
+        self._truth_table = truth_table
+        self._truth = None
+        self._raw = raw
+
+    @property
+    def simulated(self) -> bool:
+        """Whether any device uses the ``sim`` backend."""
+        return any(d["backend"] == "sim" for d in self.devices.values())
+
+    @property
+    def config(self) -> dict:
+        """The normalised configuration as plain data (no truth tables)."""
+        return {
+            "bench": {"name": self.name, "n_in": self.sizes.n_in, "n_hidden": self.sizes.n_hidden,
+                      "n_out": self.sizes.n_out,
+                      **({"description": self._raw["description"]} if "description" in self._raw else {})},
+            "devices": copy.deepcopy(self.devices),
+            "layout": {k: v.to_dict() for k, v in self.layouts.items()},
+            "spots": {k: v.to_dict() for k, v in self.spots.items()},
+        }
+
+
+def _resolve(path_or_name) -> tuple[Path, str]:
+    p = Path(path_or_name)
+    if p.is_file():
+        return p, (p.name if p.parent.resolve() == BENCH_DIR else str(path_or_name))
+    name = str(path_or_name)
+    if "/" not in name and "\\" not in name:
+        stem = name[:-5] if name.endswith(".toml") else name
+        cand = BENCH_DIR / f"{stem}.toml"
+        if cand.is_file():
+            return cand, cand.name
+    known = sorted(f.stem for f in BENCH_DIR.glob("*.toml")) if BENCH_DIR.is_dir() else []
+    raise ValueError(f"bench config {str(path_or_name)!r} not found: give a path to a .toml file or one "
+                     f"of the built-in names ({', '.join(known) or 'none installed'})")
+
+
+def _read_toml(path: Path, label: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{label}: not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise ValueError(f"{label}: cannot read the bench file ({exc.strerror})") from None
+
+
+def _parse_device(label: str, name: str, table) -> dict:
+    r = TableReader(label, f"devices.{name}", table)
+    backend = r.str("backend", hint="'sim' or a driver: " + ", ".join(REAL_BACKENDS))
+    if backend != "sim" and backend not in REAL_BACKENDS:
+        raise r.error("backend", f"must be 'sim' or one of {', '.join(map(repr, REAL_BACKENDS))}, "
+                                 f"got {backend!r}")
+    fixed = "slm" if name in SLM_NAMES else "camera" if name in CAMERA_NAMES else None
+    if backend == "sim" and not fixed:
+        raise r.error(None, f"the simulated bench has no device {name!r}; its devices are "
+                            f"{', '.join(SLM_NAMES + CAMERA_NAMES)}")
+    kind = r.str("kind", fixed if fixed else _MISSING, choices=("slm", "camera"),
+                 hint="'slm' or 'camera'; devices outside the standard set must say which")
+    if fixed and kind != fixed:
+        raise r.error("kind", f"must be {fixed!r} for the standard device {name!r}, got {kind!r}")
+    if backend != "sim" and REAL_BACKENDS[backend][0] != kind:
+        raise r.error("backend", f"{backend!r} drives a {REAL_BACKENDS[backend][0]}, but {name!r} is a {kind}")
+    sim = backend == "sim"
+    dev: dict[str, Any] = {"backend": backend, "kind": kind}
+    shape = r.numbers("shape", _MISSING if sim else None, length=2, integer=True, lo=1,
+                      hint="[rows, cols] in pixels")
+    dev["shape"] = shape
+    dev["bit_depth"] = r.int("bit_depth", (8 if kind == "slm" else 12) if sim else None, lo=1, hi=16)
+    if kind == "slm":
+        dev["pixel_pitch_m"] = r.float("pixel_pitch_m", 8e-6, lo=0, lo_open=True)
+        dev["settle_time_s"] = r.float("settle_time_s", 0.0, lo=0)
+        if name == "lo" or r.has("channels"):
+            channels = r.strings("channels", list(LO_CAMERAS_DEFAULT))
+            for c in channels:
+                if c not in CAMERA_NAMES:
+                    raise r.error("channels", f"names unknown camera {c!r}; LO channels are cameras "
+                                              f"({', '.join(CAMERA_NAMES)})")
+            if len(set(channels)) != len(channels):
+                raise r.error("channels", f"lists a camera twice: {channels}")
+            dev["channels"] = channels
+    else:
+        dev["exposure_s"] = r.float("exposure_s", 1e-3, lo=0, lo_open=True)
+        dev["timeout_s"] = r.float("timeout_s", 2.0, lo=0, lo_open=True)
+        dev["readout_s"] = r.float("readout_s", 1e-3, lo=0)
+        dev["max_stale_retries"] = r.int("max_stale_retries", 5, lo=0)
+    if r.has("options"):
+        if sim:
+            raise r.error("options", "is only for real backends (driver keyword arguments); "
+                                     "remove it for backend 'sim'")
+        opts = r.sub("options")
+        dev["options"] = copy.deepcopy(opts.table)
+    r.finish()
+    if name == "lo" and dev["shape"] is not None and dev["shape"] != [1, len(dev["channels"])]:
+        raise r.error("shape", f"must be [1, {len(dev['channels'])}] (one LO phase per channel "
+                               f"{dev['channels']}), got {dev['shape']}")
+    if name == "flat_source" and dev["shape"] is not None and dev["shape"] != [1, 1]:
+        raise r.error("shape", f"must be [1, 1] for the flat lamp, got {dev['shape']}")
+    return dev
+
+
+def _layout_sizes(sizes: BenchSizes) -> dict[str, tuple[int, int]]:
+    return {"input": (1, sizes.n_in), "slm1": (sizes.n_hidden, sizes.n_in),
+            "slm2": (sizes.n_out, sizes.n_hidden), "probe_input": (1, sizes.n_out)}
+
+
+def _spot_counts(sizes: BenchSizes) -> dict[str, int]:
+    return {"cam_z1": sizes.n_hidden, "cam_a1": sizes.n_hidden, "cam_out": sizes.n_out,
+            "cam_back": sizes.n_hidden}
+
+
+def _parse_layout(label, name, table, expected, device) -> BlockLayout:
+    r = TableReader(label, f"layout.{name}", table)
+    n_rows = r.int("n_rows", expected[0] if expected else _MISSING, lo=1)
+    n_cols = r.int("n_cols", expected[1] if expected else _MISSING, lo=1)
+    if expected and (n_rows, n_cols) != tuple(expected):
+        raise r.error("n_rows" if n_rows != expected[0] else "n_cols",
+                      f"gives a {n_rows}x{n_cols} layout but the bench sizes need {expected[0]}x{expected[1]}; "
+                      f"drop n_rows/n_cols or fix [bench]")
+    kw = dict(block_px=tuple(r.numbers("block_px", length=2, integer=True, lo=1, hint="[rows, cols]")),
+              pitch_px=tuple(r.numbers("pitch_px", length=2, integer=True, lo=1, hint="[rows, cols]")),
+              origin_px=tuple(r.numbers("origin_px", [0, 0], length=2, integer=True, lo=0)),
+              guard_px=r.int("guard_px", 0, lo=0),
+              reference_col=r.bool("reference_col", False))
+    r.finish()
+    try:
+        layout = BlockLayout(n_rows, n_cols, **kw)
+        if device is not None and device["shape"] is not None:
+            layout.check_fits(tuple(device["shape"]), name)
+    except ValueError as exc:
+        raise ValueError(f"{r.where()} {exc}") from None
+    return layout
+
+
+def _parse_spots(label, name, table, expected_n) -> SpotLayout:
+    r = TableReader(label, f"spots.{name}", table)
+    n = r.int("n", expected_n if expected_n else _MISSING, lo=1)
+    if expected_n and n != expected_n:
+        raise r.error("n", f"is {n} but the bench sizes give {name} {expected_n} spots")
+    pitch = r.float("pitch_px", lo=0, lo_open=True, hint="spot spacing in layout pixels")
+    origin = tuple(r.numbers("origin_px", [0.0, 0.0], length=2))
+    grid = r.numbers("grid", None, length=2, integer=True, lo=1)
+    r.finish()
+    try:
+        if grid is None:
+            return SpotLayout.square(n, pitch_px=pitch, origin_px=origin)
+        return SpotLayout(n=n, grid=tuple(grid), pitch_px=pitch, origin_px=origin)
+    except ValueError as exc:
+        raise ValueError(f"{r.where()} {exc}") from None
+
+
+def _parse(doc: dict, path: Path, label: str) -> BenchConfig:
+    for key in doc:
+        if key not in _TOP_TABLES:
+            raise ValueError(f"{label}: unknown table [{key}] (known: {', '.join(_TOP_TABLES)}); check the spelling")
+        if not isinstance(doc[key], dict):
+            raise ValueError(f"{label}: {key} must be a table [{key}], got {_show(doc[key])}")
+    if "bench" not in doc:
+        _fail_missing(label, "bench")
+    b = TableReader(label, "bench", doc["bench"])
+    name = b.str("name", path.stem)
+    sizes = BenchSizes(b.int("n_in", lo=1, hint="number of network inputs"),
+                       b.int("n_hidden", lo=1, hint="number of hidden neurons"),
+                       b.int("n_out", lo=1, hint="number of outputs"))
+    description = b.str("description", None)
+    b.finish()
+
+    if "devices" not in doc:
+        _fail_missing(label, "devices")
+    dr = TableReader(label, "devices", doc["devices"])
+    devices = {}
+    for dname in dr.table:
+        devices[dname] = _parse_device(label, dname, dr.table[dname])
+    for dname in SLM_NAMES + CAMERA_NAMES:
+        if dname not in devices:
+            raise ValueError(f"{label}: missing device [devices.{dname}]; a bench needs "
+                             f"{', '.join(SLM_NAMES)} (SLMs) and {', '.join(CAMERA_NAMES)} (cameras)")
+
+    need = _layout_sizes(sizes)
+    lt = TableReader(label, "layout", doc.get("layout", {}))
+    layouts = {}
+    for sname, tab in lt.table.items():
+        if sname not in devices or devices[sname]["kind"] != "slm":
+            raise ValueError(f"{label}: [layout.{sname}] names no SLM of this bench "
+                             f"(SLMs: {', '.join(n for n, d in devices.items() if d['kind'] == 'slm')})")
+        if sname in ("lo", "flat_source"):
+            raise ValueError(f"{label}: [layout.{sname}] is not allowed: {sname} has one pixel per channel")
+        layouts[sname] = _parse_layout(label, sname, tab, need.get(sname), devices[sname])
+    for sname in need:
+        if sname not in layouts:
+            raise ValueError(f"{label}: missing table [layout.{sname}] (block_px, pitch_px, origin_px, guard_px)")
+
+    counts = _spot_counts(sizes)
+    st = TableReader(label, "spots", doc.get("spots", {}))
+    spots = {}
+    for cname, tab in st.table.items():
+        if cname not in devices or devices[cname]["kind"] != "camera":
+            raise ValueError(f"{label}: [spots.{cname}] names no camera of this bench")
+        spots[cname] = _parse_spots(label, cname, tab, counts.get(cname))
+    for cname in counts:
+        if cname not in spots:
+            raise ValueError(f"{label}: missing table [spots.{cname}] (pitch_px, origin_px, grid)")
+
+    truth = doc.get("truth")
+    sim = any(d["backend"] == "sim" for d in devices.values())
+    if truth is not None and not sim:
+        raise ValueError(f"{label}: [truth] tables are only for benches with 'sim' devices; remove them")
+    if sim:
+        for dname, d in devices.items():
+            for key in ("shape", "bit_depth"):
+                if d[key] is None:
+                    raise ValueError(f"{label}: [devices.{dname}].{key} is missing; a bench with simulated "
+                                     f"devices needs the shape and bit depth of every device")
+    raw = {"description": description} if description is not None else {}
+    cfg = BenchConfig(name=name, path=path, label=label, sizes=sizes, devices=devices, layouts=layouts,
+                      spots=spots, truth_table=truth if truth is not None else ({} if sim else None), raw=raw)
+    if sim:
+        from hwio.sim.truth import parse_truth
+        cfg._truth = parse_truth(cfg._truth_table, label, cfg)
+    return cfg
+
+
+def _fail_missing(label, table):
+    raise ValueError(f"{label}: missing table [{table}]")
+
+
+def load_bench_config(path_or_name) -> BenchConfig:
+    """Read and validate a bench file without opening any device.
+
+    Parameters
+    ----------
+    path_or_name : path of a TOML file, or the name of a file in ``datasets/benches``
+        (``"sim"`` -> ``datasets/benches/sim.toml``).
+    """
+    path, label = _resolve(path_or_name)
+    return _parse(_read_toml(path, label), path, label)
+
+
+def _config_from_dict(doc: dict, path: Path, label: str) -> BenchConfig:
+    return _parse(doc, path, label)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench
+# ---------------------------------------------------------------------------------------------
+class Bench:
+    """An opened bench: devices by kind, geometry, network sizes and the shared timeline.
+
+    Attributes
+    ----------
+    name : bench name.
+    path : the TOML file it came from.
+    sizes : :class:`BenchSizes` (n_in, n_hidden, n_out).
+    slms, cameras : dicts name -> device (:class:`hwio.devices.SLM` / :class:`~hwio.devices.Camera`).
+    layouts : dict SLM name -> :class:`hwio.layout.BlockLayout`.
+    spots : dict camera name -> :class:`hwio.layout.SpotLayout`.
+    timeline : the devices' shared :class:`hwio.devices.Timeline` (virtual clock on simulated benches).
+    config : normalised configuration (plain data, no truth).
+    simulated : whether any device is simulated.
+    """
+
+    def __init__(self, cfg: BenchConfig, slms: dict, cameras: dict, timeline: Timeline, sim=None):
+        self.name = cfg.name
+        self.path = cfg.path
+        self.sizes = cfg.sizes
+        self.layouts = dict(cfg.layouts)
+        self.spots = dict(cfg.spots)
+        self.slms = slms
+        self.cameras = cameras
+        self.timeline = timeline
+        self.simulated = cfg.simulated
+        self._cfg = cfg
+        self._sim = sim
+        self._closed = False
+
+    @property
+    def config(self) -> dict:
+        return self._cfg.config
+
+    @property
+    def lo_channels(self) -> list[str]:
+        """Cameras in the order of the ``lo`` device's columns."""
+        return list(self._cfg.devices["lo"]["channels"])
+
+    def describe(self) -> dict:
+        """Plain-data summary (devices with their actual shapes, layouts, spots, sizes); no truth."""
+        info = describe_config(self._cfg)
+        for d in info["devices"]:
+            dev = self.slms.get(d["name"]) or self.cameras.get(d["name"])
+            d["shape"] = list(dev.shape)
+            d["bit_depth"] = dev.bit_depth
+        return info
+
+    def close(self) -> None:
+        """Close every device (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for dev in list(self.cameras.values()) + list(self.slms.values()):
+            try:
+                dev.close()
+            except Exception as exc:  # close everything, report the first failure
+                errors.append(f"{dev.name}: {exc}")
+        if errors:
+            raise RuntimeError(f"bench {self.name}: closing failed for {'; '.join(errors)}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        kind = "simulated" if self.simulated else "real"
+        return (f"Bench({self.name!r}, {kind}, sizes={tuple(self.sizes)}, slms={list(self.slms)}, "
+                f"cameras={list(self.cameras)})")
+
+
+def _driver_class(cfg: BenchConfig, name: str, backend: str):
+    module, cls = REAL_BACKENDS[backend][1].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise ImportError(f"{cfg.label}: [devices.{name}].backend {backend!r} needs the driver module "
+                              f"{module}, which is not installed in this checkout") from None
+        raise
+    return getattr(mod, cls)
+
+
+def _real_plan(cfg: BenchConfig, name: str, dev: dict, timeline: Timeline):
+    """Driver class and keyword arguments of a real device (validated, nothing opened yet)."""
+    cls = _driver_class(cfg, name, dev["backend"])
+    params = inspect.signature(cls.__init__).parameters
+    accepted = {p for p in params if p != "self"}
+    kwargs: dict[str, Any] = {}
+    if "name" in accepted:
+        kwargs["name"] = name
+    if "timeline" in accepted:
+        kwargs["timeline"] = timeline
+    keys = ("shape", "bit_depth", "pixel_pitch_m", "settle_time_s") if dev["kind"] == "slm" else \
+        ("exposure_s", "timeout_s", "max_stale_retries")
+    for key in keys:
+        if dev.get(key) is not None and key in accepted:
+            kwargs[key] = tuple(dev[key]) if key == "shape" else dev[key]
+    for key, value in dev.get("options", {}).items():
+        if key not in accepted or key in ("name", "timeline"):
+            raise ValueError(f"{cfg.label}: [devices.{name}.options].{key} is not a parameter of "
+                             f"{cls.__name__} (accepted: {', '.join(sorted(accepted - {'name', 'timeline'}))})")
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls, kwargs
+
+
+def _open_real(cfg: BenchConfig, name: str, dev: dict, cls, kwargs: dict):
+    device = cls(**kwargs)
+    device.name = name
+    if dev["kind"] == "camera" and dev.get("exposure_s") is not None and "exposure_s" not in kwargs:
+        device.exposure_s = dev["exposure_s"]
+    for key in ("shape", "bit_depth"):
+        want = dev.get(key)
+        have = list(device.shape) if key == "shape" else device.bit_depth
+        if want is not None and want != have:
+            device.close()
+            raise ValueError(f"{cfg.label}: [devices.{name}].{key} is {want} but the {cls.__name__} "
+                             f"reports {have}; fix the file or the device settings")
+    return device
+
+
+def open_bench(path_or_name) -> Bench:
+    """Open a bench described by a TOML file.
+
+    Parameters
+    ----------
+    path_or_name : a path to a ``.toml`` file, or the name of a built-in bench in
+        ``datasets/benches`` (``"sim"`` is the embedded simulated bench).
+
+    Returns
+    -------
+    Bench : use it as a context manager (or call ``close()``).
+
+    Raises
+    ------
+    ValueError : the file is malformed (message names file and key).
+    ImportError : a real driver or its vendor library is missing.
+    """
+    return _open(load_bench_config(path_or_name))
+
+
+def _open(cfg: BenchConfig) -> Bench:
+    sim = None
+    if cfg.simulated:
+        from hwio.sim import SimEngine, VirtualClock
+        any_real = any(d["backend"] != "sim" for d in cfg.devices.values())
+        if any_real:
+            timeline = Timeline()
+        else:
+            clock = VirtualClock()
+            timeline = Timeline(clock=clock.now, sleep=clock.advance)
+        sim = SimEngine(cfg, cfg._truth, timeline)
+    else:
+        timeline = Timeline()
+    plans = {name: _real_plan(cfg, name, dev, timeline)
+             for name, dev in cfg.devices.items() if dev["backend"] != "sim"}
+    slms: dict[str, SLM] = {}
+    cameras: dict[str, Camera] = {}
+    opened = []
+    try:
+        for name, dev in cfg.devices.items():
+            if dev["backend"] == "sim":
+                device = sim.make_device(name, dev)
+            else:
+                device = _open_real(cfg, name, dev, *plans[name])
+            opened.append(device)
+            (slms if dev["kind"] == "slm" else cameras)[name] = device
+    except BaseException:
+        for d in opened:
+            try:
+                d.close()
+            except Exception:
+                pass
+        raise
+    if sim is not None:
+        sim.attach(slms, cameras)
+    return Bench(cfg, slms, cameras, timeline, sim)
+
+
+def describe_config(cfg: BenchConfig) -> dict:
+    """Plain-data summary of a validated bench file (no devices opened, no truth)."""
+    devices = []
+    for name, d in cfg.devices.items():
+        entry = {"name": name, "kind": d["kind"], "backend": d["backend"],
+                 "shape": d["shape"], "bit_depth": d["bit_depth"]}
+        for key in ("settle_time_s", "pixel_pitch_m", "exposure_s", "timeout_s", "channels"):
+            if key in d:
+                entry[key] = d[key]
+        devices.append(entry)
+    layouts = {}
+    for k, v in cfg.layouts.items():
+        layouts[k] = {**v.to_dict(), "extent_px": list(v.extent_px)}
+    spots = {}
+    for k, v in cfg.spots.items():
+        spots[k] = {**v.to_dict(), "positions_px": v.positions_px.tolist()}
+    return {"bench": cfg.name, "path": str(cfg.path), "simulated": cfg.simulated,
+            "sizes": cfg.sizes._asdict(), "devices": devices, "layouts": layouts, "spots": spots,
+            "lo_channels": list(cfg.devices["lo"]["channels"])}
+
+
+def describe_bench(path_or_name) -> dict:
+    """Summary of a bench file for ``optwin bench info`` (devices, backends, shapes, layouts; no truth)."""
+    return describe_config(load_bench_config(path_or_name))
