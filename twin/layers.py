@@ -50,6 +50,8 @@ class Imperfections:
     readout_noise : standard deviation of additive Gaussian noise on each output (field units).
     nonreciprocity : (n_out, n_in) matrix added to the transposed realised matrix in the
         backward pass (a defect: the backward light does not retrace the forward path).
+    backward_gain : (n_out, n_in) per-element gain of the backward path, replacing ``gain``
+        there (different illumination or detection of the backward beam).
     """
 
     gain: np.ndarray | None = None
@@ -59,6 +61,7 @@ class Imperfections:
     crosstalk: np.ndarray | None = None
     readout_noise: float = 0.0
     nonreciprocity: np.ndarray | None = None
+    backward_gain: np.ndarray | None = None
 
     def check(self, n_out: int, n_in: int) -> None:
         """Raise ValueError on shapes or values that do not fit an (n_out, n_in) layer."""
@@ -71,6 +74,7 @@ class Imperfections:
         shape("stray", self.stray, (n_out,))
         shape("crosstalk", self.crosstalk, (n_out, n_out))
         shape("nonreciprocity", self.nonreciprocity, (n_out, n_in))
+        shape("backward_gain", self.backward_gain, (n_out, n_in))
         if self.levels is not None:
             if int(self.levels) < 2:
                 raise ValueError(f"quantisation needs levels >= 2, got {self.levels}")
@@ -82,7 +86,7 @@ class Imperfections:
     @property
     def any(self) -> bool:
         return any(v is not None for v in (self.gain, self.levels, self.stray, self.crosstalk,
-                                           self.nonreciprocity)) or self.readout_noise > 0
+                                           self.nonreciprocity, self.backward_gain)) or self.readout_noise > 0
 
 
 class OpticalLinear:
@@ -217,7 +221,12 @@ class OpticalLinear:
             raise RuntimeError("backward() needs a forward() with keep=True first")
         imp = self.imperfections
         d_slm = delta if imp.crosstalk is None else self._mix(delta, transpose=True)
-        delta_in = d_slm @ self._m if need_input_error else None
+        if not need_input_error:
+            delta_in = None
+        elif imp.backward_gain is None:
+            delta_in = d_slm @ self._m
+        else:
+            delta_in = d_slm @ (self.quantised() * imp.backward_gain)
         if need_input_error and imp.nonreciprocity is not None:
             delta_in += delta @ imp.nonreciprocity
         if update == "gradient":

@@ -183,3 +183,15 @@ def test_backward_at_measured_values_is_physics_aware_training():
     np.testing.assert_allclose(moved.errors[0], d_hidden * slope, rtol=1e-12)
     with pytest.raises(ValueError, match="layers"):
         other.backward_at(type(fw)(pre=fw.pre[:1], post=fw.post[:1], output=fw.output), d)
+
+
+def test_backward_gain_changes_only_the_backward_path():
+    from twin.layers import OpticalLinear
+    rng = np.random.default_rng(7)
+    g, gb = rng.uniform(0.5, 1, (3, 4)), rng.uniform(0.5, 1, (3, 4))
+    layer = OpticalLinear(4, 3, imperfections=Imperfections(gain=g, backward_gain=gb), rng=1)
+    a, d = rng.normal(size=(2, 4)), rng.normal(size=(2, 3))
+    np.testing.assert_allclose(layer.forward(a), a @ (g * layer.weights).T)
+    d_in, grad = layer.backward(d)
+    np.testing.assert_allclose(d_in, d @ (gb * layer.weights))
+    np.testing.assert_allclose(grad, g * (d.T @ a))
