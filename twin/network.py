@@ -122,6 +122,11 @@ class OpticalNetwork:
 
     def set_weights(self, weights) -> None:
         for layer, w in zip(self.layers, weights):
+            wm = layer.imperfections.w_max
+            if w is layer.weights:
+                if wm is not None:   # the SLM cannot hold more: project back (in place)
+                    np.clip(w, -wm, wm, out=w)
+                continue   # the optimizer updated this layer's own array in place
             w = np.asarray(w, dtype=np.float64)
             if w.shape != layer.weights.shape:
                 raise ValueError(f"weights of shape {w.shape} do not fit layer {layer.weights.shape}")

@@ -1,0 +1,382 @@
+"""Shared state and device helpers of the calibration procedures.
+
+A :class:`CalContext` wraps an opened :class:`hwio.bench.Bench`.  It holds the fits made so
+far (``ctx.fits``, name -> :class:`~calibration.quantities.Fit`) and gives every procedure
+the same fault-tolerant device access:
+
+* ``show`` / ``grab`` retry retryable :class:`hwio.devices.DeviceError` s (timeouts, dropped
+  frames, SLM write errors); ``grab`` also rejects a *stale* frame (a camera re-delivering
+  its previous frame, recognised by a timestamp that is not newer than the last one), which
+  the Camera base class cannot catch when no SLM changed in between;
+* frames to put on the panels: ``zero_levels`` (zero-field double-phase checkerboard),
+  ``uniform_levels``, ``weight_levels`` through a :class:`hwio.encoding.PhaseEncoder` whose
+  LUT is the calibrated one once ``slm`` fits exist (an ideal linear 2 pi response before);
+* readout: ``readout(cam)`` is a :class:`hwio.readout.SpotReadout` from the registration's
+  spot centres, the readout's ROI radius and the camera's dark map; ``homodyne`` gives the
+  contract's signed value ``h = (P0 - Ppi) / (4 lo_amplitude)``; ``field_iq`` the complex
+  field from four LO phases (0, pi/2, pi, 3 pi/2).
+
+Power units everywhere: dark-subtracted ADU summed over a spot's ROI (SpotReadout, gain 1).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterable
+
+import numpy as np
+
+from calibration.quantities import Fit
+from hwio.devices import CameraFrame, DeviceError, FrameError
+from hwio.encoding import DMDEncoder, PhaseEncoder
+from hwio.readout import SpotReadout
+from hwio.response import InverseLUT, PhaseResponse
+
+__all__ = ["CalContext", "REFERENCE_CAMERA", "SLM_FIT_NAMES", "PHASE_SLMS", "camera_fit_name"]
+
+#: camera whose EMVA fit is called 'camera' (the others are 'camera.<cam>')
+REFERENCE_CAMERA = "cam_out"
+#: phase panel -> name of its fit
+SLM_FIT_NAMES = {"slm1": "slm", "slm2": "slm.slm2", "probe_input": "slm.probe_input"}
+PHASE_SLMS = tuple(SLM_FIT_NAMES)
+DEFAULT_ROI_RADIUS_PX = 3.0
+
+
+def camera_fit_name(cam: str) -> str:
+    """Name of the camera fit holding ``cam``'s dark map: 'camera' for the reference camera."""
+    return "camera" if cam == REFERENCE_CAMERA else f"camera.{cam}"
+
+
+class CalContext:
+    """A bench plus the calibration state that procedures share.
+
+    Parameters
+    ----------
+    bench : an opened :class:`hwio.bench.Bench` (simulated or real).
+    recorder : optional :class:`hwio.recording.Recorder`; ``record`` appends raw data to it.
+    retries : default number of retries of a failing device call.
+    fits : optional fits already made (e.g. loaded from a calibration file).
+
+    Attributes
+    ----------
+    fits : dict name -> Fit of every fit made so far (procedures add theirs with ``add``).
+    info : free-form facts procedures leave for the orchestrator (timings, fault counts).
+    """
+
+    def __init__(self, bench, recorder=None, retries: int = 5, fits: dict | None = None):
+        if not hasattr(bench, "slms") or not hasattr(bench, "cameras"):
+            raise TypeError(f"CalContext needs an opened hwio Bench, got {type(bench).__name__}")
+        self.bench = bench
+        self.recorder = recorder
+        self.retries = int(retries)
+        self.fits: dict[str, Fit] = dict(fits or {})
+        self.info: dict = {"retries": 0, "stale_frames": 0, "timings_s": {}}
+        self._last_ts: dict[str, float] = {}
+        self._enc_cache: dict = {}
+        self._ro_cache: dict = {}
+        self._dmd = None
+        self.n_grabs = 0
+        self.n_shows = 0
+        self.peak_adu: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ fits
+    def add(self, *fits: Fit) -> None:
+        """Register fits (a later fit of the same name replaces the earlier one)."""
+        for f in fits:
+            if isinstance(f, (list, tuple)):
+                self.add(*f)
+                continue
+            if not isinstance(f, Fit):
+                raise TypeError(f"CalContext.add takes Fit objects, got {type(f).__name__}")
+            self.fits[f.name] = f
+
+    def need(self, name: str, procedure: str) -> Fit:
+        """The fit ``name``; a ValueError naming the procedure to run first when it is missing."""
+        fit = self.fits.get(name)
+        if fit is None:
+            raise ValueError(f"this step needs the '{name}' calibration; run the {procedure} procedure first")
+        return fit
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self.bench.cameras)
+
+    # ------------------------------------------------------------------ devices
+    def _retry(self, call, what: str, retries: int | None):
+        n = self.retries if retries is None else int(retries)
+        last = None
+        for attempt in range(n + 1):
+            try:
+                return call()
+            except DeviceError as exc:
+                if not getattr(exc, "retryable", False):
+                    raise
+                last = exc
+                self.info["retries"] += 1
+        raise DeviceError(f"{what} failed {n + 1} times in a row ({last}); check the device and retry")
+
+    def show(self, slm_name: str, levels, retries: int | None = None):
+        """Show an integer level frame on ``slm_name``, retrying write failures; returns the ShowToken."""
+        slm = self.bench.slms[slm_name]
+        levels = np.asarray(levels)
+        self.n_shows += 1
+        return self._retry(lambda: slm.show(levels), f"show on {slm_name}", retries)
+
+    def grab_frame(self, cam: str, retries: int | None = None) -> CameraFrame:
+        """One fresh :class:`CameraFrame` of ``cam`` (retries faults, rejects stale repeats)."""
+        camera = self.bench.cameras[cam]
+
+        def once():
+            frame = camera.grab()
+            last = self._last_ts.get(cam)
+            if last is not None and frame.timestamp_s <= last:
+                self.info["stale_frames"] += 1
+                raise FrameError(f"{cam}: stale frame (timestamp {frame.timestamp_s} not newer than the last)")
+            return frame
+
+        frame = self._retry(once, f"grab on {cam}", retries)
+        self._last_ts[cam] = frame.timestamp_s
+        self.n_grabs += 1
+        return frame
+
+    def grab(self, cam: str, retries: int | None = None) -> np.ndarray:
+        """The image (rows, cols) of one fresh frame of ``cam``."""
+        return self.grab_frame(cam, retries).image
+
+    def grab_stack(self, cam: str, n: int) -> np.ndarray:
+        """``n`` fresh frames of ``cam`` as an (n, rows, cols) array (camera dtype)."""
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"grab_stack needs n >= 1 frames, got {n}")
+        first = self.grab(cam)
+        out = np.empty((n,) + first.shape, dtype=first.dtype)
+        out[0] = first
+        for k in range(1, n):
+            out[k] = self.grab(cam)
+        return out
+
+    def grab_mean(self, cam: str, n: int) -> np.ndarray:
+        """Mean of ``n`` fresh frames of ``cam`` (float64, ADU)."""
+        return self.grab_stack(cam, n).mean(axis=0, dtype=np.float64)
+
+    def set_exposure(self, cam: str, exposure_s: float) -> float:
+        """Set a camera's exposure; returns the value the camera uses (s)."""
+        camera = self.bench.cameras[cam]
+        camera.exposure_s = float(exposure_s)
+        return camera.exposure_s
+
+    # ------------------------------------------------------------------ panel frames
+    def response(self, slm_name: str) -> PhaseResponse:
+        """Fitted phase response of a phase panel, or an ideal linear 0..2 pi one before calibration."""
+        slm = self.bench.slms[slm_name]
+        fit = self.fits.get(SLM_FIT_NAMES.get(slm_name, ""))
+        if fit is not None and "phase_response_rad" in fit.arrays:
+            table = np.asarray(fit.arrays["phase_response_rad"], dtype=float)
+            if table.size == 2 ** slm.bit_depth:
+                return PhaseResponse(np.maximum.accumulate(table), name=slm_name)
+        return PhaseResponse.linear(slm.bit_depth, 2 * math.pi, name=slm_name)
+
+    def encoder(self, slm_name: str) -> PhaseEncoder:
+        """PhaseEncoder of a phase panel with the current best LUT (calibrated when available)."""
+        if slm_name not in SLM_FIT_NAMES:
+            raise ValueError(f"{slm_name!r} is not a phase panel ({', '.join(SLM_FIT_NAMES)})")
+        fit = self.fits.get(SLM_FIT_NAMES[slm_name])
+        hit = self._enc_cache.get(slm_name)
+        enc = hit[1] if hit is not None and hit[0] is fit else None
+        if enc is None:
+            slm = self.bench.slms[slm_name]
+            lut = None
+            if fit is not None and "inverse_lut" in fit.arrays and "inverse_lut_phase_rad" in fit.arrays:
+                try:
+                    lut = InverseLUT.from_grid(np.asarray(fit.arrays["inverse_lut"]),
+                                               np.asarray(fit.arrays["inverse_lut_phase_rad"]),
+                                               bit_depth=slm.bit_depth, name=slm_name)
+                except ValueError:
+                    lut = None
+            if lut is None:
+                lut = self.response(slm_name).inverse()
+            enc = PhaseEncoder(self.bench.layouts[slm_name], slm.shape, lut, name=slm_name)
+            self._enc_cache[slm_name] = (fit, enc)      # keeps the fit alive: identity stays meaningful
+        return enc
+
+    def weight_levels(self, slm_name: str, weights, w_max: float = 1.0) -> np.ndarray:
+        """Double-phase level frame showing ``weights`` (amplitude fraction w / w_max per element)."""
+        return self.encoder(slm_name).encode(np.asarray(weights, dtype=float), w_max=w_max)
+
+    def zero_levels(self, slm_name: str) -> np.ndarray:
+        """Zero-field frame: the +-pi/2 checkerboard of the encoder (exact once the LUT is calibrated)."""
+        lay = self.bench.layouts[slm_name]
+        return self.weight_levels(slm_name, np.zeros((lay.n_rows, lay.n_cols)), 1.0)
+
+    def uniform_levels(self, slm_name: str, level: int) -> np.ndarray:
+        """Every pixel of the panel at ``level``."""
+        slm = self.bench.slms[slm_name]
+        level = int(level)
+        if not 0 <= level <= slm.max_level:
+            raise ValueError(f"{slm_name}: level {level} outside 0..{slm.max_level}")
+        return np.full(slm.shape, level, dtype=slm.level_dtype)
+
+    @property
+    def dmd(self) -> DMDEncoder:
+        """Encoder of the input DMD (fill fraction per input block)."""
+        if self._dmd is None:
+            slm = self.bench.slms["input"]
+            self._dmd = DMDEncoder(self.bench.layouts["input"], slm.shape, on_level=slm.max_level,
+                                   name="input")
+        return self._dmd
+
+    def show_inputs(self, x) -> None:
+        """Show input values x in [0, 1] (n_in,) on the DMD."""
+        x = np.asarray(x, dtype=float).reshape(1, -1)
+        self.show("input", self.dmd.encode(x))
+
+    def blank_all(self) -> None:
+        """No signal light: zero-field frames on slm1, slm2 and probe_input, the input DMD all off."""
+        for name in PHASE_SLMS:
+            if name in self.bench.slms:
+                self.show(name, self.zero_levels(name))
+        dmd = self.bench.slms["input"]
+        self.show("input", np.zeros(dmd.shape, dtype=dmd.level_dtype))
+
+    # ------------------------------------------------------------------ local oscillator
+    def lo_level(self, phase_rad: float) -> int:
+        """``lo`` level of an LO phase (phase = 2 pi level / 2**bits)."""
+        n = 2 ** self.bench.slms["lo"].bit_depth
+        return int(round(float(phase_rad) / (2 * math.pi) * n)) % n
+
+    def set_lo(self, phase_rad: float) -> None:
+        """Put every LO channel at ``phase_rad``."""
+        lo = self.bench.slms["lo"]
+        self.show("lo", np.full(lo.shape, self.lo_level(phase_rad), dtype=lo.level_dtype))
+
+    def lo_cameras(self) -> list[str]:
+        return [c for c in self.bench.lo_channels if c in self.bench.cameras]
+
+    # ------------------------------------------------------------------ readout
+    def centers_px(self, cam: str) -> np.ndarray:
+        reg = self.need("registration", "registration")
+        key = f"centers_px.{cam}"
+        if key not in reg.arrays:
+            raise ValueError(f"registration has no spot centres for {cam}; re-run the registration procedure")
+        return np.asarray(reg.arrays[key], dtype=float)
+
+    def roi_radius_px(self, cam: str) -> float:
+        """ROI radius: the readout fit's, else 3 x the registration's PSF sigma, else 3 px."""
+        ro = self.fits.get(f"readout.{cam}")
+        if ro is not None and "roi_radius_px" in ro.quantities:
+            return float(ro.quantities["roi_radius_px"].value)
+        reg = self.fits.get("registration")
+        if reg is not None:
+            q = reg.quantities.get(f"{cam}.roi_radius_px")
+            if q is not None:
+                return float(q.value)
+        return DEFAULT_ROI_RADIUS_PX
+
+    def saturation_adu(self, cam: str, margin: float = 0.9) -> float:
+        """Pixel value above which ``cam`` is no longer linear: ``margin`` of the EMVA saturation
+        (full well) once the camera is calibrated, else ``margin`` of the ADC range."""
+        camera = self.bench.cameras[cam]
+        fit = self.fits.get(camera_fit_name(cam))
+        if fit is not None and "saturation_e" in fit.quantities and "gain_adu_per_e" in fit.quantities:
+            off = fit.quantities.get("dark_offset_adu")
+            off = float(off.value) if off is not None else 0.0
+            sat = off + margin * float(fit.quantities["saturation_e"].value * fit.quantities["gain_adu_per_e"].value)
+            return min(sat, margin * camera.max_adu)
+        return margin * camera.max_adu
+
+    def flat_map(self, cam: str):
+        """Relative pixel response (PRNU map, mean 1) of ``cam`` from its camera fit, or None."""
+        fit = self.fits.get(camera_fit_name(cam))
+        if fit is None or "prnu_map" not in fit.arrays:
+            return None
+        m = np.asarray(fit.arrays["prnu_map"], dtype=float)
+        if m.shape != tuple(self.bench.cameras[cam].shape) or not np.all(np.isfinite(m)):
+            return None
+        return np.clip(m, 0.5, 1.5)
+
+    def dark_map(self, cam: str):
+        """Dark (offset) map of ``cam`` from the camera fits, or 0 before camera calibration."""
+        fit = self.fits.get(camera_fit_name(cam))
+        if fit is not None and "offset_map_adu" in fit.arrays:
+            return np.asarray(fit.arrays["offset_map_adu"], dtype=float)
+        return 0.0
+
+    def readout(self, cam: str, radius_px: float | None = None) -> SpotReadout:
+        """SpotReadout of ``cam`` (registration centres, ROI radius, camera dark map; gain 1 = ADU)."""
+        radius = self.roi_radius_px(cam) if radius_px is None else float(radius_px)
+        deps = (radius, self.fits.get("registration"), self.fits.get(camera_fit_name(cam)))
+        hit = self._ro_cache.get(cam)
+        if hit is not None and hit[0][0] == deps[0] and hit[0][1] is deps[1] and hit[0][2] is deps[2]:
+            return hit[1]
+        camera = self.bench.cameras[cam]
+        ro = SpotReadout(self.centers_px(cam), camera.shape, radius_px=radius, dark_adu=self.dark_map(cam),
+                         name=cam)
+        self._ro_cache[cam] = (deps, ro)            # keeps the fits alive: identity stays meaningful
+        return ro
+
+    def lo_amplitude(self, cam: str) -> np.ndarray:
+        """|LO| per spot of ``cam`` from its readout fit (power units of ``readout(cam)``)."""
+        fit = self.need(f"readout.{cam}", "readout")
+        return np.asarray(fit.arrays["lo_amplitude"], dtype=float)
+
+    def spot_powers(self, cams: Iterable[str], phases_rad: Iterable[float], n_avg: int = 1) -> dict:
+        """Mean spot powers at each LO phase: cam -> (n_phases, n_spots) (dark-subtracted ADU sums).
+
+        The panels keep their frames; only the LO moves.  Frames are averaged per phase.  The
+        largest pixel value seen per camera is left in ``peak_adu`` (saturation checks).
+        """
+        cams = list(cams)
+        phases = list(phases_rad)
+        out = {c: np.empty((len(phases), self.readout(c).n_spots)) for c in cams}
+        for c in cams:
+            self.peak_adu[c] = 0.0
+        for i, ph in enumerate(phases):
+            self.set_lo(ph)
+            for c in cams:
+                stack = self.grab_stack(c, n_avg)
+                self.peak_adu[c] = max(self.peak_adu[c], float(stack.max()))
+                out[c][i] = self.readout(c).power(stack).mean(axis=0)
+        return out
+
+    def homodyne_many(self, cams: Iterable[str], n_avg: int = 1) -> dict:
+        """Signed homodyne values ``(P0 - Ppi) / (4 lo)`` per spot, cam -> (n_spots,)."""
+        cams = list(cams)
+        p = self.spot_powers(cams, (0.0, math.pi), n_avg)
+        return {c: (p[c][0] - p[c][1]) / (4.0 * self.lo_amplitude(c)) for c in cams}
+
+    def homodyne(self, cam: str, n_avg: int = 1) -> np.ndarray:
+        """Signed homodyne value of every spot of ``cam`` (the contract's h), (n_spots,)."""
+        return self.homodyne_many([cam], n_avg)[cam]
+
+    def field_iq(self, cams: Iterable[str], n_avg: int = 1, return_powers: bool = False):
+        """Complex spot fields from LO phases 0, pi/2, pi, 3 pi/2: cam -> (n_spots,) complex.
+
+        ``E = ((P0 - Ppi) + i (P_pi/2 - P_3pi/2)) / (4 lo)``; the real part is the homodyne value.
+        With ``return_powers`` also the (4, n_spots) powers per camera.
+        """
+        cams = list(cams)
+        p = self.spot_powers(cams, (0.0, 0.5 * math.pi, math.pi, 1.5 * math.pi), n_avg)
+        out = {c: ((p[c][0] - p[c][2]) + 1j * (p[c][1] - p[c][3])) / (4.0 * self.lo_amplitude(c)) for c in cams}
+        return (out, p) if return_powers else out
+
+    # ------------------------------------------------------------------ recording
+    def record(self, stream: str, array, **meta) -> None:
+        """Append raw data (an array) to the recorder's ``stream`` (no-op without a recorder)."""
+        if self.recorder is None:
+            return
+        self.recorder.append(stream, np.asarray(array), **meta)
+
+    def timed(self, name: str):
+        """Context manager adding the wall time of a block to ``info['timings_s'][name]``."""
+        ctx = self
+
+        class _T:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                ctx.info["timings_s"][name] = ctx.info["timings_s"].get(name, 0.0) + time.perf_counter() - self.t
+        return _T()
+
+    def __repr__(self):
+        return f"CalContext(bench={self.bench.name!r}, fits={sorted(self.fits)})"

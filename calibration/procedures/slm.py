@@ -1,0 +1,544 @@
+"""SLM calibration through the bench: phase response (two methods), pixel crosstalk, illumination.
+
+Each phase panel is read on the camera that sees its elements first:
+
+=============  ==========  ==========================================================
+panel          camera      other devices (held fixed while the panel changes)
+=============  ==========  ==========================================================
+slm1           cam_z1      inputs on, slm2 and probe_input at zero field
+slm2           cam_out     inputs on, slm1 uniform level 0 (every element full, phase 0)
+probe_input    cam_back    inputs on (bleaching the cell), slm1 and slm2 uniform level 0
+=============  ==========  ==========================================================
+
+Spot fields are complex homodyne values from the LO phases 0, pi/2, pi, 3 pi/2
+(:meth:`CalContext.field_iq`).  The input amplitude is halved until no frame saturates.
+
+Phase response
+--------------
+(a) interferometric (the result used for the LUT): the whole panel uniform at level g.  Every
+    element then carries ``exp(i phi(g))`` (a uniform field is unchanged by the crosstalk
+    blur), so each spot traces a circle ``E_k(g) = A_k exp(i phi(g)) + B_k`` (B: stray light,
+    unchanged).  A circle fit per spot gives B_k; ``phi(g) = arg((E_k(g) - B_k) / (E_k(0) -
+    B_k))``, unwrapped over g and averaged over spots (weights |A_k|^2 / noise), with a
+    standard error from the circle residuals; :func:`calibration.slm_fit.fit_phase_response`.
+(b) diffractive: the panel holds a binary grating of levels 0 and g (columns alternating,
+    period 2 px).  The zero order, which the summing optics keep, has power
+    ``A cos^2(phi(g)/2) + B`` (power = LO-averaged spot power minus the LO power and the
+    background); :func:`calibration.slm_fit.fit_diffractive_response` with ``order='zero'``.
+    Its rms difference from (a) is reported (``info['diffractive_vs_interferometric_rms_rad']``).
+
+Crosstalk
+---------
+The fringing field blurs the complex pixel field with a Gaussian of sigma ``crosstalk_px``;
+the zero order of a block (the mean over its active pixels) only changes where field leaks
+across the block's edges.  With the calibrated LUT the panel shows patterns P (active pixels
+at phase 0 and the rest at pi; checkerboard 0/pi inside blocks; stripes of period 4 inside
+blocks; active at 0 and the rest at pi/2), a uniform frame U and the zero-field frame Z; the
+measured ratios ``(E_P - E_Z) / (E_U - E_Z)`` (stray light cancels) are fitted with the
+forward model :func:`hwio.encoding.realised_weights` (same blur, the fitted response) for
+sigma.  The standard error is the larger of the fit's and the scatter of sigma fitted to each
+pattern alone (a model-consistency check).
+
+Illumination
+------------
+One element at a time at full amplitude (the rest at zero field): slm1 element (i, j) with
+only input j on gives cam_z1 spot i ``k1 illum_ij``; slm2 element (i, j) gives cam_out spot i
+``k2 illum_ij a1_j``, divided by a1_j measured on cam_a1 in the same frames;
+:func:`calibration.slm_fit.fit_illumination` at the block centres in fractions of the layout
+extent (1/e field radius ``illumination_waist``), weighted with the scatter of repeated
+measurements plus a 0.3 % systematic error per spot (``SPOT_SYSTEMATIC``: the per-spot readout
+calibration).  probe_input (one row, too few elements for
+a 2-D fit): relative element amplitudes from the backward field at cam_back spot j with
+slm2 element (i, j) alone, divided by the forward field of that element -> array
+``illumination_map`` only.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import least_squares, minimize_scalar
+
+from calibration.procedures.context import CalContext, SLM_FIT_NAMES
+from calibration.quantities import Fit, Quantity
+from calibration.slm_fit import combine_slm, fit_diffractive_response, fit_illumination, fit_phase_response
+from hwio.encoding import realised_weights
+from hwio.response import PhaseResponse
+
+__all__ = ["measure_slm", "measure_phase_response", "measure_crosstalk", "measure_illumination",
+           "fit_circle", "circle_phases", "PANEL_CAMERAS"]
+
+PANEL_CAMERAS = {"slm1": "cam_z1", "slm2": "cam_out", "probe_input": "cam_back"}
+#: relative systematic error of one spot's field from the per-spot readout calibration
+SPOT_SYSTEMATIC = 3e-3
+TWO_PI = 2.0 * math.pi
+
+
+# ----------------------------------------------------------------------------------- pure helpers
+def fit_circle(z, return_cov: bool = False):
+    """Circle through complex points: (centre, radius, radial residuals[, 3x3 covariance of
+    (centre real, centre imag, radius)]).
+
+    Algebraic (Kasa) start, then geometric least squares on ``|z - c| - R``.
+    """
+    z = np.asarray(z, dtype=complex).ravel()
+    if z.size < 3:
+        raise ValueError(f"a circle fit needs at least 3 points, got {z.size}")
+    a = np.column_stack([2 * z.real, 2 * z.imag, np.ones(z.size)])
+    sol = np.linalg.lstsq(a, np.abs(z) ** 2, rcond=None)[0]
+    c0 = complex(sol[0], sol[1])
+    r0 = math.sqrt(max(sol[2] + abs(c0) ** 2, 1e-300))
+
+    def res(p):
+        return np.abs(z - complex(p[0], p[1])) - p[2]
+
+    fit = least_squares(res, [c0.real, c0.imag, r0], method="lm")
+    c = complex(fit.x[0], fit.x[1])
+    if return_cov:
+        dof = max(z.size - 3, 1)
+        try:
+            cov = np.linalg.inv(fit.jac.T @ fit.jac) * float(fit.fun @ fit.fun) / dof
+        except np.linalg.LinAlgError:
+            cov = np.full((3, 3), np.nan)
+        return c, float(abs(fit.x[2])), fit.fun, cov
+    return c, float(abs(fit.x[2])), fit.fun
+
+
+def circle_phases(fields, levels):
+    """Phase vs level from complex spot fields on circles (one circle per spot).
+
+    Parameters
+    ----------
+    fields : (n_levels, n_spots) complex fields, levels increasing, first = reference level.
+    levels : (n_levels,) the levels.
+
+    Returns
+    -------
+    phase_rad (n_levels,) relative to the first level, stderr_rad (n_levels,), and a dict
+    with per-spot centres, radii, phases and residual rms.
+    """
+    f = np.asarray(fields, dtype=complex)
+    n_lv, n_sp = f.shape
+    per = np.empty((n_lv, n_sp))
+    sig = np.empty(n_sp)
+    radius = np.empty(n_sp)
+    centres = np.empty(n_sp, dtype=complex)
+    range_var = np.empty(n_sp)
+    for k in range(n_sp):
+        c, r, resid, cov = fit_circle(f[:, k], return_cov=True)
+        ph = np.unwrap(np.angle(f[:, k] - c))
+        per[:, k] = ph - ph[0]
+        centres[k], radius[k] = c, r
+        sig[k] = max(float(np.sqrt(np.mean(resid ** 2))), 1e-12) / r      # phase noise per point (rad)
+        # an error of the centre shifts every phase coherently: its share of the last-minus-first phase
+        w0, w1 = f[0, k] - c, f[-1, k] - c
+        jac = np.array([w1.imag / abs(w1) ** 2 - w0.imag / abs(w0) ** 2,
+                        -(w1.real / abs(w1) ** 2 - w0.real / abs(w0) ** 2)])
+        range_var[k] = float(jac @ cov[:2, :2] @ jac)
+    if np.median(per[-1]) < 0:        # the phase rises with level; flip a mirrored convention
+        per = -per
+    w = 1.0 / sig ** 2
+    phase = per @ w / w.sum()
+    # scatter between spots (when there are several) or the propagated noise, whichever is larger
+    se_noise = np.full(n_lv, 1.0 / math.sqrt(w.sum()))
+    if n_sp > 1:
+        chi = ((per - phase[:, None]) ** 2 * w).sum(axis=1) / (n_sp - 1)
+        se = se_noise * np.sqrt(np.maximum(chi, 1.0))
+    else:
+        se = se_noise
+    se[0] = se[1] if n_lv > 1 else se[0]
+    wn = w / w.sum()
+    centre_se = math.sqrt(float(np.sum(wn ** 2 * range_var)))
+    return phase, se, {"centres": centres, "radii": radius, "per_spot_phase_rad": per, "noise_rad": sig,
+                       "range_centre_stderr_rad": centre_se}
+
+
+# ----------------------------------------------------------------------------------- bench states
+class _Panel:
+    """Device states and measurements for one phase panel."""
+
+    def __init__(self, ctx: CalContext, name: str, n_avg: int):
+        self.ctx = ctx
+        self.name = name
+        self.cam = PANEL_CAMERAS[name]
+        self.slm = ctx.bench.slms[name]
+        self.layout = ctx.bench.layouts[name]
+        self.n_avg = int(n_avg)
+        self.x = 1.0
+        if self.cam not in ctx.lo_cameras():
+            raise ValueError(f"{name}: its camera {self.cam} has no LO channel; the SLM procedure needs homodyne "
+                             f"readout there")
+        ctx.need(f"readout.{self.cam}", "readout")
+
+    def setup(self, x: float | None = None, inputs=None) -> None:
+        ctx, sz = self.ctx, self.ctx.bench.sizes
+        if x is not None:
+            self.x = float(x)
+        xin = np.full(sz.n_in, self.x) if inputs is None else np.asarray(inputs, float) * self.x
+        ctx.show_inputs(xin)
+        if self.name == "slm1":
+            ctx.show("slm2", ctx.zero_levels("slm2"))
+            ctx.show("probe_input", ctx.zero_levels("probe_input"))
+        elif self.name == "slm2":
+            ctx.show("slm1", ctx.uniform_levels("slm1", 0))
+            ctx.show("probe_input", ctx.zero_levels("probe_input"))
+        else:
+            ctx.show("slm1", ctx.uniform_levels("slm1", 0))
+            ctx.show("slm2", ctx.uniform_levels("slm2", 0))
+
+    def fields(self, cams=None, powers: bool = False):
+        cams = [self.cam] if cams is None else list(cams)
+        return self.ctx.field_iq(cams, self.n_avg, return_powers=powers)
+
+    def saturated(self) -> bool:
+        return any(self.ctx.peak_adu.get(c, 0.0) >= self.ctx.saturation_adu(c) for c in self.ctx.peak_adu)
+
+    def choose_input(self, max_halvings: int = 8) -> float:
+        """Largest input amplitude (1, 1/2, ...) at which the uniform panel does not saturate."""
+        x = 1.0
+        for _ in range(max_halvings + 1):
+            self.setup(x)
+            self.ctx.show(self.name, self.ctx.uniform_levels(self.name, 0))
+            self.ctx.peak_adu.clear()
+            self.ctx.spot_powers([self.cam], (0.0, math.pi), 1)
+            if not self.saturated():
+                return x
+            x *= 0.5
+        raise ValueError(f"{self.name}: {self.cam} saturates even at input amplitude {x:.3g}; shorten its exposure")
+
+
+def _levels(bits: int, n_levels: int) -> np.ndarray:
+    top = 2 ** bits - 1
+    n = min(int(n_levels), top + 1)
+    return np.unique(np.round(np.linspace(0, top, n)).astype(np.int64))
+
+
+def _stripes(slm, level: int) -> np.ndarray:
+    """Binary grating: levels 0 and ``level`` on alternating pixel columns (period 2 px)."""
+    frame = np.zeros(slm.shape, dtype=slm.level_dtype)
+    frame[:, 1::2] = level
+    return frame
+
+
+# ----------------------------------------------------------------------------------- phase response
+def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, n_avg: int = 1,
+                           diffractive: bool = True) -> tuple[Fit, Fit | None, dict]:
+    """Phase response of one panel: interferometric Fit (named 'slm'), diffractive Fit or None, data."""
+    p = _Panel(ctx, panel, n_avg)
+    bits = p.slm.bit_depth
+    levels = _levels(bits, n_levels)
+    x = p.choose_input()
+    p.setup(x)
+    fields = np.empty((levels.size, ctx.readout(p.cam).n_spots), dtype=complex)
+    for i, g in enumerate(levels):
+        ctx.show(panel, ctx.uniform_levels(panel, int(g)))
+        fields[i] = p.fields()[p.cam]
+    ctx.record(f"slm.{panel}.uniform", np.column_stack([fields.real, fields.imag]).astype(np.float64),
+               units="homodyne field (re | im) per spot, rows = levels")
+    phase, se, circ = circle_phases(fields, levels)
+    interf = fit_phase_response(levels, phase, bits=bits, phase_stderr_rad=se)
+    # the circle centres' uncertainty moves all phases together: add its share to the range
+    rq = interf.quantities["phase_range_rad"]
+    interf.quantities["phase_range_rad"] = Quantity(rq.value, math.hypot(rq.stderr, circ["range_centre_stderr_rad"]),
+                                                    rq.units)
+    interf.info["range_centre_stderr_rad"] = circ["range_centre_stderr_rad"]
+    data = {"levels": levels, "phase_rad": phase, "phase_stderr_rad": se, "input_amplitude": x, "circle": circ}
+    diff = None
+    if diffractive:
+        lo2 = ctx.lo_amplitude(p.cam) ** 2
+        bg = ctx.fits[f"readout.{p.cam}"].arrays.get("background_power", 0.0)
+        power = np.empty(levels.size)
+        power_se = np.empty(levels.size)
+        for i, g in enumerate(levels):
+            ctx.show(panel, _stripes(p.slm, int(g)))
+            _, pw = p.fields(powers=True)
+            per_spot = pw[p.cam].mean(axis=0) - lo2 - bg            # zero-order power per spot
+            power[i] = per_spot.sum()
+            power_se[i] = float(np.std(pw[p.cam], axis=0, ddof=1).sum()) / 2.0 / math.sqrt(p.n_avg)
+        ctx.record(f"slm.{panel}.grating", np.column_stack([levels, power]).astype(np.float64),
+                   units="level | zero-order power (adu ROI sums, LO removed)")
+        try:
+            diff = fit_diffractive_response(levels, power, bits=bits, order="zero")
+        except ValueError as exc:       # e.g. a panel whose range stays below pi
+            data["diffractive_error"] = str(exc)
+        data["grating_power"] = power
+    return interf, diff, data
+
+
+# ----------------------------------------------------------------------------------- crosstalk
+def _patterns(ctx: CalContext, panel: str, response: PhaseResponse):
+    slm = ctx.bench.slms[panel]
+    lay = ctx.bench.layouts[panel]
+    lut = response.inverse()
+    l0 = int(lut(np.array([0.0]))[0])
+    lpi = int(lut(np.array([math.pi]))[0])
+    lhalf = int(lut(np.array([0.5 * math.pi]))[0])
+    active = lay.element_map(slm.shape) >= 0
+    rr, cc = np.indices(slm.shape)
+    g = lay.guard_px
+    lr = (rr - lay.origin_px[0] - g) % lay.pitch_px[0]
+    lc = (cc - lay.origin_px[1] - g) % lay.pitch_px[1]
+    dt = slm.level_dtype
+    pats = {
+        "frame_pi": np.where(active, l0, lpi),
+        "checker_in": np.where(active & ((lr + lc) % 2 == 1), lpi, l0),
+        "stripes4_in": np.where(active & ((lc // 2) % 2 == 1), lpi, l0),
+        "frame_half_pi": np.where(active, l0, lhalf),
+    }
+    return {k: v.astype(dt) for k, v in pats.items()}, np.full(slm.shape, l0, dtype=dt)
+
+
+def _model_ratios(pats, uniform, zero, layout, response, sigma):
+    """Model of ``(E_P - E_Z) / (E_U - E_Z)`` per pattern (element mean) at crosstalk ``sigma``."""
+    def field(frame):
+        return realised_weights(frame.astype(np.int64), layout, response, 1.0, sigma, complex_field=True)
+    z = field(zero)
+    u = field(uniform) - z
+    return {k: complex(np.mean((field(v) - z) / u)) for k, v in pats.items()}
+
+
+def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n_avg: int = 8,
+                      x: float | None = None) -> Fit:
+    """Pixel-crosstalk sigma of one panel (needs its calibrated response); Fit 'slm.crosstalk'."""
+    p = _Panel(ctx, panel, n_avg)
+    p.setup(x if x is not None else p.choose_input())
+    lay = ctx.bench.layouts[panel]
+    pats, uniform = _patterns(ctx, panel, response)
+    zero = ctx.zero_levels(panel)
+    ctx.show(panel, zero)
+    ez = p.fields()[p.cam]
+    ctx.show(panel, uniform)
+    eu = p.fields()[p.cam] - ez
+    meas = {}
+    for k, frame in pats.items():
+        ctx.show(panel, frame)
+        meas[k] = (p.fields()[p.cam] - ez) / eu
+    ctx.record(f"slm.{panel}.crosstalk", np.array([[v.real, v.imag] for k in pats for v in meas[k]]),
+               units="measured field ratio (re, im) per pattern and spot")
+    w = np.abs(eu) ** 2
+    w = w / w.sum()
+    names = list(pats)
+
+    def resid(sigma):
+        mod = _model_ratios(pats, uniform, zero, lay, response, sigma)
+        r = [(meas[k] - mod[k]) * np.sqrt(w) for k in names]
+        r = np.concatenate(r)
+        return np.concatenate([r.real, r.imag])
+
+    grid = np.linspace(0.0, 3.0, 31)
+    cost = [float(resid(s) @ resid(s)) for s in grid]
+    k0 = int(np.argmin(cost))
+    lo, hi = grid[max(k0 - 1, 0)], grid[min(k0 + 1, grid.size - 1)]
+    opt = minimize_scalar(lambda s: float(resid(s) @ resid(s)), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-5})
+    sigma = float(opt.x)
+    r0 = resid(sigma)
+    h = 1e-4
+    jac = (resid(sigma + h) - resid(max(sigma - h, 0.0))) / (sigma + h - max(sigma - h, 0.0))
+    n_eff = r0.size
+    # residuals are weighted by spot power fractions: per-point variance = rss / (n - 1) / weight
+    dof = max(n_eff - 1, 1)
+    se = math.sqrt(float(r0 @ r0) / dof / max(float(jac @ jac), 1e-300))
+    # consistency between patterns: sigma from each pattern alone; their scatter bounds the error
+    per_pattern = {}
+    for k in names:
+        def cost_k(sg, k=k):
+            m = _model_ratios({k: pats[k]}, uniform, zero, lay, response, sg)[k]
+            r = (meas[k] - m) * np.sqrt(w)
+            return float(np.sum(np.abs(r) ** 2))
+        per_pattern[k] = float(minimize_scalar(cost_k, bounds=(max(sigma - 0.3, 0.0), sigma + 0.3),
+                                               method="bounded", options={"xatol": 1e-5}).x)
+    spread = np.array(list(per_pattern.values()))
+    se_stat = se
+    se = max(se, float(spread.std(ddof=1) / math.sqrt(spread.size))) if spread.size > 1 else se
+    mod = _model_ratios(pats, uniform, zero, lay, response, sigma)
+    return Fit(name="slm.crosstalk", model="gaussian-blur zero-order",
+               quantities={"crosstalk_px": Quantity(sigma, se, "px")},
+               x=np.arange(len(names), dtype=float),
+               y=np.array([float(np.sum(np.abs(meas[k]) * w)) for k in names]),
+               y_fit=np.array([abs(mod[k]) for k in names]),
+               info={"patterns": names, "measured_ratio": {k: [[float(v.real), float(v.imag)] for v in meas[k]]
+                                                           for k in names},
+                     "model_ratio": {k: [mod[k].real, mod[k].imag] for k in names}, "input_amplitude": p.x,
+                     "crosstalk_px_per_pattern": per_pattern, "stderr_statistical_px": se_stat})
+
+
+# ----------------------------------------------------------------------------------- illumination
+def _frac_coords(layout):
+    c = layout.block_centers_px()[:, :layout.n_cols]
+    lo = np.asarray(layout.origin_px, float)
+    ext = np.asarray(layout.extent_px, float) - lo
+    return (c[..., 1] - lo[1]) / ext[1], (c[..., 0] - lo[0]) / ext[0]
+
+
+def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 4, n_rep: int = 4, x: float | None = None,
+                         forward: np.ndarray | None = None) -> tuple[Fit | None, dict]:
+    """Per-element amplitudes (one element at a time) and the Gaussian illumination fit.
+
+    Every element is measured ``n_rep`` times (``n_avg`` frames per LO phase each); the
+    scatter of the repeats gives the amplitude errors the fit is weighted with.
+
+    Returns (Fit 'slm.illumination' or None for probe_input, data dict with ``amplitude``).
+    For probe_input pass ``forward``: the complex slm2 element fields divided by a1 (from
+    ``measure_illumination(ctx, 'slm2')``'s data ``element_field``).
+    """
+    sz = ctx.bench.sizes
+    lay = ctx.bench.layouts[panel]
+    p = _Panel(ctx, panel, n_avg)
+    xin = x if x is not None else p.choose_input()
+    nr, nc = lay.n_rows, lay.n_cols
+    data: dict = {"input_amplitude": xin}
+    if panel == "slm1":
+        reps = np.empty((n_rep, nr, nc))
+        for r in range(n_rep):
+            for j in range(nc):
+                one = np.zeros(sz.n_in)
+                one[j] = 1.0
+                p.setup(xin, inputs=one)
+                ctx.show(panel, ctx.zero_levels(panel))
+                ez = p.fields()[p.cam]
+                for i in range(nr):
+                    w = np.zeros((nr, nc))
+                    w[i, j] = 1.0
+                    ctx.show(panel, ctx.weight_levels(panel, w))
+                    reps[r, i, j] = abs(p.fields()[p.cam][i] - ez[i])
+        amp = reps.mean(axis=0)
+        amp_se = reps.std(axis=0, ddof=1) / math.sqrt(n_rep) if n_rep > 1 else None
+    elif panel == "slm2":
+        p.setup(xin)
+        cams = [p.cam, "cam_a1"]
+        reps = np.empty((n_rep, nr, nc), dtype=complex)
+        for r in range(n_rep):
+            ctx.show(panel, ctx.zero_levels(panel))
+            base = p.fields(cams)
+            for i in range(nr):
+                for j in range(nc):
+                    w = np.zeros((nr, nc))
+                    w[i, j] = 1.0
+                    ctx.show(panel, ctx.weight_levels(panel, w))
+                    f = p.fields(cams)
+                    reps[r, i, j] = (f[p.cam][i] - base[p.cam][i]) / f["cam_a1"][j]
+        elem = reps.mean(axis=0)
+        amp = np.abs(elem)
+        amp_se = np.abs(reps).std(axis=0, ddof=1) / math.sqrt(n_rep) if n_rep > 1 else None
+        data["element_field"] = elem
+    else:
+        if forward is None:
+            raise ValueError("probe_input illumination needs the forward slm2 element fields (measure slm2 first)")
+        # backward through one slm2 element (i, j) at a time, probe element i alone
+        n2r, n2c = ctx.bench.layouts["slm2"].n_rows, ctx.bench.layouts["slm2"].n_cols
+        ctx.show_inputs(np.full(sz.n_in, xin))
+        ctx.show("slm1", ctx.uniform_levels("slm1", 0))
+        ratios = np.full((nc, n2c), np.nan, dtype=complex)
+        sig = np.zeros((nc, n2c), dtype=complex)
+        p.n_avg = 4 * p.n_avg          # the backward probe is weak: average more
+        for i in range(nc):
+            pw = np.zeros((1, nc))
+            pw[0, i] = 1.0
+            ctx.show("probe_input", ctx.weight_levels("probe_input", pw))
+            for j in range(n2c):
+                w2 = np.zeros((n2r, n2c))
+                w2[i, j] = 1.0
+                ctx.show("slm2", ctx.weight_levels("slm2", w2))
+                f = p.fields([p.cam])
+                sig[i, j] = f[p.cam][j]
+                ratios[i, j] = f[p.cam][j] / forward[i, j]
+        # for fixed j the ratio is t_j * d2_i: normalise every column j by its sum over i, then
+        # average the columns weighted by their backward signal power
+        a = np.abs(ratios)
+        rel = a / a.sum(axis=0, keepdims=True)
+        wgt = (np.abs(sig) ** 2).sum(axis=0)
+        amp = ((rel * wgt[None, :]).sum(axis=1) / wgt.sum())[None, :]
+        data["backward_ratio"] = ratios
+        amp_se = None
+        ctx.show("probe_input", ctx.zero_levels("probe_input"))
+    data["amplitude"] = amp
+    ctx.record(f"slm.{panel}.illumination", amp.astype(np.float64), units="relative element amplitude")
+    fit = None
+    if amp.size >= 6:
+        xs, ys = _frac_coords(lay)
+        if amp_se is not None:
+            # repeat scatter (laser jitter, shot noise) plus 0.3 % per element for the per-spot readout
+            # calibration (ROI fractions, LO amplitudes), which no repeat reveals
+            amp_se = np.hypot(amp_se, SPOT_SYSTEMATIC * amp)
+        fit = fit_illumination(amp, xs, ys, stderr=amp_se)
+        if amp_se is not None and fit.info["redchi"] > 1.0:    # model misfit: scale the errors up
+            fit = fit_illumination(amp, xs, ys, stderr=amp_se * math.sqrt(fit.info["redchi"]))
+        data["amplitude_stderr"] = amp_se
+    return fit, data
+
+
+# ----------------------------------------------------------------------------------- all panels
+def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_levels: int = 256,
+                n_avg: int = 1, diffractive: bool = True, crosstalk: bool = True,
+                illumination: bool = True) -> list[Fit]:
+    """Calibrate the phase panels: response (interferometric + diffractive), crosstalk, illumination.
+
+    Parameters
+    ----------
+    ctx : context with the registration and readout fits.
+    panels : which of slm1, slm2, probe_input (probe_input's illumination needs slm2 in the
+        same call).
+    n_levels : levels in the response sweeps (all levels when the panel has fewer).
+    n_avg : frames per LO phase in the response sweeps.
+    diffractive, crosstalk, illumination : which extra measurements to make.
+
+    Returns
+    -------
+    Fits 'slm' (slm1), 'slm.slm2', 'slm.probe_input' from
+    :func:`calibration.slm_fit.combine_slm`: quantities ``phase_range_rad``, ``gamma``,
+    ``crosstalk_px``, ``illumination_waist`` (+ x0, y0) where measured, and
+    ``phase_range_diffractive_rad``; arrays ``phase_response_rad``, ``inverse_lut``,
+    ``inverse_lut_phase_rad``, ``illumination_map``, ``phase_response_diffractive_rad``,
+    ``measured_levels`` / ``measured_phase_rad`` / ``measured_phase_stderr_rad``.
+    """
+    out = []
+    forward = None
+    for panel in panels:
+        if panel not in SLM_FIT_NAMES:
+            raise ValueError(f"unknown phase panel {panel!r}; choose from {', '.join(SLM_FIT_NAMES)}")
+        with ctx.timed(f"slm.{panel}"):
+            interf, diff, data = measure_phase_response(ctx, panel, n_levels=n_levels, n_avg=n_avg,
+                                                        diffractive=diffractive)
+            name = SLM_FIT_NAMES[panel]
+            interf.name = name
+            ctx.add(interf)                 # the calibrated LUT is used from here on
+            response = ctx.response(panel)
+            # frames for ~1e-3 relative field error per spot, from the sweep's phase noise per point
+            noise = float(np.median(data["circle"]["noise_rad"])) * math.sqrt(n_avg)
+            n_xt = int(np.clip(math.ceil((noise / 1e-3) ** 2), 8, 64))
+            xt = measure_crosstalk(ctx, panel, response, x=data["input_amplitude"], n_avg=n_xt) if crosstalk else None
+            ill, ill_data = (None, {})
+            if illumination:
+                if panel == "probe_input" and forward is None:
+                    ill_data = {}
+                else:
+                    ill, ill_data = measure_illumination(ctx, panel, x=data["input_amplitude"], forward=forward)
+                if panel == "slm2":
+                    forward = ill_data.get("element_field")
+            fit = combine_slm(interf, illumination=ill, crosstalk=xt)
+            fit.name = name
+            fit.info["panel"] = panel
+            fit.info["camera"] = PANEL_CAMERAS[panel]
+            fit.info["input_amplitude"] = data["input_amplitude"]
+            fit.arrays["measured_levels"] = data["levels"].astype(np.float64)
+            fit.arrays["measured_phase_rad"] = data["phase_rad"]
+            fit.arrays["measured_phase_stderr_rad"] = data["phase_stderr_rad"]
+            if ill is None and "amplitude" in ill_data:
+                a = np.asarray(ill_data["amplitude"], float)
+                fit.arrays["illumination_map"] = a / a.max()
+            if xt is not None:
+                fit.info["crosstalk"] = {**xt.info, "frames_per_phase": n_xt}
+            if diff is not None:
+                rd = np.asarray(diff.arrays["phase_response_rad"])
+                fit.arrays["phase_response_diffractive_rad"] = rd
+                fit.quantities["phase_range_diffractive_rad"] = diff.quantities["phase_range_rad"]
+                fit.info["diffractive_vs_interferometric_rms_rad"] = float(
+                    np.sqrt(np.mean((rd - fit.arrays["phase_response_rad"]) ** 2)))
+                fit.info["diffractive_model"] = diff.model
+            elif "diffractive_error" in data:
+                fit.info["diffractive_error"] = data["diffractive_error"]
+            ctx.add(fit)
+            out.append(fit)
+    ctx.blank_all()
+    return out
