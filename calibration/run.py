@@ -1,0 +1,330 @@
+"""Calibrate a whole bench: run the procedures in order, record raw data, resume after a crash.
+
+:func:`calibrate_bench` runs the parts ``camera -> registration -> readout -> slm ->
+absorber -> mvm`` (``only`` picks some; the fits of earlier parts they need are loaded from
+an existing output file) on an opened bench through a
+:class:`~calibration.procedures.context.CalContext` and writes one
+:class:`~calibration.calset.CalibrationSet`.
+
+Files (``out = cal.h5``)
+------------------------
+``cal.h5``
+    the CalibrationSet: every fit, the bench configuration (``bench.config``, never the
+    truth of a simulated bench), ``raw/raw_file`` (the name of the raw recording) and
+    ``raw/run_info`` (JSON: parts run, wall times, device retries).
+``cal.h5.raw.h5``
+    :class:`hwio.recording.Recorder` file with the raw measurements as they were taken
+    (spot powers per frame pair, camera frames of the camera calibration, ...), one stream
+    per measurement (``absorber.cam_z1``, ``mvm1.cam_z1``, ...).  A partial run (``only``)
+    next to an existing raw file records into ``cal.h5.raw.<parts>.h5`` instead, so the raw
+    data of the parts it keeps stay; ``run_info['raw_files']`` lists every raw file the
+    calibration's fits came from.
+``cal.h5.state.json`` + ``cal.h5.state.h5``
+    the resumable state: the parts completed so far (JSON, written atomically after each
+    part) and their fits (a CalibrationSet, also atomic).
+
+Resuming (``resume=True``, the CLI's ``--resume``) after an interruption, even ``kill -9``:
+completed parts are loaded from the state, not measured again; the raw file is reopened
+(:class:`~hwio.recording.Recorder` with ``resume=True`` drops uncommitted frames) and the
+steps of the interrupted part that were committed are handed to its procedure
+(``ctx.info['recorded']``): the absorber and MVM procedures skip those steps.
+
+The truth of a simulated bench is never read here; the CLI (``optwin calibrate``) may pass
+a recovered-vs-true table to the report for display (``report_truth``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibration.calset import CalibrationFileError, CalibrationSet
+from calibration.procedures.context import CalContext
+
+__all__ = ["PARTS", "calibrate_bench", "parse_only", "part_of", "state_paths", "run_info", "CalibrationRunError"]
+
+#: calibration parts in the order they run
+PARTS = ("camera", "registration", "readout", "slm", "absorber", "mvm")
+_PROCEDURE = {part: (f"calibration.procedures.{part}", f"measure_{part}") for part in PARTS}
+#: parts whose fits a part needs (loaded from the output file when not run now)
+REQUIRES = {"camera": (), "registration": (), "readout": ("registration",),
+            "slm": ("registration", "readout"), "absorber": ("registration", "readout", "slm"),
+            "mvm": ("registration", "readout", "slm", "absorber")}
+#: parts whose raw streams support step-wise resume (their procedures use StepStore)
+_STEP_RESUME = {"absorber": ("absorber.",), "mvm": ("mvm1.", "mvm2.", "mvm2_backward.")}
+STATE_VERSION = 1
+
+
+class CalibrationRunError(ValueError):
+    """A calibration run cannot start or continue (one-line message says why and what to do)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def part_of(fit_name: str) -> str | None:
+    """The part that makes the fit ``fit_name`` ('scale' belongs to absorber and mvm: 'absorber')."""
+    if fit_name == "camera" or fit_name.startswith("camera."):
+        return "camera"
+    if fit_name == "registration":
+        return "registration"
+    if fit_name.startswith("readout."):
+        return "readout"
+    if fit_name == "slm" or fit_name.startswith("slm."):
+        return "slm"
+    if fit_name in ("absorber", "scale"):
+        return "absorber"
+    if fit_name in ("mvm1", "mvm2", "mvm2_backward"):
+        return "mvm"
+    return None
+
+
+def parse_only(only) -> tuple[str, ...]:
+    """Parts to run from ``None`` (all), a comma-separated string or a sequence.
+
+    'registration' also runs 'readout' (the spot ROIs and the LO amplitudes belong together).
+    """
+    if only is None:
+        return PARTS
+    items = [s.strip() for s in only.split(",")] if isinstance(only, str) else [str(s).strip() for s in only]
+    items = [s for s in items if s]
+    if not items:
+        raise CalibrationRunError("--only names no part; give e.g. 'camera,registration,slm,absorber,mvm'")
+    bad = [s for s in items if s not in PARTS]
+    if bad:
+        raise CalibrationRunError(f"unknown calibration part {bad[0]!r}; choose from {', '.join(PARTS)}")
+    chosen = set(items)
+    if "registration" in chosen:
+        chosen.add("readout")
+    return tuple(p for p in PARTS if p in chosen)
+
+
+def state_paths(out_path) -> dict:
+    out = Path(out_path)
+    return {"raw": out.with_name(out.name + ".raw.h5"), "state": out.with_name(out.name + ".state.json"),
+            "fits": out.with_name(out.name + ".state.h5")}
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_state(paths: dict, bench_name: str) -> tuple[dict, dict]:
+    """(state dict, fits dict) of an interrupted run, or empty ones when there is none."""
+    if not paths["state"].exists():
+        return {}, {}
+    try:
+        state = json.loads(paths["state"].read_text())
+    except (OSError, ValueError) as exc:
+        raise CalibrationRunError(f"{paths['state']}: cannot read the resume state ({exc}); delete it and run "
+                                  f"without --resume") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise CalibrationRunError(f"{paths['state']}: not a calibration state file of this optwin; delete it and "
+                                  f"run without --resume")
+    if state.get("bench") != bench_name:
+        raise CalibrationRunError(f"{paths['state']}: the interrupted run calibrated bench {state.get('bench')!r}, "
+                                  f"not {bench_name!r}; use another --out or run without --resume")
+    fits = {}
+    if state.get("parts_done"):
+        try:
+            fits = dict(CalibrationSet.load(paths["fits"]).fits)
+        except CalibrationFileError as exc:
+            raise CalibrationRunError(f"resume state is damaged ({exc}); run without --resume") from None
+    return state, fits
+
+
+def _recorded_streams(raw_path: Path, prefixes) -> dict:
+    """Committed streams of a raw recording whose names start with one of ``prefixes``."""
+    from hwio.recording import RecordingError, list_streams, read_stream
+    if not prefixes or not raw_path.exists():
+        return {}
+    try:
+        names = list_streams(raw_path)
+    except RecordingError:
+        return {}
+    out = {}
+    for name, n in names.items():
+        if n > 0 and name.startswith(tuple(prefixes)):
+            out[name] = read_stream(raw_path, name)
+    return out
+
+
+def _procedure(part: str):
+    module, func = _PROCEDURE[part]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise CalibrationRunError(f"the {part} procedure ({module}) is not installed in this checkout") from None
+        raise
+    return getattr(mod, func)
+
+
+def _run_part(part: str, ctx: CalContext, progress: bool) -> list:
+    fn = _procedure(part)
+    if part in ("absorber", "mvm"):
+        return fn(ctx, progress=progress)
+    return fn(ctx)
+
+
+def _bar(parts, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=len(parts), desc="calibrate", unit="part", file=sys.stderr, leave=False)
+
+
+def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir=None, progress: bool = True,
+                    report_truth: dict | None = None) -> CalibrationSet:
+    """Calibrate ``bench`` and write the CalibrationSet to ``out_path``.
+
+    Parameters
+    ----------
+    bench : an opened :class:`hwio.bench.Bench` (simulated or real).
+    out_path : calibration file to write (HDF5).  Beside it: ``<out>.raw.h5`` (raw data),
+        ``<out>.state.json`` / ``<out>.state.h5`` (resume state).
+    only : parts to run (see :func:`parse_only`); the fits of parts they need and of parts
+        not run are taken from an existing ``out_path`` (kept in the new file).
+    resume : continue an interrupted run with the same ``out_path``: completed parts are
+        loaded, recorded steps of the interrupted part are not measured again.
+    report_dir : write the report (PNG per fit and ``report.html``) there.
+    progress : show progress bars (tqdm, on stderr) when stderr is a terminal.
+    report_truth : optional {'quantity': true value} shown in the report only (the CLI fills it
+        for simulated benches; calibration never reads a bench's truth).
+
+    Returns
+    -------
+    The :class:`CalibrationSet` written to ``out_path``.
+    """
+    out = Path(out_path)
+    if not out.parent.exists():
+        raise CalibrationRunError(f"{out}: the directory {out.parent} does not exist; create it or choose another --out")
+    parts = parse_only(only)
+    paths = state_paths(out)
+    progress = bool(progress) and sys.stderr.isatty()
+    t_start = time.perf_counter()
+
+    # -- what is already known: an existing output file (for --only), an interrupted run
+    existing: dict = {}
+    earlier_raw: list = []
+    if set(parts) != set(PARTS) and out.exists():
+        try:
+            old = CalibrationSet.load(out)
+        except CalibrationFileError as exc:
+            raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
+        existing = dict(old.fits)
+        earlier_raw = list(run_info(old).get("raw_files", []))
+        if not earlier_raw and "raw_file" in old.raw:
+            earlier_raw = [bytes(np.asarray(old.raw["raw_file"]).item()).decode(errors="replace")]
+    state, state_fits = _load_state(paths, bench.name) if resume else ({}, {})
+    resume = bool(resume and state)          # nothing to resume: a fresh run
+    if state and tuple(state.get("parts", ())) != parts:
+        raise CalibrationRunError(f"the interrupted run calibrated parts {', '.join(state.get('parts', ()))}, this "
+                                  f"one asks for {', '.join(parts)}; repeat the same --only or run without --resume")
+    done = [p for p in state.get("parts_done", []) if p in parts]
+    fits = {k: v for k, v in existing.items() if part_of(k) not in parts or k == "scale"}
+    fits.update(state_fits)
+    for part in parts:
+        if part in done:
+            continue
+        missing = [r for r in REQUIRES[part] if r not in parts and not any(part_of(k) == r for k in fits)]
+        if missing:
+            raise CalibrationRunError(f"part '{part}' needs the {missing[0]} calibration, which is neither run now nor "
+                                      f"in {out}; add {missing[0]} to --only (or run the full calibration)")
+    if not state:
+        raw_path = paths["raw"]
+        if set(parts) != set(PARTS) and raw_path.exists():
+            # a partial run keeps the raw data the other parts came from: its own file
+            raw_path = out.with_name(f"{out.name}.raw.{'-'.join(parts)}.h5")
+        state = {"version": STATE_VERSION, "bench": bench.name, "parts": list(parts), "parts_done": [],
+                 "started_utc": _now(), "timings_s": {}, "out": str(out), "raw_file": raw_path.name}
+    raw_path = out.with_name(state["raw_file"])
+    state["resumed_utc"] = _now() if resume and done else None
+
+    # -- raw recorder: keep what an interrupted run committed
+    from hwio.recording import Recorder, RecordingError
+    prefixes = [p for part in parts if part not in done for p in _STEP_RESUME.get(part, ())]
+    recorded = _recorded_streams(raw_path, prefixes) if resume else {}
+    try:
+        recorder = Recorder(raw_path, resume=resume and raw_path.exists(), overwrite=True,
+                            attrs={"bench": bench.name, "purpose": "optwin calibration raw data"})
+    except (RecordingError, FileExistsError, OSError) as exc:
+        raise CalibrationRunError(f"cannot open the raw recording {paths['raw']}: {exc}") from None
+
+    ctx = CalContext(bench, recorder=recorder, fits=fits)
+    ctx.info["recorded"] = recorded
+    bar = _bar(parts, progress)
+    try:
+        _write_json_atomic(paths["state"], state)
+        for part in parts:
+            if part in done:
+                if bar is not None:
+                    bar.update(1)
+                continue
+            if bar is not None:
+                bar.set_description(f"calibrate {part}")
+            state["current"] = part
+            state["current_started_utc"] = _now()
+            _write_json_atomic(paths["state"], state)
+            t0 = time.perf_counter()
+            new = _run_part(part, ctx, progress)
+            ctx.add(*new)
+            recorder.flush()
+            state["timings_s"][part] = round(time.perf_counter() - t0, 3)
+            state["parts_done"].append(part)
+            state.setdefault("finished_utc_by_part", {})[part] = _now()
+            state["current"] = None
+            CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config).save(paths["fits"])
+            _write_json_atomic(paths["state"], state)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        recorder.close()
+
+    # -- the calibration file
+    warnings = []
+    if "absorber" in parts and "mvm" not in parts and any(k in ctx.fits for k in ("mvm1", "mvm2")):
+        warnings.append("the MVM fits predate this absorber calibration (their twin units use the old scale); "
+                        "re-run --only mvm")
+    state["complete"] = True
+    state["wall_s"] = round(time.perf_counter() - t_start, 3)
+    state["warnings"] = warnings
+    summary = {"parts": list(parts), "timings_s": state["timings_s"], "wall_s": state["wall_s"],
+                "resumed": bool(resume and done), "parts_loaded_on_resume": done,
+                "device_retries": ctx.info.get("retries", 0), "stale_frames": ctx.info.get("stale_frames", 0),
+                "frames_grabbed": ctx.n_grabs, "warnings": warnings, "raw_file": raw_path.name,
+                "raw_files": [r for r in earlier_raw if r != raw_path.name] + [raw_path.name]}
+    cal = CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config,
+                         raw={"raw_file": np.bytes_(raw_path.name.encode()),
+                              "run_info": np.bytes_(json.dumps(summary).encode())})
+    cal.save(out)
+    _write_json_atomic(paths["state"], state)
+    if report_dir is not None:
+        from calibration.report import write_report
+        write_report(cal, report_dir, truth=report_truth)
+    return cal
+
+
+def run_info(cal: CalibrationSet) -> dict:
+    """The ``run_info`` a :func:`calibrate_bench` file carries (empty dict when absent)."""
+    raw = cal.raw.get("run_info")
+    if raw is None:
+        return {}
+    try:
+        return json.loads(bytes(np.asarray(raw).item() if np.ndim(raw) == 0 else raw).decode())
+    except (ValueError, TypeError, AttributeError):
+        return {}

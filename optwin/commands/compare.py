@@ -1,0 +1,63 @@
+"""``optwin compare``: the same inputs through the calibrated twin and the bench, with a report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from optwin.errors import UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="compare the calibrated twin with the bench (figures + HTML)")
+    p.add_argument("--bench", required=True, help="bench config (TOML path or embedded name)")
+    p.add_argument("--cal", required=True, help="calibration file from 'optwin calibrate'")
+    p.add_argument("--run", help="training run whose weights to compare with (default: random weights)")
+    p.add_argument("--report", required=True, help="folder for the PNG figures and compare.html")
+    p.add_argument("--inputs", type=int, default=48, help="random inputs per MVM (default 48)")
+    p.add_argument("--repeats", type=int, default=3, help="bench repeats for the noise floor (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from hwio.bench import open_bench
+    from optwin.workflows.compare import measure_agreement
+    from optwin.workflows.compare_plots import plot_activation, plot_mvm_scatter, write_compare_report
+    from optwin.workflows.from_calibration import (bench_system_from_calibration, load_calibration,
+                                                   twin_from_calibration)
+
+    if args.inputs < 4 or args.repeats < 2:
+        raise UsageError("--inputs must be >= 4 and --repeats >= 2 (the noise floor needs repeats)")
+    cal = load_calibration(args.cal)
+    try:
+        bench = open_bench(args.bench)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.report)
+    out.mkdir(parents=True, exist_ok=True)
+    with bench:
+        system = bench_system_from_calibration(bench, cal)
+        twin = twin_from_calibration(cal, system.sizes, seed=args.seed, init_scale=3.0)
+        if args.run:
+            from optwin.runfile import load_run
+            weights = load_run(args.run)["weights"]
+            if [w.shape for w in weights] != [w.shape for w in twin.get_weights()]:
+                raise UsageError(f"{args.run}: weight shapes {[w.shape for w in weights]} do not fit the bench")
+        else:
+            weights = twin.get_weights()
+        system.set_weights([w.copy() for w in weights])
+        agreement = measure_agreement(system, twin, n_inputs=args.inputs, repeats=args.repeats, seed=args.seed)
+    figures = [("MVM agreement (Fig. 2a)", plot_mvm_scatter(agreement, out / "mvm_scatter.png")),
+               ("activation (Fig. 2b)", plot_activation(agreement, twin, out / "activation.png"))]
+    summary = dict(agreement["summary"])
+    per_mvm = summary.pop("noise_floor_nrmse_per_mvm")
+    page = write_compare_report(out, summary, figures)
+    result = dict(summary, noise_floor_nrmse_per_mvm=per_mvm, report=str(page))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k in ("mvm1_nrmse", "mvm2_forward_nrmse", "mvm2_backward_nrmse", "noise_floor_nrmse", "activation_rmse"):
+            print(f"{k:>22}: {result[k]:.4f}")
+        print(f"report: {page}")
+    return 0

@@ -1,0 +1,76 @@
+"""Twin vs bench: the same inputs through both (measurement and statistics; plots live in
+``optwin.workflows.compare_plots``).
+
+Per MVM (layer-1 forward, layer-2 forward, layer-2 backward) the bench is measured
+``repeats`` times; each MVM is isolated by feeding the twin the bench's *measured* input
+of that MVM, so an error in one layer does not leak into the next.  The nrmse of single
+shots against the twin's prediction is compared with the bench's own noise floor (the
+repeat-to-repeat scatter): a twin that predicts everything the bench does systematically
+reaches nrmse ~ noise floor.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from twin.stats import mvm_error_stats
+
+__all__ = ["measure_agreement", "decision_map"]
+
+
+def measure_agreement(bench_system, twin, n_inputs: int = 48, repeats: int = 3, seed: int = 0) -> dict:
+    """Measure MVM and activation agreement; returns statistics and the raw arrays for plots."""
+    rng = np.random.default_rng(seed)
+    n_in, n_h, n_out = bench_system.sizes
+    x = rng.uniform(0.0, 1.0, (n_inputs, n_in))
+    d2 = rng.normal(0.0, 1.0, (n_inputs, n_out))
+    fws = [bench_system.forward(x) for _ in range(repeats)]
+    z1 = np.stack([f.pre[0] for f in fws])
+    a1 = np.stack([f.post[1] for f in fws])
+    z2 = np.stack([f.pre[1] for f in fws])
+    back = []
+    for _ in range(repeats):
+        bench_system.forward(x)
+        back.append(bench_system.backward(d2).errors[0])
+    d1 = np.stack(back)
+
+    twin.set_weights(bench_system.get_weights())
+    z1_pred = _noiseless(twin.layers[0], x)
+    a1_mean = a1.mean(axis=0)
+    z2_pred = _noiseless(twin.layers[1], a1_mean)
+    from twin.system import ForwardResult
+    measured = ForwardResult(pre=[z1.mean(axis=0), z2.mean(axis=0)], post=[x, a1_mean], output=z2.mean(axis=0))
+    d1_pred = twin.backward_at(measured, d2).errors[0]
+    a1_pred = twin.absorber.transmit(z1.mean(axis=0)) if twin.absorber is not None else z1.mean(axis=0)
+
+    stats = {"mvm1": mvm_error_stats(z1, z1_pred), "mvm2_forward": mvm_error_stats(z2, z2_pred),
+             "mvm2_backward": mvm_error_stats(d1, d1_pred), "activation": mvm_error_stats(a1, a1_pred)}
+    summary = {
+        "mvm1_nrmse": stats["mvm1"]["total_nrmse"],
+        "mvm2_forward_nrmse": stats["mvm2_forward"]["total_nrmse"],
+        "mvm2_backward_nrmse": stats["mvm2_backward"]["total_nrmse"],
+        "noise_floor_nrmse": max(stats[k]["noise_floor_nrmse"] for k in ("mvm1", "mvm2_forward", "mvm2_backward")),
+        "noise_floor_nrmse_per_mvm": {k: stats[k]["noise_floor_nrmse"] for k in ("mvm1", "mvm2_forward",
+                                                                                 "mvm2_backward")},
+        "activation_rmse": float(np.sqrt(np.mean((a1 - a1_pred) ** 2))),
+    }
+    arrays = {"x": x, "z1": z1, "z1_pred": z1_pred, "a1": a1, "a1_pred": a1_pred, "z2": z2, "z2_pred": z2_pred,
+              "d1": d1, "d1_pred": d1_pred}
+    return {"summary": summary, "stats": stats, "arrays": arrays}
+
+
+def _noiseless(layer, a):
+    saved = layer.imperfections.readout_noise
+    layer.imperfections.readout_noise = 0.0
+    try:
+        return layer.forward(a, keep=False)
+    finally:
+        layer.imperfections.readout_noise = saved
+
+
+def decision_map(system, n_grid: int = 21, lo: float = 0.0, hi: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class-1 minus class-0 output on an n_grid x n_grid grid of 2-D inputs; returns (grid_axis, map)."""
+    axis = np.linspace(lo, hi, n_grid)
+    xx, yy = np.meshgrid(axis, axis)
+    pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    out = system.forward(pts).output
+    return axis, (out[:, 1] - out[:, 0]).reshape(n_grid, n_grid)

@@ -1,0 +1,121 @@
+"""Build a calibrated twin and a bench System from a calibration file.
+
+Names follow docs/dev/calibration-contract.md.  The twin gets every fitted
+imperfection the file holds (absorber pump and probe laws, per-element gains,
+stray fields, output crosstalk, shot-to-shot noise, backward-path gains); the bench
+System gets the encoders' inverse LUTs, weight scales, ROIs, dark maps, LO amplitudes
+and unit scales.  Parts missing from the file raise a one-line UsageError that says
+which calibration step to run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from calibration.calset import CalibrationFileError, CalibrationSet
+from optwin.errors import UsageError
+
+__all__ = ["load_calibration", "twin_from_calibration", "bench_system_from_calibration", "ideal_twin"]
+
+CAMERAS = ("cam_z1", "cam_a1", "cam_out", "cam_back")
+
+
+def load_calibration(path) -> CalibrationSet:
+    try:
+        return CalibrationSet.load(path)
+    except CalibrationFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _need(cal: CalibrationSet, name: str, step: str):
+    if name not in cal.fits:
+        raise UsageError(f"calibration file lacks '{name}'; run 'optwin calibrate --only {step}' first")
+    return cal.fits[name]
+
+
+def _array(fit, key, shape=None):
+    if key not in fit.arrays:
+        return None
+    arr = np.asarray(fit.arrays[key], dtype=float)
+    if shape is not None and arr.shape != tuple(shape):
+        raise UsageError(f"calibration '{fit.name}.{key}' has shape {arr.shape}, the bench needs {tuple(shape)}")
+    return arr
+
+
+def twin_from_calibration(cal: CalibrationSet, sizes, rule: str = "probe", seed: int = 0, init_scale: float = 1.0,
+                          slm_levels: int = 255):
+    """The calibrated twin network (twin units: z^2 = I/I_sat at the cell).
+
+    Weights are clipped to +-w_max of each layer (the largest amplitude the SLM realises) and
+    quantised to ``slm_levels`` amplitude levels, as the bench's encoder does.
+    """
+    from calibration.absorber_fit import absorber_from_fit
+    from twin.layers import Imperfections
+    from twin.network import OpticalNetwork
+
+    absorber = absorber_from_fit(_need(cal, "absorber", "absorber"))
+    sizes = [int(s) for s in sizes]
+    imps = []
+    for k, name in enumerate(("mvm1", "mvm2")):
+        fit = _need(cal, name, "mvm")
+        n_in, n_out = sizes[k], sizes[k + 1]
+        noise = _array(fit, "readout_noise")
+        imp = Imperfections(gain=_array(fit, "gain", (n_out, n_in)), stray=_array(fit, "stray", (n_out,)),
+                            levels=slm_levels, w_max=float(fit.quantities["w_max"].value),
+                            crosstalk=_array(fit, "crosstalk", (n_out, n_out)),
+                            readout_noise=float(noise.ravel()[0]) if noise is not None else 0.0)
+        if k == 1 and "mvm2_backward" in cal.fits:
+            imp.backward_gain = _array(cal.fits["mvm2_backward"], "gain", (n_out, n_in))
+        imps.append(imp)
+    return OpticalNetwork(sizes, absorber=absorber, rule=rule, imperfections=imps, seed=seed,
+                          init_scale=init_scale)
+
+
+def ideal_twin(cal: CalibrationSet | None, sizes, alpha0: float | None = None, rule: str = "exact", seed: int = 0,
+               init_scale: float = 1.0):
+    """An uncalibrated twin: perfect MVMs, the nominal thin absorber (alpha0 from the file if any)."""
+    from twin.network import OpticalNetwork
+    if alpha0 is None:
+        alpha0 = cal.quantity("absorber.alpha0").value if cal is not None and "absorber" in cal.fits else 5.0
+    return OpticalNetwork(sizes, absorber="thin", alpha0=alpha0, rule=rule, seed=seed, init_scale=init_scale)
+
+
+def bench_system_from_calibration(bench, cal: CalibrationSet, probe_fraction: float = 0.5):
+    """A :class:`hwio.bench_system.BenchSystem` reading and writing in twin units."""
+    from hwio.bench_system import BenchCalibration, BenchSystem
+    from hwio.readout import SpotReadout
+    from hwio.response import InverseLUT
+
+    luts = {}
+    for slm, fit_name in (("slm1", "slm"), ("slm2", "slm.slm2"), ("probe_input", "slm.probe_input")):
+        fit = _need(cal, fit_name, "slm")
+        levels = fit.arrays.get("inverse_lut")
+        grid = fit.arrays.get("inverse_lut_phase_rad")
+        if levels is None or grid is None:
+            raise UsageError(f"calibration '{fit_name}' has no inverse LUT; re-run 'optwin calibrate --only slm'")
+        luts[slm] = InverseLUT.from_grid(np.asarray(levels), np.asarray(grid), bit_depth=bench.slms[slm].bit_depth,
+                                         name=slm)
+    reg = _need(cal, "registration", "registration")
+    scale_fit = _need(cal, "scale", "absorber")
+    scale_names = {"cam_z1": "z1_per_h", "cam_a1": "a1_per_h", "cam_out": "z2_per_h", "cam_back": "delta1_per_h"}
+    readouts, lo, scales = {}, {}, {}
+    for cam in CAMERAS:
+        centers = reg.arrays.get(f"centers_px.{cam}")
+        if centers is None:
+            raise UsageError(f"calibration lacks the spot centres of {cam}; run 'optwin calibrate --only registration'")
+        ro = _need(cal, f"readout.{cam}", "registration")
+        camera = bench.cameras[cam]
+        dark_fit = cal.fits.get("camera" if cam == "cam_out" else f"camera.{cam}")
+        dark = dark_fit.arrays.get("offset_map_adu") if dark_fit is not None else None
+        radius = ro.quantities.get("roi_radius_px")
+        readouts[cam] = SpotReadout(np.asarray(centers), camera.shape,
+                                    radius_px=float(radius.value) if radius is not None else 3.0,
+                                    dark_adu=np.asarray(dark) if dark is not None else 0.0, name=cam)
+        lo[cam] = np.asarray(ro.arrays["lo_amplitude"], dtype=float)
+        q = scale_fit.quantities.get(scale_names[cam])
+        if q is None:
+            raise UsageError(f"calibration 'scale' lacks {scale_names[cam]}; re-run 'optwin calibrate --only absorber,mvm'")
+        scales[cam] = float(q.value)
+    w_max = [float(_need(cal, name, "mvm").quantities["w_max"].value) for name in ("mvm1", "mvm2")]
+    bc = BenchCalibration(luts=luts, readouts=readouts, lo_amplitudes=lo, scales=scales, w_max=w_max,
+                          probe_fraction=probe_fraction)
+    return BenchSystem(bench, bc)

@@ -1,0 +1,80 @@
+"""Hardware-in-the-loop training on the calibrated simulated bench (issue: twin from calibration)."""
+import numpy as np
+import pytest
+
+from calibration.run import calibrate_bench
+from hwio.bench import open_bench
+from optwin.workflows.bench_training import run_mode
+from optwin.workflows.compare import measure_agreement
+from optwin.workflows.from_calibration import bench_system_from_calibration, twin_from_calibration
+from twin.tasks import load_task
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cal") / "cal.h5"
+    bench = open_bench("sim")
+    cal = calibrate_bench(bench, out, progress=False)
+    cal.path = out
+    yield bench, cal
+    bench.close()
+
+
+def test_bench_system_reads_in_twin_units(calibrated):
+    bench, cal = calibrated
+    system = bench_system_from_calibration(bench, cal)
+    twin = twin_from_calibration(cal, system.sizes, init_scale=1.0, seed=3)
+    system.set_weights([w.copy() for w in twin.get_weights()])
+    ag = measure_agreement(system, twin, n_inputs=24, repeats=2, seed=1)
+    s = ag["summary"]
+    # the calibrated twin predicts the forward MVMs to a few percent of their spread ...
+    assert s["mvm1_nrmse"] < 0.1 and s["mvm2_forward_nrmse"] < 0.1
+    # ... far better than an uncalibrated (ideal) twin with the same weights
+    from optwin.workflows.from_calibration import ideal_twin
+    naive = ideal_twin(cal, system.sizes)
+    naive.set_weights(system.get_weights())
+    z1_naive = naive.layers[0].forward(ag["arrays"]["x"], keep=False)
+    err_naive = np.sqrt(np.mean((ag["arrays"]["z1"] - z1_naive) ** 2)) / np.std(ag["arrays"]["z1_pred"])
+    assert s["mvm1_nrmse"] < 0.5 * err_naive
+    # the backward path is noisier (weak probe) but the twin's error stays near the bench's own scatter
+    assert s["mvm2_backward_nrmse"] < 1.5 * s["noise_floor_nrmse_per_mvm"]["mvm2_backward"]
+    # the measured activation follows the fitted absorber law
+    assert s["activation_rmse"] < 0.05 * np.abs(ag["arrays"]["a1"]).max()
+
+
+def test_optical_backpropagation_trains_on_the_bench(calibrated):
+    bench, cal = calibrated
+    system = bench_system_from_calibration(bench, cal)
+    task = load_task("moons", seed=0, n_samples=300)
+    common = dict(batch=16, lr=2e-2, seed=0, init_scale=3.0)
+    calib = run_mode("insilico", system, cal, task, epochs=300, **common)
+    optical = run_mode("optical", system, cal, task, epochs=8, **common)
+    # optical backpropagation on the bench itself reaches the calibrated twin's level
+    assert optical["bench_accuracy"] >= 0.75
+    assert optical["bench_accuracy"] >= calib["bench_accuracy"] - 0.05
+    assert optical["history"].train_loss[-1] < 0.8 * optical["history"].train_loss[0]
+
+
+def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):
+    import json
+
+    from optwin.cli import main
+    _, cal = calibrated
+    assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "hybrid",
+                 "--task", "moons", "--epochs", "2", "--n-samples", "120", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mode"] == "hybrid" and res["epochs"] == 2 and 0 <= res["bench_accuracy"] <= 1
+    assert main(["compare", "--bench", "sim", "--cal", str(cal.path), "--report", str(tmp_path / "rep"),
+                 "--inputs", "12", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("mvm1_nrmse", "mvm2_forward_nrmse", "mvm2_backward_nrmse", "noise_floor_nrmse",
+                "activation_rmse"):
+        assert np.isfinite(res[key])
+    html = (tmp_path / "rep" / "compare.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    # a wrong calibration file is a one-line error, exit 2
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"garbage")
+    assert main(["compare", "--bench", "sim", "--cal", str(bad), "--report", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.h5" in err and len(err.strip().splitlines()) == 1
