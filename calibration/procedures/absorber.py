@@ -73,7 +73,7 @@ from twin.absorber import TabulatedAbsorber, make_absorber
 
 __all__ = ["spot_amplitude_transmission", "fit_spot_model", "analyse_absorber", "scale_fit",
            "neuron_scales", "NeuronSweeps", "fit_law_jointly", "select_law_jointly", "AbsorberPlan",
-           "absorber_plan", "boost_exposures", "full_pump_levels", "measure_absorber", "reduce_absorber",
+           "absorber_plan", "boost_exposures", "law_margin", "full_pump_levels", "measure_absorber", "reduce_absorber",
            "StepStore", "repeated_powers", "homodyne_of", "SPOT_SUFFIX"]
 
 SPOT_SUFFIX = "+spot"
@@ -662,10 +662,15 @@ def select_law_jointly(data: NeuronSweeps, pooled: Fit, probe_x=None, probe_y=No
                 pf = _fit_point_probe(law, ps, (alpha0, i_sat))
             quantities["probe_background_transmission"] = Quantity(pf["params"]["scale"], pf["stderr"]["scale"], "")
             pa, pi = pf["params"]["alpha0"], pf["params"]["i_sat"]
-
-            def probe_fn(zz, pa=pa, pi=pi):
-                return np.sqrt(_law_transmission(law, spot, zz ** 2 * i_sat / pi, pa))
-            t_source = f"probe sweep ({best} fit)"
+            rel = max(pf["stderr"]["alpha0"] / max(pa, 1e-300), pf["stderr"]["i_sat"] / max(pi, 1e-300),
+                      pf["stderr"]["scale"] / max(pf["params"]["scale"], 1e-300))
+            if pf["adequate"] and np.isfinite(rel) and rel < 0.25:
+                def probe_fn(zz, pa=pa, pi=pi):
+                    return np.sqrt(_law_transmission(law, spot, zz ** 2 * i_sat / pi, pa))
+                t_source = f"probe sweep ({best} fit)"
+            else:
+                warnings.append("the probe sweep is too noisy to define t(z) (relative uncertainty "
+                                f"{rel:.2g}); the mismatch uses the fitted law's probe (raise probe_repeats)")
             info["probe_model"] = best
             info["probe_fit"] = {"alpha0": [pa, pf["stderr"]["alpha0"]], "i_sat": [pi, pf["stderr"]["i_sat"]],
                                  "redchi": pf["redchi"], "adequate": pf["adequate"]}
@@ -803,6 +808,8 @@ class AbsorberPlan:
     probe_amplitude : probe_input amplitude fraction on every output (keep the probe weak).
     exposure_boost_max : longest exposure used for the sweeps, in operating exposures (see
         :func:`boost_exposures`; 1 keeps the operating exposures).
+    max_passes, bic_margin : the sweep is repeated (all steps again, new rows) while the best
+        law leads the next one by less than ``bic_margin`` in BIC, at most ``max_passes`` times.
     """
 
     counts: np.ndarray
@@ -811,6 +818,8 @@ class AbsorberPlan:
     probe_repeats: int = 32
     probe_amplitude: float = 0.15
     exposure_boost_max: float = 4.0
+    max_passes: int = 3
+    bic_margin: float = 10.0
 
     @property
     def fills(self) -> np.ndarray:
@@ -895,9 +904,13 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
                      spot_models: bool = True) -> list:
     """Pump and probe sweeps on a bench, then the fits: returns ``[absorber, scale]`` fits.
 
-    Needs the registration, readout and SLM fits in ``ctx``.  Raw spot powers go to the
-    streams ``absorber.<cam_z1|cam_a1|back_off|back_on>`` (one row (repeats, 2, n_spots) per
-    step, meta ``step`` and ``fill``).
+    Needs the registration, readout and SLM fits in ``ctx``.  Raw spot powers (LO phases 0
+    and pi, operating-exposure units after dividing by the meta ``k_*`` exposure factors) go
+    to the streams ``absorber.<cam_z1|cam_a1|back_off|back_on>`` (one row (repeats, 2,
+    n_spots) per step, meta ``step``, ``fill``, ``t_s`` (bench clock), ``k_z1``, ``k_a1``,
+    ``k_back``) and ``absorber.z1_quadrature`` (LO phases pi/2, 3 pi/2 at the pump-off
+    steps).  Steps found in ``ctx.info['recorded']`` (a resumed run) are not measured again.
+    Camera exposures are restored afterwards.
     """
     for cam in ("cam_z1", "cam_a1", "cam_back"):
         ctx.need(f"readout.{cam}", "readout")
@@ -911,57 +924,75 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
     cams = ("cam_z1", "cam_a1", "cam_back")
     nominal = {c: float(bench.cameras[c].exposure_s) for c in cams}
     gain = None
-    rows, times, factors = [], [], []
-    steps = list(enumerate(plan.counts))
+    rows, times, factors, counts = [], [], [], []
+    n_steps = len(plan.counts)
+    lo = {c: ctx.lo_amplitude(c) for c in cams}
+    cam_of = {"cam_z1": "cam_z1", "cam_a1": "cam_a1", "back_off": "cam_back", "back_on": "cam_back"}
+    fit = None
     try:
-        for step, count in _progress(steps, len(steps), "absorber", progress):
-            got = store.get(step)
-            if got is None:
-                if gain is None:
-                    ctx.blank_all()
-                    ctx.show("slm1", full_pump_levels(ctx))
-                    ctx.show("slm2", ctx.weight_levels("slm2", np.ones((n_out, n_h)), 1.0))
-                    gain = boost_exposures(ctx, cams, probe_on, plan.exposure_boost_max) \
-                        if plan.exposure_boost_max > 1 else {c: 1.0 for c in cams}
-                fill = float(count) / plan.n_active
-                ctx.show_inputs(np.full(n_in, fill))
-                ctx.show("probe_input", probe_off)
-                t_before = float(bench.timeline.now())
-                p = repeated_powers(ctx, ("cam_z1", "cam_a1"), plan.repeats)
-                t_mid = 0.5 * (t_before + float(bench.timeline.now()))
-                p_off = repeated_powers(ctx, ("cam_back",), plan.probe_repeats)
-                ctx.show("probe_input", probe_on)
-                p_on = repeated_powers(ctx, ("cam_back",), plan.probe_repeats)
-                ctx.show("probe_input", probe_off)
-                if count == 0:      # the quadrature of z1 (stray light): the cell saturates on |z1|
-                    pq = [ctx.spot_powers(["cam_z1"], (0.5 * math.pi, 1.5 * math.pi), 1)["cam_z1"]
-                          for _ in range(plan.repeats)]
-                    qstore.save(step, {"z1_quadrature": np.stack(pq)}, k_z1=gain["cam_z1"])
-                got = store.save(step, {"cam_z1": p["cam_z1"], "cam_a1": p["cam_a1"], "back_off": p_off["cam_back"],
-                                        "back_on": p_on["cam_back"]}, fill=fill, t_s=t_mid,
-                                 k_z1=gain["cam_z1"], k_a1=gain["cam_a1"], k_back=gain["cam_back"])
-            rows.append(got)
-            times.append(store.meta(step, "t_s"))
-            factors.append({c: store.meta(step, key) or 1.0
-                            for c, key in (("cam_z1", "k_z1"), ("cam_a1", "k_a1"), ("cam_back", "k_back"))})
+        for n_pass in range(max(1, int(plan.max_passes))):
+            steps = [(n_pass * n_steps + i, int(c)) for i, c in enumerate(plan.counts)]
+            desc = "absorber" if n_pass == 0 else f"absorber (pass {n_pass + 1})"
+            for step, count in _progress(steps, len(steps), desc, progress):
+                got = store.get(step)
+                if got is None:
+                    if gain is None:
+                        ctx.blank_all()
+                        ctx.show("slm1", full_pump_levels(ctx))
+                        ctx.show("slm2", ctx.weight_levels("slm2", np.ones((n_out, n_h)), 1.0))
+                        gain = boost_exposures(ctx, cams, probe_on, plan.exposure_boost_max) \
+                            if plan.exposure_boost_max > 1 else {c: 1.0 for c in cams}
+                    fill = float(count) / plan.n_active
+                    ctx.show_inputs(np.full(n_in, fill))
+                    ctx.show("probe_input", probe_off)
+                    t_before = float(bench.timeline.now())
+                    p = repeated_powers(ctx, ("cam_z1", "cam_a1"), plan.repeats)
+                    t_mid = 0.5 * (t_before + float(bench.timeline.now()))
+                    p_off = repeated_powers(ctx, ("cam_back",), plan.probe_repeats)
+                    ctx.show("probe_input", probe_on)
+                    p_on = repeated_powers(ctx, ("cam_back",), plan.probe_repeats)
+                    ctx.show("probe_input", probe_off)
+                    if count == 0:      # the quadrature of z1 (stray light): the cell saturates on |z1|
+                        pq = [ctx.spot_powers(["cam_z1"], (0.5 * math.pi, 1.5 * math.pi), 1)["cam_z1"]
+                              for _ in range(plan.repeats)]
+                        qstore.save(step, {"z1_quadrature": np.stack(pq)}, k_z1=gain["cam_z1"])
+                    got = store.save(step, {"cam_z1": p["cam_z1"], "cam_a1": p["cam_a1"],
+                                            "back_off": p_off["cam_back"], "back_on": p_on["cam_back"]},
+                                     fill=fill, t_s=t_mid, k_z1=gain["cam_z1"], k_a1=gain["cam_a1"],
+                                     k_back=gain["cam_back"])
+                rows.append(got)
+                counts.append(count)
+                times.append(store.meta(step, "t_s"))
+                factors.append({c: store.meta(step, key) or 1.0
+                                for c, key in (("cam_z1", "k_z1"), ("cam_a1", "k_a1"), ("cam_back", "k_back"))})
+            # homodyne values scale with the exposure: back to the operating exposure's units
+            h = {part: [homodyne_of(r[part], lo[cam_of[part]]) / f[cam_of[part]] for r, f in zip(rows, factors)]
+                 for part in ABSORBER_PARTS}
+            quad = []
+            for (step, count) in [(k * n_steps + i, int(c)) for k in range(n_pass + 1)
+                                  for i, c in enumerate(plan.counts)]:
+                got = qstore.loaded.get(step, {}).get("z1_quadrature")
+                if count == 0 and got is not None:
+                    quad.append(homodyne_of(got, lo["cam_z1"]) / (qstore.meta(step, "k_z1") or 1.0))
+            h["z1_quadrature"] = quad
+            all_plan = AbsorberPlan(counts=np.asarray(counts), n_active=plan.n_active, repeats=plan.repeats,
+                                    probe_repeats=plan.probe_repeats, probe_amplitude=plan.probe_amplitude)
+            fit = reduce_absorber(h, all_plan, None if any(t is None for t in times) else times,
+                                  spot_models=spot_models)
+            fit.info["passes"] = n_pass + 1
+            margin = law_margin(fit)
+            fit.info["bic_margin"] = margin
+            if not (margin < plan.bic_margin):
+                break
+            if n_pass + 1 < plan.max_passes:
+                fit.info["warnings"].append(f"pass {n_pass + 1}: the best law leads by only {margin:.3g} in BIC; "
+                                            "measured the sweep again")
     finally:
         for c in cams:
             if bench.cameras[c].exposure_s != nominal[c]:
                 ctx.set_exposure(c, nominal[c])
         if gain is not None:
             ctx.blank_all()
-    lo = {c: ctx.lo_amplitude(c) for c in cams}
-    cam_of = {"cam_z1": "cam_z1", "cam_a1": "cam_a1", "back_off": "cam_back", "back_on": "cam_back"}
-    # homodyne values scale with the exposure: back to the operating exposure's units
-    h = {part: [homodyne_of(r[part], lo[cam_of[part]]) / f[cam_of[part]] for r, f in zip(rows, factors)]
-         for part in ABSORBER_PARTS}
-    quad = []
-    for step, count in steps:
-        got = qstore.loaded.get(step, {}).get("z1_quadrature")
-        if count == 0 and got is not None:
-            quad.append(homodyne_of(got, lo["cam_z1"]) / (qstore.meta(step, "k_z1") or 1.0))
-    h["z1_quadrature"] = quad
-    fit = reduce_absorber(h, plan, None if any(t is None for t in times) else times, spot_models=spot_models)
     fit.info["raw_streams"] = [f"absorber.{p}" for p in ABSORBER_PARTS]
     fit.info["steps_reused"] = store.n_reused
     fit.info["steps_measured"] = store.n_measured
@@ -970,6 +1001,16 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
     scale = scale_fit(fit, ctx.fits.get("scale"))
     ctx.add(fit, scale)
     return [fit, scale]
+
+
+def law_margin(fit: Fit) -> float:
+    """BIC lead of the chosen law over the best law of another family (inf when alone)."""
+    table = fit.info.get("table", {})
+    chosen = fit.info.get("parametric_model", fit.model) + (SPOT_SUFFIX if fit.info.get("spot_averaged") else "")
+    if chosen not in table:
+        return float("nan")
+    others = [row["bic"] for name, row in table.items() if name != chosen]
+    return float(min(others) - table[chosen]["bic"]) if others else float("inf")
 
 
 def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: bool = True) -> Fit:

@@ -116,11 +116,13 @@ def test_only_takes_the_other_parts_from_the_file(alt_run, tmp_path):
     cal, out = alt_run
     copy = tmp_path / "cal.h5"
     cal.save(copy)
+    (tmp_path / "cal.h5.raw.h5").write_bytes(b"the full run's raw data")
     with open_bench("sim_alt") as bench:
         again = calibrate_bench(bench, copy, only="mvm", progress=False)
     assert run_info(again)["parts"] == ["mvm"]
     assert run_info(again)["raw_files"] == ["cal.h5.raw.h5", "cal.h5.raw.mvm.h5"]
-    assert (tmp_path / "cal.h5.raw.mvm.h5").exists() and not (tmp_path / "cal.h5.raw.h5").exists()
+    assert (tmp_path / "cal.h5.raw.mvm.h5").exists()
+    assert (tmp_path / "cal.h5.raw.h5").read_bytes() == b"the full run's raw data"     # kept
     np.testing.assert_array_equal(again.fits["camera"].arrays["offset_map_adu"],
                                   cal.fits["camera"].arrays["offset_map_adu"])
     assert again.fits["absorber"].quantities["alpha0"] == cal.fits["absorber"].quantities["alpha0"]
