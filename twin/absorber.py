@@ -108,7 +108,43 @@ class ThinAbsorber(_Parametric):
         raise ValueError(f"unknown backward rule {rule!r}: use 'exact' or 'probe'")
 
 
-class TwoLevelAbsorber(_Parametric):
+class _FullPropagation(_Parametric):
+    """Models solved along the cell: subclasses give the intensity transmission T(I_in) and
+    the ratio R = g'/t of the exact derivative to the probe transmission."""
+
+    def intensity_transmission(self, i_in):
+        raise NotImplementedError
+
+    def _ratio(self, s, T):
+        raise NotImplementedError
+
+    def _state(self, z):
+        z, s = self._s(z)
+        return z, s, self.intensity_transmission(s)
+
+    def probe(self, z):
+        _, _, T = self._state(z)
+        return np.sqrt(T)
+
+    def transmit(self, z):
+        z, _, T = self._state(z)
+        return z * np.sqrt(T)
+
+    def derivative(self, z):
+        _, s, T = self._state(z)
+        return np.sqrt(T) * self._ratio(s, T)
+
+    def forward(self, z, rule: str = "exact"):
+        z, s, T = self._state(z)
+        t = np.sqrt(T)
+        if rule == "probe":
+            return z * t, t
+        if rule == "exact":
+            return z * t, t * self._ratio(s, T)
+        raise ValueError(f"unknown backward rule {rule!r}: use 'exact' or 'probe'")
+
+
+class TwoLevelAbsorber(_FullPropagation):
     """Full propagation through a homogeneously broadened two-level medium.
 
     dI/dx = -(alpha0/L) I / (1 + I) gives I_out = W0(I_in exp(I_in - alpha0)),
@@ -128,34 +164,12 @@ class TwoLevelAbsorber(_Parametric):
             t[pos] = i_out / ip
         return t
 
-    def _state(self, z):
-        z, s = self._s(z)
-        T = self.intensity_transmission(s)
-        return z, s, T
-
-    def probe(self, z):
-        _, _, T = self._state(z)
-        return np.sqrt(T)
-
-    def transmit(self, z):
-        z, _, T = self._state(z)
-        return z * np.sqrt(T)
-
-    def derivative(self, z):
-        _, s, T = self._state(z)
-        return np.sqrt(T) * (1.0 + s) / (1.0 + s * T)
-
-    def forward(self, z, rule: str = "exact"):
-        z, s, T = self._state(z)
-        t = np.sqrt(T)
-        if rule == "probe":
-            return z * t, t
-        if rule == "exact":
-            return z * t, t * (1.0 + s) / (1.0 + s * T)
-        raise ValueError(f"unknown backward rule {rule!r}: use 'exact' or 'probe'")
+    def _ratio(self, s, T):
+        """g'/t = (1 + I_in) / (1 + I_out)."""
+        return (1.0 + s) / (1.0 + s * T)
 
 
-class DopplerAbsorber(_Parametric):
+class DopplerAbsorber(_FullPropagation):
     """Full propagation with a Doppler-broadened line at resonance: alpha = alpha0 (1 + I)^(-1/2).
 
     Integrating dI/dx = -(alpha0/L) I / sqrt(1 + I) gives G(I_out) = G(I_in) - alpha0 with
@@ -195,30 +209,9 @@ class DopplerAbsorber(_Parametric):
         T[pos] = np.exp(y - np.log(ip))
         return T
 
-    def _state(self, z):
-        z, s = self._s(z)
-        return z, s, self.intensity_transmission(s)
-
-    def probe(self, z):
-        _, _, T = self._state(z)
-        return np.sqrt(T)
-
-    def transmit(self, z):
-        z, _, T = self._state(z)
-        return z * np.sqrt(T)
-
-    def derivative(self, z):
-        _, s, T = self._state(z)
-        return np.sqrt(T) * np.sqrt((1.0 + s) / (1.0 + s * T))
-
-    def forward(self, z, rule: str = "exact"):
-        z, s, T = self._state(z)
-        t = np.sqrt(T)
-        if rule == "probe":
-            return z * t, t
-        if rule == "exact":
-            return z * t, t * np.sqrt((1.0 + s) / (1.0 + s * T))
-        raise ValueError(f"unknown backward rule {rule!r}: use 'exact' or 'probe'")
+    def _ratio(self, s, T):
+        """g'/t = f(I_out)/f(I_in) = sqrt((1 + I_in) / (1 + I_out))."""
+        return np.sqrt((1.0 + s) / (1.0 + s * T))
 
 
 class TabulatedAbsorber(Absorber):
