@@ -68,9 +68,20 @@ def _noiseless(layer, a):
 
 
 def decision_map(system, n_grid: int = 21, lo: float = 0.0, hi: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Class-1 minus class-0 output on an n_grid x n_grid grid of 2-D inputs; returns (grid_axis, map)."""
+    """Class-1 minus class-0 output on an n_grid x n_grid grid of 2-D inputs; returns (grid_axis, map).
+
+    A twin is evaluated without its shot-to-shot noise (the map shows its mean prediction).
+    """
     axis = np.linspace(lo, hi, n_grid)
     xx, yy = np.meshgrid(axis, axis)
     pts = np.stack([xx.ravel(), yy.ravel()], axis=1)
-    out = system.forward(pts).output
+    layers = getattr(system, "layers", [])
+    saved = [layer.imperfections.readout_noise for layer in layers]
+    for layer in layers:
+        layer.imperfections.readout_noise = 0.0
+    try:
+        out = system.forward(pts).output
+    finally:
+        for layer, noise in zip(layers, saved):
+            layer.imperfections.readout_noise = noise
     return axis, (out[:, 1] - out[:, 0]).reshape(n_grid, n_grid)
