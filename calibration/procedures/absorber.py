@@ -127,6 +127,22 @@ def _sweep(kind, x, y) -> _Sweep:
     return _Sweep(kind, x, y, sigma, dof)
 
 
+def _stderr_of(res, name: str) -> float:
+    """Standard error of parameter ``name`` of an lmfit result (nan when lmfit gave none)."""
+    v = res.params[name].stderr
+    return float(v) if v is not None and np.isfinite(v) else float("nan")
+
+
+def _fit_summary(r, k: int, noise_dof: int):
+    """(n, chi2, reduced chi2, reduced-chi2 limit) of normalised residuals ``r`` with ``k`` free
+    parameters; the limit is the _CHI2_P point of F(n - k, noise_dof)."""
+    n = r.size
+    chi2 = float(r @ r)
+    redchi = chi2 / max(n - k, 1)
+    crit = float(stats.f.ppf(_CHI2_P, max(n - k, 1), max(noise_dof, 1)))
+    return n, k, chi2, redchi, crit
+
+
 def fit_spot_model(model: str, sweep: _Sweep, start: tuple[float, float] | None = None) -> dict:
     """Fit the spot-averaged law ``model`` to one sweep (weighted by the model-free noise estimate).
 
@@ -164,19 +180,12 @@ def fit_spot_model(model: str, sweep: _Sweep, start: tuple[float, float] | None 
 
     res = lmfit.minimize(resid, params, method="leastsq", scale_covar=True)
     r = resid(res.params)
-    n, k = r.size, res.nvarys
-    chi2 = float(r @ r)
-    redchi = chi2 / max(n - k, 1)
-    crit = float(stats.f.ppf(_CHI2_P, max(n - k, 1), max(sweep.noise_dof, 1)))
+    n, k, chi2, redchi, crit = _fit_summary(r, res.nvarys, sweep.noise_dof)
     runs = runs_test_z(r)
     runs_fail = runs <= _RUNS_Z and float(np.mean(r ** 2)) >= 0.25
 
-    def se(name):
-        s = res.params[name].stderr
-        return float(s) if s is not None and np.isfinite(s) else float("nan")
-
     p = {name: float(res.params[name].value) for name in ("alpha0", "i_sat", "scale")}
-    return {"model": model + SPOT_SUFFIX, "params": p, "stderr": {name: se(name) for name in p},
+    return {"model": model + SPOT_SUFFIX, "params": p, "stderr": {name: _stderr_of(res, name) for name in p},
             "chi2": chi2, "redchi": redchi, "redchi_limit": crit, "runs_z": [float(runs)],
             "adequate": bool(redchi <= crit and not runs_fail), "n": n, "k": k,
             "aic": float(n * math.log(max(chi2, 1e-300) / n) + 2 * k),
@@ -482,8 +491,7 @@ def fit_law_jointly(law: str, spot: bool, data: NeuronSweeps, start: tuple, r0=N
     inflate = math.sqrt(max(1.0, float(res.redchi)))
 
     def se(name):
-        v = res.params[name].stderr
-        return float(v) * inflate if v is not None and np.isfinite(v) else float("nan")
+        return _stderr_of(res, name) * inflate
 
     r_ = resid(res.params)
     nn, kk = r_.size, res.nvarys
@@ -710,16 +718,10 @@ def _fit_point_probe(law: str, sweep: _Sweep, start) -> dict:
 
     res = lmfit.minimize(resid, params, method="leastsq", scale_covar=True)
     r = resid(res.params)
-    n, k = r.size, res.nvarys
-    chi2 = float(r @ r)
-    redchi = chi2 / max(n - k, 1)
-    crit = float(stats.f.ppf(_CHI2_P, max(n - k, 1), max(sweep.noise_dof, 1)))
+    n, k, chi2, redchi, crit = _fit_summary(r, res.nvarys, sweep.noise_dof)
 
-    def se(name):
-        v = res.params[name].stderr
-        return float(v) if v is not None and np.isfinite(v) else float("nan")
     return {"params": {n_: float(res.params[n_].value) for n_ in ("alpha0", "i_sat", "scale")},
-            "stderr": {n_: se(n_) for n_ in ("alpha0", "i_sat", "scale")}, "redchi": redchi,
+            "stderr": {n_: _stderr_of(res, n_) for n_ in ("alpha0", "i_sat", "scale")}, "redchi": redchi,
             "adequate": bool(redchi <= crit)}
 
 
