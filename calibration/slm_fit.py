@@ -46,7 +46,7 @@ from calibration.quantities import Fit, Quantity
 
 __all__ = ["power_law_phase", "fit_diffractive_response", "fit_phase_response", "fringe_phases",
            "FringePhases", "inverse_lut", "fit_regions", "fit_illumination", "grating_first_order",
-           "fit_crosstalk", "combine_slm"]
+           "fit_crosstalk", "combine_slm", "transfer_table", "realise_amplitudes"]
 
 TWO_PI = 2.0 * math.pi
 
@@ -921,3 +921,36 @@ def combine_slm(response: Fit, *, illumination: Fit | None = None, crosstalk: Fi
         info["region_phase_range_rad"] = {n: regions[n].quantities["phase_range_rad"].as_json() for n in names}
     return Fit(name="slm", model=response.model, quantities=q, arrays=arrays,
                x=response.x, y=response.y, y_fit=response.y_fit, info=info)
+
+
+# ============================================================================ amplitude transfer
+def transfer_table(fit) -> tuple[np.ndarray, np.ndarray] | None:
+    """The panel's amplitude transfer staircase from an SLM fit, scaled to +-1 at full amplitude.
+
+    ``fit.arrays['amplitude_transfer_edges']`` (m,) and ``['amplitude_transfer']`` (m + 1,)
+    hold the encoder's steps and the realised amplitude fraction of each; dividing by the half
+    span leaves what varies from value to value (LUT rounding, response residuals) and keeps
+    the overall scale (fringing loss) in the MVM gains.  Returns ``(edges, values)``, or None
+    when the fit has no table (older files).
+    """
+    if fit is None or "amplitude_transfer" not in fit.arrays or "amplitude_transfer_edges" not in fit.arrays:
+        return None
+    v = np.asarray(fit.arrays["amplitude_transfer"], dtype=float)
+    e = np.asarray(fit.arrays["amplitude_transfer_edges"], dtype=float)
+    if (v.ndim != 1 or e.ndim != 1 or v.size != e.size + 1 or v.size < 2 or not np.all(np.isfinite(v))
+            or not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0)):
+        raise ValueError(f"calibration '{fit.name}.amplitude_transfer' is not a valid staircase (m increasing "
+                         f"edges, m + 1 finite values); re-run 'optwin calibrate --only slm'")
+    half_span = 0.5 * (v[-1] - v[0])
+    if not half_span > 0:
+        raise ValueError(f"calibration '{fit.name}.amplitude_transfer' is not increasing; re-run the SLM calibration")
+    return e, v / half_span
+
+
+def realise_amplitudes(table, amps) -> np.ndarray:
+    """Realised amplitude fractions for programmed ones (``table = (edges, values)``; clipped to +-1)."""
+    a = np.clip(np.asarray(amps, dtype=float), -1.0, 1.0)
+    if table is None:
+        return a
+    edges, values = table
+    return values[np.searchsorted(edges, a, side="right")]

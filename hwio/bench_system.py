@@ -7,7 +7,8 @@ normalised units.  ``BenchSystem.backward`` re-establishes each sample's pump, i
 output error as a weak probe through ``probe_input`` (scaled per sample so its peak is
 ``probe_fraction`` of full amplitude), reads the backward field after the cell on
 ``cam_back`` and forms the weight updates as outer products of measured vectors — the
-paper's optical backpropagation.  Everything numeric comes from a
+paper's optical backpropagation.  The layer-1 input it reports is the fill fraction the
+DMD realised (quantised to one pixel per block), not the requested value.  Everything numeric comes from a
 :class:`BenchCalibration` (built from a calibration file by the calibration layer).
 """
 from __future__ import annotations
@@ -151,6 +152,9 @@ class BenchSystem:
             self._show_input(row)
             h = self._homodyne(FORWARD_CAMERAS)
             z1[b], a1[b], z2[b] = h["cam_z1"], h["cam_a1"], h["cam_out"]
+        # the DMD realises each input as a fill fraction (quantised to 1 / pixels per block):
+        # that, not the requested value, is the field that entered layer 1
+        x = self.dmd.realised_values(x)
         self._last_x = x
         self._last_fw = ForwardResult(pre=[z1, z2], post=[x, a1], output=z2)
         return self._last_fw

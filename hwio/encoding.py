@@ -352,6 +352,61 @@ def realised_weights(levels, layout: BlockLayout, response: PhaseResponse, w_max
     return e if complex_field else e.real
 
 
+def _single_blocks(encoder: "PhaseEncoder", n: int, crosstalk_px: float):
+    """An encoder like ``encoder`` for a column of ``n`` isolated blocks (no neighbour leakage)."""
+    lay = encoder.layout
+    margin = 2 * int(math.ceil(2 + 2 * crosstalk_px))         # even: keeps the checkerboard parity
+    pitch = (lay.block_px[0] + 2 * margin, lay.block_px[1] + 2 * margin)
+    single = BlockLayout(n, 1, block_px=lay.block_px, pitch_px=pitch, origin_px=(margin, margin),
+                         guard_px=lay.guard_px)
+    shape = (margin + n * pitch[0], margin + pitch[1])
+    return PhaseEncoder(single, shape, encoder.lut, background=encoder.background, name=f"{encoder.name} (table)")
+
+
+def amplitude_transfer(encoder: "PhaseEncoder", response: PhaseResponse, crosstalk_px: float = 0.0,
+                       n_scan: int = 2 ** 16, tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    """The amplitude an encoder realises for every programmed amplitude fraction, exactly.
+
+    The encoder maps a programmed fraction ``A`` in [-1, 1] to a pair of levels, so what an
+    element realises is a staircase in ``A``.  Its steps are located by scanning ``n_scan``
+    values with the encoder itself and bisecting every change to ``tol``; the value of each
+    step is the realised element field (:func:`realised_weights`, real part: what homodyne
+    detection at LO phase 0 reads) for the given phase ``response`` and pixel
+    ``crosstalk_px``, with isolated blocks (LUT rounding, response residuals and the fringing
+    loss at the block edge; no neighbour leakage).
+
+    Returns
+    -------
+    (edges, values) : (m,) increasing step positions in A and (m + 1,) realised fractions;
+    ``A`` realises ``values[searchsorted(edges, A, side='right')]``.
+    """
+    if n_scan < 3:
+        raise ValueError(f"n_scan must be >= 3, got {n_scan}")
+
+    def pairs(a):
+        enc = _single_blocks(encoder, a.size, 0.0)
+        plus, minus, _ = enc.levels_for(a[:, None], w_max=1.0)
+        return plus[:, 0].astype(np.int64) * 65536 + minus[:, 0]
+
+    grid = np.linspace(-1.0, 1.0, n_scan)
+    code = pairs(grid)
+    change = np.flatnonzero(np.diff(code) != 0)
+    lo, hi = grid[change], grid[change + 1]
+    code_lo = code[change]
+    while change.size and np.max(hi - lo) > tol:
+        mid = 0.5 * (lo + hi)
+        same = pairs(mid) == code_lo
+        lo = np.where(same, mid, lo)
+        hi = np.where(same, hi, mid)
+    edges = 0.5 * (lo + hi)
+    bounds = np.concatenate([[-1.0], edges, [1.0]])
+    reps = 0.5 * (bounds[:-1] + bounds[1:])                 # one value inside every step
+    reps[0], reps[-1] = -1.0, 1.0                           # the ends: full amplitude
+    enc = _single_blocks(encoder, reps.size, crosstalk_px)
+    values = realised_weights(enc.encode(reps[:, None], w_max=1.0), enc.layout, response, 1.0, crosstalk_px)[:, 0]
+    return edges, values
+
+
 def bayer_ranks(shape: tuple[int, int]) -> np.ndarray:
     """Ranks 0..n-1 (int) of the pixels of a block for ordered dithering.
 
@@ -417,6 +472,11 @@ class DMDEncoder:
             raise ValueError(f"{self.name}: input values must lie in [0, 1], got {v.min():.4g}..{v.max():.4g}; "
                              f"rescale the inputs")
         return np.rint(v * self.n_active).astype(np.int64)
+
+    def realised_values(self, values) -> np.ndarray:
+        """Values in [0, 1] (any shape, e.g. a batch of inputs) as the DMD realises them:
+        fill fractions, quantised to 1 / (active pixels per block)."""
+        return np.rint(np.clip(np.asarray(values, dtype=float), 0.0, 1.0) * self.n_active) / self.n_active
 
     def fill_fractions(self, values, reference=None) -> np.ndarray:
         """Fill fractions the frame realises for ``values`` (quantised to 1 / n_active)."""

@@ -13,7 +13,7 @@ import numpy as np
 from twin.absorber import Absorber
 
 __all__ = ["Imperfections", "OpticalLinear", "AbsorberActivation",
-           "gaussian_illumination", "neighbour_crosstalk"]
+           "gaussian_illumination", "neighbour_crosstalk", "gaussian_noise32"]
 
 
 def gaussian_illumination(n_out: int, n_in: int, waist: float) -> np.ndarray:
@@ -44,7 +44,12 @@ class Imperfections:
 
     gain : (n_out, n_in) multiplicative per-element gain (e.g. Gaussian illumination).
     levels : number of SLM levels spanning [-w_max, w_max]; weights are rounded to them.
-    w_max : full-scale |weight| for quantisation (needed with ``levels``).
+    w_max : full-scale |weight| for quantisation (needed with ``levels`` or ``transfer``).
+    transfer : ``(edges, values)``, the measured amplitude staircase of the SLM encoding:
+        (m,) increasing step positions and (m + 1,) realised amplitude fractions (LUT rounding,
+        response residuals); a weight w realises
+        ``w_max * values[searchsorted(edges, clip(w / w_max, -1, 1), 'right')]``.  Replaces
+        ``levels`` (a uniform quantiser is a special staircase).
     stray : (n_out,) additive coherent stray field at the outputs.
     crosstalk : (n_out, n_out) output mixing matrix C (finite aperture).
     readout_noise : standard deviation of additive Gaussian noise on each output (field units).
@@ -62,6 +67,7 @@ class Imperfections:
     readout_noise: float = 0.0
     nonreciprocity: np.ndarray | None = None
     backward_gain: np.ndarray | None = None
+    transfer: np.ndarray | None = None
 
     def check(self, n_out: int, n_in: int) -> None:
         """Raise ValueError on shapes or values that do not fit an (n_out, n_in) layer."""
@@ -80,13 +86,160 @@ class Imperfections:
                 raise ValueError(f"quantisation needs levels >= 2, got {self.levels}")
             if self.w_max is None or not self.w_max > 0:
                 raise ValueError("quantisation needs w_max > 0 (the full-scale weight)")
+        if self.transfer is not None:
+            try:
+                e, v = (np.asarray(part, dtype=float) for part in self.transfer)
+            except (TypeError, ValueError):
+                raise ValueError("transfer must be a pair (edges, values) of 1-D arrays") from None
+            if (e.ndim != 1 or v.ndim != 1 or v.size != e.size + 1 or not np.all(np.isfinite(e))
+                    or not np.all(np.isfinite(v)) or np.any(np.diff(e) <= 0)):
+                raise ValueError(f"transfer must be (edges, values): m increasing finite edges and m + 1 finite "
+                                 f"values, got shapes {e.shape} and {v.shape}")
+            if self.levels is not None:
+                raise ValueError("give either levels (uniform quantiser) or transfer (measured table), not both")
+            if self.w_max is None or not self.w_max > 0:
+                raise ValueError("a transfer table needs w_max > 0 (the full-scale weight)")
         if not self.readout_noise >= 0:
             raise ValueError(f"readout_noise must be >= 0, got {self.readout_noise}")
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.gain, self.levels, self.stray, self.crosstalk,
-                                           self.nonreciprocity, self.backward_gain)) or self.readout_noise > 0
+        return any(v is not None for v in (self.gain, self.levels, self.stray, self.crosstalk, self.nonreciprocity,
+                                           self.backward_gain, self.transfer)) or self.readout_noise > 0
+
+
+_ANGLE_PER_COUNT = np.float32(2.0 * np.pi / 2.0 ** 32)
+
+
+def _rank_one(g: np.ndarray, rtol: float = 1e-12):
+    """``(col, row)`` with ``outer(col, row)`` equal to ``g`` to ``rtol`` (rounding level), else None.
+
+    A Gaussian illumination is separable, G = g_out g_in^T; the layer then applies it as
+    row and column scalings instead of elementwise products with the full matrix.
+    """
+    if g.size == 0:
+        return None
+    i0, j0 = np.unravel_index(np.argmax(np.abs(g)), g.shape)
+    piv = g[i0, j0]
+    if piv == 0:
+        return None
+    col = g[:, j0].copy()
+    row = g[i0, :] / piv
+    if np.all(np.abs(np.outer(col, row) - g) <= rtol * np.abs(g) + 1e-15 * abs(piv)):
+        return col, row
+    return None
+
+
+def gaussian_noise32(n: int, rng, sigma: float = 1.0) -> np.ndarray:
+    """``n`` independent N(0, sigma^2) draws as float32 (float64 for extreme sigma), Box-Muller.
+
+    The Box-Muller transform maps two independent uniforms exactly onto two independent
+    normals: radius sigma sqrt(-2 ln u) with u = 1 - (53-bit float64 uniform) in (0, 1]
+    (tails out to 8.6 sigma), angle from 32 random bits.  The transcendental steps run
+    in float32 (relative precision 6e-8 of each draw); several times faster than
+    ziggurat draws in numpy.
+    """
+    if not 1e-15 < sigma < 1e15:   # sigma^2 outside float32 range: scale in float64
+        out = gaussian_noise32(n, rng).astype(np.float64)
+        out *= sigma
+        return out
+    h = (n + 1) // 2
+    u = rng.random(h)
+    r = np.empty(h, dtype=np.float32)
+    np.subtract(1.0, u, out=r, casting="same_kind")
+    np.log(r, out=r)
+    r *= np.float32(-2.0 * sigma * sigma)
+    np.sqrt(r, out=r)
+    ang = rng.bit_generator.random_raw((h + 1) // 2).view(np.uint32)[:h].astype(np.float32)
+    ang *= _ANGLE_PER_COUNT
+    out = np.empty((2, h), dtype=np.float32)
+    np.cos(ang, out=out[0])
+    np.sin(ang, out=out[1])
+    out *= r
+    return out.reshape(-1)[:n]
+
+
+def _add_noise(z: np.ndarray, noise: np.ndarray) -> None:
+    """z += noise (any float dtype, same number of elements), in place."""
+    if z.flags.c_contiguous:
+        zf = z.reshape(-1)
+        np.add(zf, noise.reshape(-1), out=zf)
+    else:
+        z += noise.reshape(z.shape)
+
+
+class _RowMap:
+    """Applies an (n, n) mixing matrix A to the last axis: ``z @ A.T``, or ``z @ A`` (transpose).
+
+    With few nonzero diagonals (the usual neighbour crosstalk) each diagonal costs one
+    product of z with an (n,) coefficient vector indexed by the *source* column (zero
+    where a shift would cross into the next row) and one shifted add on the flattened
+    rows: contiguous passes, no per-row loops, no batch-sized coefficient arrays.
+    Tiny or dense matrices use a matrix product.
+    """
+
+    max_bands = 7
+
+    def __init__(self, a: np.ndarray):
+        self.a = np.array(a, dtype=np.float64)
+        n = self.n = self.a.shape[0]
+        offsets = [k for k in range(-(n - 1), n) if k != 0 and np.any(np.diagonal(self.a, k))]
+        # tiny maps: one small dense product is cheaper than several shifted passes
+        self.banded = n > 16 and len(offsets) + 1 <= self.max_bands
+        self._diags = {}    # per direction: (offset k, row-indexed coefficient A'[i, i + k])
+        self._src = {}      # per direction: (offset k, source-indexed coefficient A'[q - k, q])
+        if self.banded:
+            for transpose, m in ((False, self.a), (True, self.a.T)):
+                rows, srcs = [], []
+                for k in [0] + [-k if transpose else k for k in offsets]:
+                    row = np.zeros(n)
+                    src = np.zeros(n)
+                    if k >= 0:
+                        row[:n - k] = np.diagonal(m, k)
+                        src[k:] = np.diagonal(m, k)
+                    else:
+                        row[-k:] = np.diagonal(m, k)
+                        src[:n + k] = np.diagonal(m, k)
+                    rows.append((k, row))
+                    srcs.append((k, src))
+                self._diags[transpose] = rows
+                self._src[transpose] = srcs
+
+    def left(self, x: np.ndarray, transpose: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+        """A @ x (or A.T @ x with ``transpose``) for x of shape (n, m): mixes whole rows."""
+        if not self.banded:
+            return np.matmul(self.a.T if transpose else self.a, x, out=out)
+        n = self.n
+        (k0, d0), *rest = self._diags[transpose]
+        out = np.multiply(x, d0[:, None], out=out)
+        for k, full in rest:
+            if k > 0:
+                out[:n - k] += x[k:] * full[:n - k, None]
+            else:
+                out[-k:] += x[:n + k] * full[-k:, None]
+        return out
+
+    def apply(self, z: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """New array: z @ A.T (or z @ A with ``transpose``), for z of shape (..., n)."""
+        if not self.banded:
+            return z @ (self.a if transpose else self.a.T)
+        if not (z.flags.c_contiguous and z.dtype == np.float64):
+            z = np.ascontiguousarray(z, dtype=np.float64)
+        (k0, d0), *rest = self._src[transpose]
+        out = np.multiply(z, d0)
+        if z.size == 0:
+            return out
+        tmp = np.empty_like(z)
+        of, tf = out.reshape(-1), tmp.reshape(-1)
+        size = of.size
+        for k, coef in rest:
+            # out[j] += A'[i, i + k] z[j + k], i = column of j; the coefficient goes with z
+            np.multiply(z, coef, out=tmp)
+            if k > 0:
+                np.add(of[:size - k], tf[k:], out=of[:size - k])
+            else:
+                np.add(of[-k:], tf[:size + k], out=of[-k:])
+        return out
 
 
 class OpticalLinear:
@@ -96,6 +249,15 @@ class OpticalLinear:
     optional non-reciprocal defect.  The weight gradient is the outer product of the
     backward error at the SLM plane and the forward input, chained through the gain
     (the quantiser passes gradients straight through).
+
+    Internally the SLM matrix is kept factorised, G * Q(W) = diag(g_out) B diag(c_in):
+    a separable gain G = g_out g_in^T (e.g. a Gaussian beam) and the quantiser's level
+    step act as row and column scalings, so no pass multiplies full matrices
+    elementwise by G (a general G is folded into B).  Each pass puts the scalings and
+    the crosstalk C on whichever is smaller, the (n_out, n_in) matrix or the
+    (batch, n_out) / (batch, n_in) arrays; the results are the same up to rounding.
+    The factorisation is set up at construction: of the imperfections only ``stray`` and
+    ``readout_noise`` may be changed on a live layer.
     """
 
     def __init__(self, n_in: int, n_out: int, weights: np.ndarray | None = None,
@@ -111,15 +273,69 @@ class OpticalLinear:
         self.weights = np.array(weights, dtype=np.float64)
         if self.weights.shape != (self.n_out, self.n_in):
             raise ValueError(f"weights have shape {self.weights.shape}, layer is {(self.n_out, self.n_in)}")
-        self._input = None
+        self._input = self._ag = None
+        self._mode = "batch"
         self._buf = np.empty_like(self.weights)
-        self._qconst = None
-        self._prepare_bands()
+        self._buf2 = None
+        self._ones_in, self._ones_out = np.ones(self.n_in), np.ones(self.n_out)   # row sums as gemv
+        self._prepare()
+
+    # vector mode when batch < ratio * n_out and n_in > n_out (see forward)
+    _vector_batch_ratio = 1.0
+
+    def _prepare(self) -> None:
+        """Factorise the imperfections once: gain split, quantiser constants, output maps."""
+        imp = self.imperfections
+        go = gi = full = None
+        if imp.gain is not None:
+            g = np.asarray(imp.gain, dtype=np.float64)
+            sep = _rank_one(g)
+            if sep is None:
+                full = g.copy()
+            else:
+                go, gi = sep
+        self._row_gain, self._col_gain, self._full_gain = go, gi, full
+        self._q = None
+        step = 1.0
+        if imp.levels is not None:
+            levels = int(imp.levels)
+            step = 2.0 * imp.w_max / (levels - 1)
+            # level values are step * j, j integer (odd levels) or half-integer (even levels):
+            # nearest level = floor(w / step) + 1/2 or rint(w / step), clipped to the range
+            if levels % 2 == 0:
+                self._q = (1.0 / step, -levels / 2, levels / 2 - 1, 0.5)
+            else:
+                self._q = (1.0 / step, -(levels - 1) / 2, (levels - 1) / 2, 0.0)
+        self._t = None
+        if imp.transfer is not None:    # staircase: edges in weight units, values in weight units
+            e, v = (np.asarray(part, dtype=np.float64) for part in imp.transfer)
+            self._t = (e * imp.w_max, v * imp.w_max)
+        # matrix mode: B = J * inner, G * Q(W) = diag(g_out) B  (J: weights or level values / step)
+        inner = gi if gi is not None else full
+        if self._q is not None:
+            inner = step if inner is None else step * inner
+        self._inner = inner
+        # vector mode: B = W, or the level indices k with Q(W) = step (k + half), and
+        # G * Q(W) = diag(step g_out) (B + half) diag(g_in); needs a separable (or no) gain
+        self._vec_ok = full is None and self._t is None and (self._q is not None or gi is not None)
+        self._col_step = None if gi is None and step == 1.0 else (step if gi is None else step * gi)
+        row_step = None if go is None and step == 1.0 else (step if go is None else step * go)
+        self._row_step = row_step
+        c = imp.crosstalk
+        self._cmap = _RowMap(c) if c is not None else None
+        self._emap = self._esmap = None   # C diag(g_out) and C diag(step g_out)
+        if c is not None:
+            c = np.asarray(c, dtype=np.float64)
+            self._emap = self._cmap if go is None else _RowMap(c * go)
+            if self._vec_ok:
+                self._esmap = self._cmap if row_step is None else _RowMap(c * row_step)
 
     # -- the realised matrix -------------------------------------------------
     def quantised(self) -> np.ndarray:
         """Programmed weights after SLM level quantisation (clipped to +-w_max)."""
         imp = self.imperfections
+        if self._t is not None:
+            return self._lookup(self.weights, np.empty_like(self.weights))
         if imp.levels is None:
             return self.weights.copy()
         step = 2.0 * imp.w_max / (int(imp.levels) - 1)
@@ -138,75 +354,120 @@ class OpticalLinear:
         c = self.imperfections.crosstalk
         return m if c is None else c @ m
 
-    def _slm_matrix_fast(self) -> np.ndarray:
-        """Same as :meth:`slm_matrix`, computed into a reused buffer (hot path of training)."""
-        imp = self.imperfections
-        if imp.levels is None:
-            return self.weights if imp.gain is None else np.multiply(self.weights, imp.gain, out=self._buf)
-        if self._qconst is None:
-            step = 2.0 * imp.w_max / (int(imp.levels) - 1)
-            g = 1.0 if imp.gain is None else imp.gain
-            self._qconst = (1.0 / step, imp.w_max / step, float(int(imp.levels) - 1),
-                            np.broadcast_to(step * g, self.weights.shape).copy(),
-                            np.broadcast_to(imp.w_max * g, self.weights.shape).copy())
-        inv, off, top, step_gain, offset_gain = self._qconst
-        b = np.multiply(self.weights, inv, out=self._buf)
-        b += off
-        np.rint(b, out=b)
-        np.clip(b, 0.0, top, out=b)
-        b *= step_gain
-        b -= offset_gain
-        return b
+    def _realise(self, vector: bool = False, buf: np.ndarray | None = None) -> np.ndarray:
+        """B (matrix mode: G * Q(W) = diag(g_out) B) or, in vector mode, the weights or the
+        integer level indices k (Q(W) = step (k + half)), in ``buf`` (default: a reused buffer).
+
+        The hot path of training: a few in-place passes over the matrix.
+        """
+        w = self.weights
+        buf = self._buf if buf is None else buf
+        inner = None if vector else self._inner
+        if self._t is not None:          # measured transfer table (never vector mode)
+            self._lookup(w, buf)
+            if inner is not None:
+                buf *= inner
+            return buf
+        if self._q is None:
+            return w if inner is None else np.multiply(w, inner, out=buf)
+        inv, lo, hi, half = self._q
+        np.multiply(w, inv, out=buf)
+        if half:
+            np.floor(buf, out=buf)
+        else:
+            np.rint(buf, out=buf)
+        np.clip(buf, lo, hi, out=buf)
+        if vector:
+            return buf
+        if half:
+            buf += half
+        if inner is not None:
+            buf *= inner
+        return buf
+
+    def _lookup(self, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Realised weights from the transfer staircase (beyond +-w_max: the end values)."""
+        edges, values = self._t
+        np.take(values, np.searchsorted(edges, w, side="right"), out=out)
+        return out
 
     # -- passes --------------------------------------------------------------
     def _mix(self, z: np.ndarray, transpose: bool) -> np.ndarray:
-        """Apply the output crosstalk C (or C^T) to rows of z; banded C uses shifted diagonals."""
-        c = self.imperfections.crosstalk
-        if self._bands is None:
-            return z @ (c if transpose else c.T)
-        out = z * self._bands[0][1]
-        tmp = np.empty_like(z)
-        for k, diag in self._bands[1:]:
-            # z @ C^T: out[:, i] += C[i, i+k] z[:, i+k]; transpose swaps the role of k
-            kk = -k if transpose else k
-            if kk > 0:
-                t = np.multiply(z[:, kk:], diag, out=tmp[:, kk:])
-                out[:, :-kk] += t
-            else:
-                t = np.multiply(z[:, :kk], diag, out=tmp[:, :kk])
-                out[:, -kk:] += t
-        return out
+        """Apply the output crosstalk C (or C^T) to rows of z: z @ C.T (or z @ C)."""
+        if self._cmap is None:
+            return z
+        return self._cmap.apply(z, transpose)
 
-    def _prepare_bands(self) -> None:
-        c = self.imperfections.crosstalk
-        self._bands = None
-        if c is None:
-            return
-        n = c.shape[0]
-        offsets = [k for k in range(-(n - 1), n) if np.any(np.diagonal(c, k))]
-        if len(offsets) > 7:
-            return  # dense: plain matrix products
-        # (offset k, diagonal C[i, i+k]); the same diagonals serve C^T with k -> -k
-        self._bands = [(0, np.diagonal(c, 0).copy())] + [(k, np.diagonal(c, k).copy())
-                                                         for k in offsets if k != 0]
+    def _row_error(self, delta: np.ndarray) -> np.ndarray:
+        """delta C diag(g_out): the error at the SLM plane times the row gain (new array or delta)."""
+        if self._emap is not None:
+            return self._emap.apply(delta, transpose=True)
+        return delta if self._row_gain is None else delta * self._row_gain
 
-    def forward(self, a: np.ndarray, rng=None, keep: bool = True) -> np.ndarray:
-        """Output fields (batch, n_out) for input fields ``a`` (batch, n_in)."""
+    def forward(self, a: np.ndarray, rng=None, keep: bool = True, noise=None) -> np.ndarray:
+        """Output fields (batch, n_out) for input fields ``a`` (batch, n_in).
+
+        ``noise``: readout noise to add, drawn beforehand (e.g. one draw for all layers of a
+        network), with the same number of elements as the outputs; by default the layer
+        draws N(0, readout_noise^2) values from ``rng``.  Used only when readout_noise > 0.
+        """
         imp = self.imperfections
-        self._m = m = self._slm_matrix_fast()
-        z = a @ m.T
-        if imp.crosstalk is not None:
-            z = self._mix(z, transpose=False)
+        batch = a.shape[0] if a.ndim == 2 else 0
+        # keep=False must not touch the state a later backward() relies on
+        buf = self._buf if keep else np.empty_like(self.weights)
+        if self._vec_ok and 0 < batch < self._vector_batch_ratio * self.n_out and self.n_in > self.n_out:
+            # scalings on the inputs / outputs of a wide layer: (batch, n) arrays much smaller
+            # than the matrix (measured: for square layers the matrix passes are cheaper)
+            mode = "vector"
+            m = self._realise(vector=True, buf=buf)
+            ag = a if self._col_gain is None else a * self._col_gain
+            y = ag @ m.T
+            if self._q is not None and self._q[3]:   # level offset: rank-1 term half * row sums
+                y += (self._q[3] * (ag @ self._ones_in))[:, None]
+            if self._esmap is not None:
+                z = self._esmap.apply(y)
+            else:
+                z = y
+                if self._row_step is not None:
+                    z *= self._row_step
+        elif self._emap is not None and self.n_in < batch:
+            # crosstalk folded into the matrix: (n_out, n_in) smaller than (batch, n_out)
+            mode, ag = "fold", None
+            if self._buf2 is None or not keep:
+                out = np.empty_like(self.weights)
+                if keep:
+                    self._buf2 = out
+            else:
+                out = self._buf2
+            m = self._emap.left(self._realise(buf=buf), out=out)
+            z = a @ m.T
+        else:
+            mode, ag = "batch", None
+            m = self._realise(buf=buf)
+            y = a @ m.T
+            if self._emap is not None:
+                z = self._emap.apply(y)
+            else:
+                z = y
+                if self._row_gain is not None:
+                    z *= self._row_gain
         if imp.stray is not None:
             z += imp.stray
         if imp.readout_noise > 0:
-            rng = rng if rng is not None else np.random.default_rng()
-            noise = rng.standard_normal(z.shape, dtype=np.float32)
-            noise *= np.float32(imp.readout_noise)
-            z += noise
+            if noise is None:
+                rng = rng if rng is not None else np.random.default_rng()
+                noise = gaussian_noise32(z.size, rng, float(imp.readout_noise))
+            elif np.size(noise) != z.size:
+                raise ValueError(f"noise has {np.size(noise)} values, the outputs {z.size}")
+            _add_noise(z, np.asarray(noise))
         if keep:
-            self._input = a
+            self._m, self._mode, self._input, self._ag = m, mode, a, ag
         return z
+
+    def _load(self, a: np.ndarray) -> None:
+        """Set the state backward() needs (realised matrix, layer input) without a forward pass."""
+        self._m, self._mode = self._realise(), "batch"
+        self._input, self._ag = a, None
 
     def backward(self, delta: np.ndarray, update: str = "gradient", need_input_error: bool = True):
         """Propagate the output error ``delta`` (batch, n_out) backward.
@@ -219,24 +480,41 @@ class OpticalLinear:
         """
         if self._input is None:
             raise RuntimeError("backward() needs a forward() with keep=True first")
+        if update not in ("gradient", "optical"):
+            raise ValueError(f"unknown update {update!r}: use 'gradient' or 'optical'")
         imp = self.imperfections
-        d_slm = delta if imp.crosstalk is None else self._mix(delta, transpose=True)
+        a, mode = self._input, self._mode
+        d_row = None if mode == "fold" else self._row_error(delta)
         if not need_input_error:
             delta_in = None
-        elif imp.backward_gain is None:
-            delta_in = d_slm @ self._m
+        elif imp.backward_gain is not None:
+            delta_in = self._mix(delta, transpose=True) @ (self.quantised() * imp.backward_gain)
+        elif mode == "fold":     # self._m = C diag(g_out) B
+            delta_in = delta @ self._m
         else:
-            delta_in = d_slm @ (self.quantised() * imp.backward_gain)
+            delta_in = d_row @ self._m
+            if mode == "vector":
+                if self._q is not None and self._q[3]:
+                    delta_in += (self._q[3] * (d_row @ self._ones_out))[:, None]
+                if self._col_step is not None:
+                    delta_in *= self._col_step
         if need_input_error and imp.nonreciprocity is not None:
             delta_in += delta @ imp.nonreciprocity
-        if update == "gradient":
-            grad = d_slm.T @ self._input
-            if imp.gain is not None:
-                grad *= imp.gain
-        elif update == "optical":
-            grad = delta.T @ self._input
+        if update == "optical":
+            return delta_in, delta.T @ a
+        # dL/dW = G * ((delta C)^T a) = diag(g_out) ((delta C)^T a) diag(g_in)
+        if mode == "vector":
+            return delta_in, d_row.T @ self._ag
+        if mode == "fold":
+            grad = self._emap.left(delta.T @ a, transpose=True)
+        elif self._col_gain is not None and a.ndim == 2 and a.shape[0] < self.n_out:
+            return delta_in, d_row.T @ (a * self._col_gain)    # (batch, n_in) < (n_out, n_in)
         else:
-            raise ValueError(f"unknown update {update!r}: use 'gradient' or 'optical'")
+            grad = d_row.T @ a
+        if self._col_gain is not None:
+            grad *= self._col_gain
+        elif self._full_gain is not None:
+            grad *= self._full_gain
         return delta_in, grad
 
 

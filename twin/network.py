@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from twin.absorber import Absorber, make_absorber
-from twin.layers import AbsorberActivation, Imperfections, OpticalLinear
+from twin.layers import AbsorberActivation, Imperfections, OpticalLinear, gaussian_noise32
 from twin.system import BackwardResult, ForwardResult
 
 __all__ = ["OpticalNetwork"]
@@ -64,7 +64,8 @@ class OpticalNetwork:
         """Run inputs (batch, n_in) through the network; keeps what backward needs.
 
         ``check=True`` scans the inputs for NaN/inf (``predict`` does; the training loop
-        validates its data once and stops on a non-finite loss instead).
+        validates its data once and stops on a non-finite loss instead).  The readout
+        noise of all layers is drawn from ``rng`` in one go before the pass.
         """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
@@ -72,15 +73,38 @@ class OpticalNetwork:
         if check and not np.isfinite(np.sum(x)):
             raise ValueError("inputs contain NaN or inf; clean or rescale the data")
         pre, post = [], [x]
+        noise = self._draw_noise(len(x), rng)
         a = x
         for k, layer in enumerate(self.layers):
-            z = layer.forward(a, rng=rng)
+            z = layer.forward(a, rng=rng, noise=noise[k])
             pre.append(z)
             if k < len(self.activations):
                 act = self.activations[k]
                 a = act.forward(z) if act is not None else z
                 post.append(a)
         return ForwardResult(pre=pre, post=post, output=pre[-1])
+
+    def _draw_noise(self, batch: int, rng) -> list:
+        """Readout noise of every layer for one forward pass, drawn at once (None per quiet layer)."""
+        sigmas = [float(layer.imperfections.readout_noise) for layer in self.layers]
+        counts = [batch * layer.n_out if s > 0 else 0 for layer, s in zip(self.layers, sigmas)]
+        if not any(counts):
+            return [None] * len(self.layers)
+        rng = rng if rng is not None else np.random.default_rng()
+        loud = {s for s in sigmas if s > 0}
+        common = loud.pop() if len(loud) == 1 else 1.0   # one sigma: scaled in the draw
+        block = gaussian_noise32(sum(counts), rng, common)
+        out, start = [], 0
+        for s, n in zip(sigmas, counts):
+            seg = block[start:start + n] if n else None
+            if n and s != common:
+                if 1e-15 < s < 1e15:
+                    seg *= np.float32(s)
+                else:
+                    seg = seg * np.float64(s)
+            out.append(seg)
+            start += n
+        return out
 
     def backward(self, output_error: np.ndarray) -> BackwardResult:
         """Propagate dL/d(output) back; returns per-layer errors and weight updates."""
@@ -109,8 +133,7 @@ class OpticalNetwork:
             if post.ndim != 2 or post.shape[1] != layer.n_in:
                 raise ValueError(f"measured input of layer {k} has shape {post.shape}, "
                                  f"expected (batch, {layer.n_in})")
-            layer._m = layer._slm_matrix_fast()
-            layer._input = post
+            layer._load(post)
         for k, act in enumerate(self.activations):
             if act is not None:
                 z = np.asarray(measured.pre[k], dtype=np.float64)

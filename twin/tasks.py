@@ -36,6 +36,15 @@ class Task:
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    def with_outputs(self, n_outputs: int) -> "Task":
+        """The same data for a network with ``n_outputs >= n_classes`` outputs (the extra
+        outputs are trained towards zero and count as wrong answers when they win)."""
+        if n_outputs < self.n_classes:
+            raise ValueError(f"task {self.name!r} has {self.n_classes} classes; a network with {n_outputs} "
+                             f"outputs cannot represent them")
+        return Task(self.name, self.x_train, self.y_train, self.x_test, self.y_test, int(n_outputs),
+                    self.input_range)
+
     def check(self) -> None:
         for part in ("x_train", "x_test"):
             arr = getattr(self, part)

@@ -225,6 +225,16 @@ class CalContext:
                                    name="input")
         return self._dmd
 
+    def realised_amplitudes(self, slm_name: str, amps) -> np.ndarray:
+        """Amplitude fractions a phase panel realises for programmed ones (the SLM fit's
+        transfer table when calibrated; the programmed values before)."""
+        from calibration.slm_fit import realise_amplitudes, transfer_table
+        return realise_amplitudes(transfer_table(self.fits.get(SLM_FIT_NAMES[slm_name])), amps)
+
+    def realised_inputs(self, x) -> np.ndarray:
+        """Input values as the DMD realises them (fill fractions)."""
+        return self.dmd.realised_values(x)
+
     def show_inputs(self, x) -> None:
         """Show input values x in [0, 1] (n_in,) on the DMD."""
         x = np.asarray(x, dtype=float).reshape(1, -1)

@@ -7,6 +7,10 @@ Model (twin units, :class:`twin.layers.OpticalLinear`)::
 
 ``W`` is the programmed matrix in twin units; the encoder shows the amplitude fraction
 ``A = W / w_max`` on the SLM, so at full amplitude an element realises ``G_ij * w_max``.
+The fits use what the devices realise: ``T(A)`` from the SLM fit's amplitude transfer
+table (:func:`calibration.slm_fit.transfer_table`: LUT rounding and response residuals,
+scaled to +-1 at full amplitude) and the DMD's fill fractions for ``x``; the twin applies
+the same table (``twin.layers.Imperfections.transfer``).
 
 Probes (:func:`measure_mvm`), each repeated ``repeats`` times (LO phases 0 and pi):
 
@@ -48,7 +52,7 @@ import numpy as np
 from calibration.quantities import Fit, Quantity
 from twin.stats import mvm_error_stats
 
-__all__ = ["fit_mvm_model", "predict_mvm", "mvm_fit_record", "mvm_plans", "measure_mvm", "MVM_NAMES"]
+__all__ = ["fit_mvm_model", "fit_mvm_selected", "predict_mvm", "mvm_fit_record", "mvm_plans", "measure_mvm", "MVM_NAMES"]
 
 MVM_NAMES = ("mvm1", "mvm2", "mvm2_backward")
 
@@ -85,7 +89,7 @@ def _lstsq(design, target):
 
 
 def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: bool = True,
-                  gain0=None, n_iter: int = 30, tol: float = 1e-10) -> dict:
+                  gain0=None, n_iter: int = 30, tol: float = 1e-10, band: int | None = None) -> dict:
     """Least-squares fit of gains, crosstalk and stray field (alternating linear solves).
 
     Model ``y = F * (L (G * A) R x) + s`` (see :func:`predict_mvm`), with ``diag(L) = 1``
@@ -97,6 +101,9 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
     side : where the crosstalk acts.
     factor : optional (S, n_out) known multiplier.
     crosstalk : fit the crosstalk (else identity).
+    band : free crosstalk elements only within ``|i - k| <= band`` of the diagonal (None:
+        every element; the finite aperture couples neighbouring rows, so a narrow band
+        avoids fitting noise into hundreds of far elements; see :func:`fit_mvm_selected`).
     gain0 : optional starting gains.
 
     Returns
@@ -120,12 +127,18 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
     gain = np.ones((n_out, n_in)) if gain0 is None else np.array(gain0, float)
     stray = np.zeros(n_out)
     eye_out = np.eye(n_out)
+    off = ~np.eye(n_mix, dtype=bool)
+    if band is not None:
+        if band < 0:
+            raise ValueError(f"band must be >= 0 (or None for a full crosstalk matrix), got {band}")
+        idx = np.arange(n_mix)
+        off &= np.abs(idx[:, None] - idx[None, :]) <= band
+    crosstalk = bool(crosstalk and off.any())
     p_g = n_out * n_in + n_out
-    p_c = n_mix * (n_mix - 1) if crosstalk else 0
+    p_c = int(off.sum()) if crosstalk else 0
     if S * n_out <= p_g + p_c:
         raise ValueError(f"{S} samples x {n_out} outputs cannot determine {p_g + p_c} parameters; "
                          f"measure more probes")
-    off = ~np.eye(n_mix, dtype=bool)
     it = 0
     prev = np.inf
     for it in range(1, n_iter + 1):
@@ -150,7 +163,7 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
             u = np.einsum("skj,kj,sj->sk", a, gain, x)             # (S, n_out) before mixing
             new = np.eye(n_out)
             for i in range(n_out):
-                cols = [F[:, i] * u[:, k] for k in range(n_out) if k != i] + [np.ones(S)]
+                cols = [F[:, i] * u[:, k] for k in range(n_out) if off[i, k]] + [np.ones(S)]
                 sol_i = _lstsq(np.stack(cols, 1), y[:, i] - F[:, i] * u[:, i])
                 new[i, off[i]] = sol_i[:-1]
                 stray[i] = sol_i[-1]
@@ -158,7 +171,7 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
         else:
             m = a * gain                                           # (S, n_out, n_in)
             cols = []
-            pairs = [(j, q) for j in range(n_in) for q in range(n_in) if j != q]
+            pairs = [(j, q) for j in range(n_in) for q in range(n_in) if off[j, q]]
             for j, q in pairs:
                 cols.append((F * m[:, :, j] * x[:, q, None]).ravel())
             design_c = np.concatenate([np.stack(cols, 1), np.tile(eye_out, (S, 1))], axis=1)
@@ -196,18 +209,54 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
         if side == "output":
             u = np.einsum("skj,kj,sj->sk", a, gain, x)
             for i in range(n_out):
-                cols = [F[:, i] * u[:, k] for k in range(n_out) if k != i] + [np.ones(S)]
+                cols = [F[:, i] * u[:, k] for k in range(n_out) if off[i, k]] + [np.ones(S)]
                 mix_se[i, off[i]] = _param_se(np.stack(cols, 1), sigma2)[:-1]
         else:
             m = a * gain
-            pairs = [(j, q) for j in range(n_in) for q in range(n_in) if j != q]
+            pairs = [(j, q) for j in range(n_in) for q in range(n_in) if off[j, q]]
             cols = [(F * m[:, :, j] * x[:, q, None]).ravel() for j, q in pairs]
             design_c = np.concatenate([np.stack(cols, 1), np.tile(eye_out, (S, 1))], axis=1)
             for (j, q), val in zip(pairs, _param_se(design_c, sigma2)[:len(pairs)]):
                 mix_se[j, q] = val
     return {"gain": gain, "gain_stderr": gain_se, "crosstalk": mix, "crosstalk_stderr": mix_se,
             "stray": stray, "stray_stderr": stray_se, "residual_rms": math.sqrt(sigma2), "dof": dof,
-            "iterations": it, "side": side}
+            "iterations": it, "side": side, "n_params": p_g + p_c, "band": band}
+
+
+def fit_mvm_selected(x, amps, y, *, side: str = "output", factor=None, bands=(0, 1, 2, 3, None),
+                     n_folds: int = 5) -> dict:
+    """:func:`fit_mvm_model` with the crosstalk band chosen by ``n_folds``-fold cross-validation
+    (the band whose fits predict the left-out probes best); ``fit['band']`` and
+    ``fit['band_cv_rms']`` ({band: rms prediction error of the left-out probes})."""
+    x, a, y = np.asarray(x, float), np.asarray(amps, float), np.asarray(y, float)
+    S = len(y)
+    F = None if factor is None else np.asarray(factor, float)
+    n_mix = a.shape[1] if side == "output" else a.shape[2]
+    folds = np.arange(S) % max(2, min(n_folds, S))
+    table, best = {}, None
+    for band in bands:
+        if band is not None and band >= n_mix - 1 and None in bands:
+            continue                                 # the same as the full matrix
+        sq, n = 0.0, 0
+        try:
+            for k in np.unique(folds):
+                tr, te = folds != k, folds == k
+                fit = fit_mvm_model(x[tr], a[tr], y[tr], side=side, factor=None if F is None else F[tr], band=band)
+                pred = predict_mvm(x[te], a[te], fit["gain"], fit["crosstalk"], fit["stray"], side=side,
+                                   factor=None if F is None else F[te])
+                sq += float(np.sum((y[te] - pred) ** 2))
+                n += y[te].size
+        except ValueError:
+            continue                                 # too many parameters for the probes
+        rms = math.sqrt(sq / n)
+        table["full" if band is None else str(band)] = rms
+        if best is None or rms < best[0]:
+            best = (rms, band)
+    if best is None:
+        raise ValueError("no crosstalk model can be fitted to these probes; measure more probes")
+    fit = fit_mvm_model(x, a, y, side=side, factor=F, band=best[1])
+    fit["band_cv_rms"] = table
+    return fit
 
 
 def _param_se(design, sigma2):
@@ -258,6 +307,8 @@ def mvm_fit_record(name: str, fit: dict, *, w_max: float, w_max_stderr: float, h
               "readout_noise": np.array([readout_noise])}
     meta = {"stats_vs_model": st, "stats_vs_ideal": st_ideal, "residual_rms": fit["residual_rms"],
             "dof": fit["dof"], "crosstalk_side": fit["side"], "x_label": "predicted (twin units)",
+            "crosstalk_band": "full" if fit.get("band", None) is None else int(fit["band"]),
+            "crosstalk_band_cv_rms": fit.get("band_cv_rms", {}),
             "y_label": "measured mean (twin units)",
             "definitions": "systematic_nrmse: held-out mean measurement vs the fitted model; "
                            "ideal_systematic_nrmse: vs the programmed W x; readout_noise: rms shot-to-shot "
@@ -405,7 +456,9 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         panels.inputs(st["x"])
     rows1, store1 = _measure(ctx, "mvm1", plans["mvm1"], ("cam_z1",), repeats, setup1, progress)
     z1 = np.stack([homodyne_of(r["cam_z1"], lo["cam_z1"]) for r in rows1]) * z1_per_h.value   # (S, R, n_h)
-    fit1 = _fit_forward("mvm1", plans["mvm1"], "A1", "x", z1, None)
+    # fit against what the devices realised: the panels' transfer tables, the DMD's fill fractions
+    _add_realised(ctx, plans)
+    fit1 = _fit_forward("mvm1", plans["mvm1"], "A1_real", "x_real", z1, None)
 
     # ---------------------------------------------------------------- MVM-2 forward
     def setup2(st):
@@ -416,7 +469,7 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     a1 = np.stack([homodyne_of(r["cam_a1"], lo["cam_a1"]) for r in rows2]) * a1_per_h.value     # (S, R, n_h)
     hout = np.stack([homodyne_of(r["cam_out"], lo["cam_out"]) for r in rows2])                 # (S, R, n_out)
     a1_mean = a1.mean(axis=1)
-    raw2 = _fit_forward("mvm2", plans["mvm2"], "A2", None, hout, a1_mean, finish=False)
+    raw2 = _fit_forward("mvm2", plans["mvm2"], "A2_real", None, hout, a1_mean, finish=False)
     hmax = raw2["fit"]["gain"]
     kmax = np.unravel_index(np.argmax(np.abs(hmax)), hmax.shape)
     z2_per_h = 1.0 / abs(hmax[kmax])
@@ -471,6 +524,20 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     return [fit1, fit2, fitb, new_scale]
 
 
+def _add_realised(ctx, plans) -> None:
+    """Add the realised amplitudes (``A1_real``, ``A2_real``, ``u_real``) and inputs (``x_real``)
+    to every step of the plans (programmed values stay under their own keys)."""
+    for st in plans["mvm1"] + plans["mvm2"] + plans["mvm2_backward"]:
+        if "A1" in st:
+            st["A1_real"] = ctx.realised_amplitudes("slm1", st["A1"])
+        if "x" in st:
+            st["x_real"] = ctx.realised_inputs(st["x"])
+        if "A2" in st:
+            st["A2_real"] = ctx.realised_amplitudes("slm2", st["A2"])
+        if "u" in st:
+            st["u_real"] = ctx.realised_amplitudes("probe_input", st["u"])
+
+
 def _split(plan):
     kinds = np.array([st["kind"] for st in plan])
     return np.flatnonzero(kinds != "test"), np.flatnonzero(kinds == "test")
@@ -482,8 +549,9 @@ def _fit_forward(name, plan, amp_key, x_key, y, x_measured, finish=True):
     x = np.stack([st[x_key] for st in plan]) if x_key is not None else np.asarray(x_measured, float)
     tr, te = _split(plan)
     ym = y.mean(axis=1)
-    fit = fit_mvm_model(x[tr], amps[tr], ym[tr])
-    raw = {"fit": fit, "amps": amps, "x": x, "y": y, "test": te}
+    fit = fit_mvm_selected(x[tr], amps[tr], ym[tr])
+    programmed = np.stack([st[amp_key.replace("_real", "")] for st in plan])
+    raw = {"fit": fit, "amps": amps, "programmed": programmed, "x": x, "y": y, "test": te}
     if not finish:
         return raw
     g = fit["gain"]
@@ -502,7 +570,7 @@ def _finish_forward(name, raw, *, unit, w_max, w_max_stderr, info):
     y = raw["y"] * unit
     te = raw["test"]
     pred = predict_mvm(raw["x"][te], raw["amps"][te], fit["gain"], fit["crosstalk"], fit["stray"])
-    ideal = np.einsum("sij,sj->si", raw["amps"][te] * w_max, raw["x"][te])
+    ideal = np.einsum("sij,sj->si", raw["programmed"][te] * w_max, raw["x"][te])
     noise = float(np.sqrt(np.mean(np.var(y, axis=1, ddof=1))))
     return mvm_fit_record(name, fit, w_max=w_max, w_max_stderr=w_max_stderr,
                           held_out={"repeats": np.moveaxis(y[te], 1, 0), "predicted": pred, "ideal": ideal},
@@ -512,14 +580,14 @@ def _finish_forward(name, raw, *, unit, w_max, w_max_stderr, info):
 
 def _fit_backward(plan, hb, t, fwd: Fit) -> Fit:
     """Backward MVM: ``h_back = t * ((Gb' * A2^T) (R u)) + s`` in cam_back units, then twin units."""
-    a2 = np.stack([st["A2"] for st in plan])                     # (S, n_out, n_h)
-    u = np.stack([st["u"] for st in plan])                       # (S, n_out)
+    a2 = np.stack([st["A2_real"] for st in plan])                # (S, n_out, n_h)
+    u = np.stack([st["u_real"] for st in plan])                  # (S, n_out)
     amps = np.transpose(a2, (0, 2, 1))                           # (S, n_h, n_out)
     S = len(plan)
     F = np.broadcast_to(np.asarray(t, float), (S, t.size))
     tr, te = _split(plan)
     ym = hb.mean(axis=1)
-    fit = fit_mvm_model(u[tr], amps[tr], ym[tr], side="input", factor=F[tr])
+    fit = fit_mvm_selected(u[tr], amps[tr], ym[tr], side="input", factor=F[tr])
     hb_gain = fit["gain"].T                                      # (n_out, n_h): h_back per unit probe
     fwd_real = fwd.arrays["gain"] * fwd.quantities["w_max"].value
     den = float(np.sum(hb_gain ** 2))
@@ -530,11 +598,14 @@ def _fit_backward(plan, hb, t, fwd: Fit) -> Fit:
     rec = {"gain": delta * hb_gain, "gain_stderr": abs(delta) * fit["gain_stderr"].T,
            "crosstalk": fit["crosstalk"].T, "crosstalk_stderr": fit["crosstalk_stderr"].T,
            "stray": delta * fit["stray"], "stray_stderr": abs(delta) * fit["stray_stderr"],
-           "residual_rms": abs(delta) * fit["residual_rms"], "dof": fit["dof"], "side": "backward (input of W^T)"}
+           "residual_rms": abs(delta) * fit["residual_rms"], "dof": fit["dof"], "side": "backward (input of W^T)",
+           "band": fit["band"], "band_cv_rms": fit["band_cv_rms"]}
     y = hb * delta
     pred = delta * predict_mvm(u[te], amps[te], fit["gain"], fit["crosstalk"], fit["stray"], side="input",
                                factor=F[te])
-    ideal = F[te] * np.einsum("sij,sj->si", amps[te] * w_max2, u[te])
+    programmed = np.transpose(np.stack([st["A2"] for st in plan]), (0, 2, 1))
+    u_programmed = np.stack([st["u"] for st in plan])
+    ideal = F[te] * np.einsum("sij,sj->si", programmed[te] * w_max2, u_programmed[te])
     noise = float(np.sqrt(np.mean(np.var(y, axis=1, ddof=1))))
     out = mvm_fit_record("mvm2_backward", rec, w_max=w_max2, w_max_stderr=fwd.quantities["w_max"].stderr,
                          held_out={"repeats": np.moveaxis(y[te], 1, 0), "predicted": pred, "ideal": ideal},

@@ -62,7 +62,7 @@ from scipy.optimize import least_squares, minimize_scalar
 from calibration.procedures.context import CalContext, SLM_FIT_NAMES
 from calibration.quantities import Fit, Quantity
 from calibration.slm_fit import combine_slm, fit_diffractive_response, fit_illumination, fit_phase_response
-from hwio.encoding import realised_weights
+from hwio.encoding import amplitude_transfer, realised_weights
 from hwio.response import PhaseResponse
 
 __all__ = ["measure_slm", "measure_phase_response", "measure_crosstalk", "measure_illumination",
@@ -115,7 +115,9 @@ def circle_phases(fields, levels):
     Returns
     -------
     phase_rad (n_levels,) relative to the first level, stderr_rad (n_levels,), and a dict
-    with per-spot centres, radii, phases and residual rms.
+    with per-spot centres, radii, phases and residual rms, and ``common_mode_noise_rad``
+    (per-level noise shared by all spots, from the curve's second differences; included in
+    stderr_rad).
     """
     f = np.asarray(fields, dtype=complex)
     n_lv, n_sp = f.shape
@@ -147,10 +149,20 @@ def circle_phases(fields, levels):
     else:
         se = se_noise
     se[0] = se[1] if n_lv > 1 else se[0]
+    # noise common to every spot of a level (laser-power jitter between the four LO-phase frames
+    # moves all spots' I/Q together) survives the average over spots and is not in the scatter
+    # between spots: estimate the total per-level noise from the roughness of the averaged curve
+    # (second differences of a smooth response are ~0; robust MAD) and add what is left over
+    cm_var = 0.0
+    if n_lv >= 8:
+        d2 = phase[:-2] - 2.0 * phase[1:-1] + phase[2:]
+        total_var = (1.4826 * float(np.median(np.abs(d2 - np.median(d2))))) ** 2 / 6.0
+        cm_var = max(total_var - float(np.median(se[1:] ** 2)), 0.0)
+        se = np.sqrt(se ** 2 + cm_var)
     wn = w / w.sum()
     centre_se = math.sqrt(float(np.sum(wn ** 2 * range_var)))
     return phase, se, {"centres": centres, "radii": radius, "per_spot_phase_rad": per, "noise_rad": sig,
-                       "range_centre_stderr_rad": centre_se}
+                       "range_centre_stderr_rad": centre_se, "common_mode_noise_rad": math.sqrt(cm_var)}
 
 
 # ----------------------------------------------------------------------------------- bench states
@@ -490,7 +502,8 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
     ``crosstalk_px``, ``illumination_waist`` (+ x0, y0) where measured, and
     ``phase_range_diffractive_rad``; arrays ``phase_response_rad``, ``inverse_lut``,
     ``inverse_lut_phase_rad``, ``illumination_map``, ``phase_response_diffractive_rad``,
-    ``measured_levels`` / ``measured_phase_rad`` / ``measured_phase_stderr_rad``.
+    ``amplitude_transfer`` and ``amplitude_transfer_edges`` (the realised amplitude fraction
+    per step of the encoder's staircase), ``measured_levels`` / ``measured_phase_rad`` / ``measured_phase_stderr_rad``.
     """
     out = []
     forward = None
@@ -538,6 +551,15 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
                 fit.info["diffractive_model"] = diff.model
             elif "diffractive_error" in data:
                 fit.info["diffractive_error"] = data["diffractive_error"]
+            # what the encoder really realises for each programmed amplitude (LUT rounding,
+            # residual response error, fringing loss): the twin's per-panel transfer table
+            sigma = float(xt.quantities["crosstalk_px"].value) if xt is not None else 0.0
+            edges, realised = amplitude_transfer(ctx.encoder(panel), response, sigma)
+            fit.arrays["amplitude_transfer_edges"] = edges
+            fit.arrays["amplitude_transfer"] = realised
+            fit.info["amplitude_transfer"] = ("programmed fraction A realises amplitude_transfer[searchsorted("
+                                              "amplitude_transfer_edges, A, 'right')] (hwio.encoding."
+                                              "amplitude_transfer: the encoder's exact staircase)")
             ctx.add(fit)
             out.append(fit)
     ctx.blank_all()

@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="calibrate, twin, train every mode, compare, report (simulated bench)")
     p.add_argument("--out", default="optwin-demo", help="output folder (default ./optwin-demo)")
     p.add_argument("--bench", default="sim", help="bench config (default: the embedded simulated bench)")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of bench training (hybrid, optical)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of bench training (hybrid, optical)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="reuse calibration measured by an interrupted run")
     p.add_argument("--json", action="store_true")

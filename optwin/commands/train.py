@@ -1,6 +1,7 @@
 """``optwin train``: train the optical network on the twin (and, with --system bench, on a bench)."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -49,6 +50,12 @@ def register(sub) -> None:
     p.add_argument("--cal", help="calibration file (with --system bench)")
     p.add_argument("--mode", help="insilico, hybrid, optical or ideal (with --system bench)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from --out")
+    p.add_argument("--init-from", metavar="RUN.h5",
+                   help="start from the weights of a run file (e.g. an insilico run to fine-tune on the bench)")
+    p.add_argument("--drift-watch", action=argparse.BooleanOptionalAction, default=None,
+                   help="check the bench against the twin after every epoch and re-fit drifting calibration "
+                        "parts (default: on for --mode hybrid and optical)")
+    p.add_argument("--drift-every", type=int, help="epochs between drift checks (default 1)")
     p.set_defaults(func=run)
 
 
@@ -126,6 +133,8 @@ def run(args) -> int:
     if args.system != "twin":
         from optwin.workflows import bench_training  # hardware-in-the-loop modes
         return bench_training.run_cli(args)
+    if args.drift_watch:
+        raise UsageError("--drift-watch needs a bench in the loop (--system bench --mode hybrid or optical)")
     from twin.optim import make_optimizer
 
     settings = resolve_settings(args)

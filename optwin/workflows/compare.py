@@ -5,8 +5,9 @@ Per MVM (layer-1 forward, layer-2 forward, layer-2 backward) the bench is measur
 ``repeats`` times; each MVM is isolated by feeding the twin the bench's *measured* input
 of that MVM, so an error in one layer does not leak into the next.  The nrmse of single
 shots against the twin's prediction is compared with the bench's own noise floor (the
-repeat-to-repeat scatter): a twin that predicts everything the bench does systematically
-reaches nrmse ~ noise floor.
+repeat-to-repeat scatter; for layer 2, whose input is the measured a1, plus that input's
+readout noise carried through the twin's matrix): a twin that predicts everything the
+bench does systematically reaches nrmse ~ noise floor.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def measure_agreement(bench_system, twin, n_inputs: int = 48, repeats: int = 3, 
         back.append(bench_system.backward(d2).errors[0])
     d1 = np.stack(back)
 
+    x = fws[0].post[0]          # the inputs the bench realised (e.g. DMD fill fractions)
     twin.set_weights(bench_system.get_weights())
     z1_pred = _noiseless(twin.layers[0], x)
     a1_mean = a1.mean(axis=0)
@@ -42,7 +44,13 @@ def measure_agreement(bench_system, twin, n_inputs: int = 48, repeats: int = 3, 
     d1_pred = twin.backward_at(measured, d2).errors[0]
     a1_pred = twin.absorber.transmit(z1.mean(axis=0)) if twin.absorber is not None else z1.mean(axis=0)
 
-    stats = {"mvm1": mvm_error_stats(z1, z1_pred), "mvm2_forward": mvm_error_stats(z2, z2_pred),
+    # layer 2's input is the *measured* a1 (mean of the repeats): its readout noise, carried
+    # through the realised matrix, is noise of the prediction, part of the floor
+    m2 = twin.layers[1].realised_matrix()
+    a1_var = a1.var(axis=0, ddof=1).mean(axis=0) / repeats          # per hidden neuron
+    z2_pred_var = (m2 ** 2) @ a1_var                                  # per output
+    stats = {"mvm1": mvm_error_stats(z1, z1_pred),
+             "mvm2_forward": mvm_error_stats(z2, z2_pred, prediction_var=z2_pred_var[None, :]),
              "mvm2_backward": mvm_error_stats(d1, d1_pred), "activation": mvm_error_stats(a1, a1_pred)}
     summary = {
         "mvm1_nrmse": stats["mvm1"]["total_nrmse"],

@@ -3,6 +3,11 @@
 calibrate -> calibrated twin -> train the paper's 2-D tasks in every mode -> compare twin and
 bench -> one report (``DIR/report.html``) with the calibration, the MVM agreement, the
 activation curve, decision boundaries per mode and training curves.
+
+Per task: ``ideal`` (the reference network on a perfect computer), ``insilico`` on the
+uncalibrated and on the calibrated twin (deployed to the bench), ``hybrid`` and ``optical``
+fine-tuning the calibrated in-silico weights on the bench, and ``optical`` starting from the
+uncalibrated in-silico weights (training on the bench recovers what the reality gap lost).
 """
 from __future__ import annotations
 
@@ -22,8 +27,8 @@ def _say(msg, quiet):
         print(msg, flush=True)
 
 
-def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 15, twin_epochs: int = 200,
-             n_samples: int = 200, batch: int = 16, lr: float = 2e-2, seed: int = 0, quiet: bool = False,
+def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 10, twin_epochs: int = 200,
+             n_samples: int = 300, batch: int = 16, lr: float = 2e-2, seed: int = 0, quiet: bool = False,
              resume: bool = False) -> dict:
     """Run the whole job; returns the results table (also written to DIR/results.json)."""
     from calibration.run import calibrate_bench
@@ -51,17 +56,22 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
         rows = []
         _say("[3/4] training the 2-D tasks in every mode ...", quiet)
         for task_name in tasks:
-            task = load_task(task_name, seed=seed, n_samples=n_samples)
+            task = load_task(task_name, seed=seed, n_samples=n_samples).with_outputs(sizes[-1])
             maps = {}
             per_task = {}
-            plan = [("ideal", "ideal", twin_epochs), ("insilico (uncalibrated twin)", "insilico-ideal", twin_epochs),
-                    ("insilico (calibrated twin)", "insilico", twin_epochs), ("hybrid", "hybrid", epochs),
-                    ("optical", "optical", epochs)]
-            for label, mode, n_ep in plan:
+            # (label, mode, twin to train on, epochs, start from the weights of)
+            plan = [("ideal", "ideal", "calibrated", twin_epochs, None),
+                    ("insilico (uncalibrated twin)", "insilico", "ideal", twin_epochs, None),
+                    ("insilico (calibrated twin)", "insilico", "calibrated", twin_epochs, None),
+                    ("hybrid (fine-tune)", "hybrid", "calibrated", epochs, "insilico (calibrated twin)"),
+                    ("optical (fine-tune)", "optical", "calibrated", epochs, "insilico (calibrated twin)"),
+                    ("optical (from uncalibrated)", "optical", "calibrated", epochs, "insilico (uncalibrated twin)")]
+            trained = {}
+            for label, mode, twin_kind, n_ep, start in plan:
                 t0 = time.perf_counter()
-                res = run_mode("insilico" if mode == "insilico-ideal" else mode, system, cal, task, epochs=n_ep,
-                               batch=batch, lr=lr, seed=seed, twin="ideal" if mode == "insilico-ideal" else
-                               "calibrated")
+                res = run_mode(mode, system, cal, task, epochs=n_ep, batch=batch, lr=lr, seed=seed, twin=twin_kind,
+                               init_weights=trained[start] if start else None)
+                trained[label] = res["weights"]
                 per_task[label] = {"bench_accuracy": res["bench_accuracy"], "twin_accuracy": res["twin_accuracy"],
                                    "seconds": time.perf_counter() - t0}
                 histories[f"{task_name}: {label}"] = res["history"]

@@ -46,21 +46,29 @@ def twin_from_calibration(cal: CalibrationSet, sizes, rule: str = "probe", seed:
     """The calibrated twin network (twin units: z^2 = I/I_sat at the cell).
 
     Weights are clipped to +-w_max of each layer (the largest amplitude the SLM realises) and
-    quantised to ``slm_levels`` amplitude levels, as the bench's encoder does.
+    realised through the panel's measured amplitude transfer table (``slm*.amplitude_transfer``:
+    what the calibrated encoder really shows for each programmed amplitude); files without a
+    table fall back to a uniform quantiser of ``slm_levels`` levels.
     """
     from calibration.absorber_fit import absorber_from_fit
+    from calibration.slm_fit import transfer_table
     from twin.layers import Imperfections
     from twin.network import OpticalNetwork
 
     absorber = absorber_from_fit(_need(cal, "absorber", "absorber"))
     sizes = [int(s) for s in sizes]
     imps = []
-    for k, name in enumerate(("mvm1", "mvm2")):
+    for k, (name, slm_fit) in enumerate((("mvm1", "slm"), ("mvm2", "slm.slm2"))):
         fit = _need(cal, name, "mvm")
         n_in, n_out = sizes[k], sizes[k + 1]
         noise = _array(fit, "readout_noise")
+        try:
+            table = transfer_table(cal.fits.get(slm_fit))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         imp = Imperfections(gain=_array(fit, "gain", (n_out, n_in)), stray=_array(fit, "stray", (n_out,)),
-                            levels=slm_levels, w_max=float(fit.quantities["w_max"].value),
+                            levels=slm_levels if table is None else None, transfer=table,
+                            w_max=float(fit.quantities["w_max"].value),
                             crosstalk=_array(fit, "crosstalk", (n_out, n_out)),
                             readout_noise=float(noise.ravel()[0]) if noise is not None else 0.0)
         if k == 1 and "mvm2_backward" in cal.fits:
@@ -71,12 +79,31 @@ def twin_from_calibration(cal: CalibrationSet, sizes, rule: str = "probe", seed:
 
 
 def ideal_twin(cal: CalibrationSet | None, sizes, alpha0: float | None = None, rule: str = "exact", seed: int = 0,
-               init_scale: float = 1.0):
-    """An uncalibrated twin: perfect MVMs, the nominal thin absorber (alpha0 from the file if any)."""
+               init_scale: float = 1.0, weight_range: bool = True, absorber: str = "thin"):
+    """A twin with perfect MVMs (no gain map, crosstalk, stray field, quantisation or noise).
+
+    absorber : ``'thin'`` — the nominal thin-cell law with alpha0 from the file (if any): the
+        *uncalibrated* twin a lab has before it measures its cell; ``'calibrated'`` — the
+        cell law fitted in the file: the *ideal* reference, the same physical network on a
+        perfect digital computer.
+    weight_range : limit the weights to the +-w_max each SLM can realise (from the file's
+        MVM fits, when present).
+    """
+    from twin.layers import Imperfections
     from twin.network import OpticalNetwork
+    if absorber not in ("thin", "calibrated"):
+        raise ValueError(f"absorber must be 'thin' or 'calibrated', got {absorber!r}")
     if alpha0 is None:
         alpha0 = cal.quantity("absorber.alpha0").value if cal is not None and "absorber" in cal.fits else 5.0
-    return OpticalNetwork(sizes, absorber="thin", alpha0=alpha0, rule=rule, seed=seed, init_scale=init_scale)
+    law = "thin"
+    if absorber == "calibrated":
+        from calibration.absorber_fit import absorber_from_fit
+        law = absorber_from_fit(_need(cal, "absorber", "absorber"))
+    imps = None
+    if weight_range and cal is not None and all(name in cal.fits for name in ("mvm1", "mvm2")):
+        imps = [Imperfections(w_max=float(cal.fits[name].quantities["w_max"].value)) for name in ("mvm1", "mvm2")]
+    return OpticalNetwork(sizes, absorber=law, alpha0=alpha0, rule=rule, seed=seed, init_scale=init_scale,
+                          imperfections=imps)
 
 
 def bench_system_from_calibration(bench, cal: CalibrationSet, probe_fraction: float = 0.5):

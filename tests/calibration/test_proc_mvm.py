@@ -71,7 +71,9 @@ def _true_elements(bench, ctx, slm):
 def _check_pattern(gain, stderr, truth):
     """gain = c * truth up to the noise (c: the units, fixed by the w_max convention)."""
     c = float(np.sum(gain * truth) / np.sum(truth * truth))
-    assert np.all(np.abs(gain - c * truth) < 3 * stderr + 0.003), (gain, c * truth)
+    # the stderr comes from the linear solve at fixed crosstalk; with a full crosstalk matrix (chosen by
+    # cross-validation on this quiet bench) gains and crosstalk are correlated: 0.4 % absolute slack
+    assert np.all(np.abs(gain - c * truth) < 3 * stderr + 0.004), (gain, c * truth)
     assert np.abs(gain).max() == pytest.approx(1.0)          # w_max convention: max |gain| = 1
 
 

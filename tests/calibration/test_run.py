@@ -108,8 +108,11 @@ def test_second_bench_with_other_truth(alt_run):
     cal, out = alt_run
     assert cal.bench_name == "sim_alt"
     _check_absorber(cal, "sim_alt")
-    assert cal.fits["mvm1"].arrays["gain"].shape == (5, 2)
-    assert cal.fits["mvm2_backward"].arrays["gain"].shape == (3, 5)
+    with open_bench("sim_alt") as bench, open_bench("sim") as other:
+        n_in, n_h, n_out = bench.sizes
+        assert (n_in, n_h, n_out) != tuple(other.sizes)        # really another network than 'sim'
+    assert cal.fits["mvm1"].arrays["gain"].shape == (n_h, n_in)
+    assert cal.fits["mvm2_backward"].arrays["gain"].shape == (n_out, n_h)
 
 
 def test_only_takes_the_other_parts_from_the_file(alt_run, tmp_path):

@@ -120,8 +120,7 @@ def homodyne_fields(bench, cams, n_avg=4, blocked=None):
         set_lo(bench, level)
         for cam in cams:
             img = mean_frame(bench.cameras[cam], n_avg)
-            s, npx = spot_sums(img, t.realised["spot_positions_px"][cam], radius_for(t, cam))
-            sums[(cam, level)] = s - npx * t.cameras[cam].dark_offset_adu
+            sums[(cam, level)] = spot_powers(bench, cam, img)
     out = {}
     for cam in cams:
         conv = adu_per_unit_power(bench, cam)
@@ -131,7 +130,43 @@ def homodyne_fields(bench, cams, n_avg=4, blocked=None):
 
 
 def radius_for(truth, cam):
-    return 4.5 * truth.cameras[cam].psf_sigma_px
+    """Spot-sum radius (px): 4.5 PSF sigmas, but at most half the smallest spot spacing on the camera.
+
+    Closely packed spots (hidden layers of 12-16 spots) would otherwise sum part of their
+    neighbours' light, which biases every homodyne field by the neighbours' fields.
+    """
+    r = 4.5 * truth.cameras[cam].psf_sigma_px
+    pos = np.asarray(truth.realised["spot_positions_px"][cam], dtype=float)
+    if len(pos) > 1:
+        d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+        r = min(r, 0.5 * float(d[~np.eye(len(pos), dtype=bool)].min()))
+    return r
+
+
+def captured_fraction(truth, cam, shape):
+    """Share of each spot's light inside its ``radius_for`` disc: Gaussian PSF integrated over pixels.
+
+    Independent of hwio.sim: 1-D pixel integrals 0.5 (erf((p + 0.5 - c) / (sqrt 2 sigma)) - erf(...)).
+    """
+    from scipy.special import erf
+    sigma = truth.cameras[cam].psf_sigma_px
+    radius = radius_for(truth, cam)
+    rr, cc = np.indices(shape)
+    out = []
+    for r, c in np.asarray(truth.realised["spot_positions_px"][cam], dtype=float):
+        def share(p, centre):
+            return 0.5 * (erf((p + 0.5 - centre) / (math.sqrt(2.0) * sigma))
+                          - erf((p - 0.5 - centre) / (math.sqrt(2.0) * sigma)))
+        w = share(rr, r) * share(cc, c)
+        out.append(w[(rr - r) ** 2 + (cc - c) ** 2 <= radius ** 2].sum())
+    return np.array(out)
+
+
+def spot_powers(bench, cam, img):
+    """Dark-subtracted spot sums (ADU) of a mean image, scaled to the whole spot (ROI share removed)."""
+    t = truth_of(bench)
+    s, npx = spot_sums(img, t.realised["spot_positions_px"][cam], radius_for(t, cam))
+    return (s - npx * t.cameras[cam].dark_offset_adu) / captured_fraction(t, cam, img.shape)
 
 
 def adu_per_unit_power(bench, cam):
@@ -142,17 +177,38 @@ def adu_per_unit_power(bench, cam):
             * c.gain_adu_per_e)
 
 
-def blocked_sums(bench, cams, n_avg=4):
-    """LO-only spot sums (ADU, offset removed) with the signal blocked (input dark)."""
+def blocked_n_avg(bench, cams, rel_noise=0.003):
+    """Frames to average so the LO-only power of the dimmest spot has ``rel_noise`` shot noise (4..64).
+
+    Every homodyne field is divided by sqrt(blocked power), so this noise is a relative error on
+    every measured field; dim LO taps (hidden-layer cameras) need more frames.
+    """
     t = truth_of(bench)
+    n = 4
+    for cam in cams:
+        c = t.cameras[cam]
+        lo2 = float(np.min(t.realised["lo_amplitude"][cam] ** 2))
+        e = c.qe * t.optics.power_scale * t.optics.tap[cam] * bench.cameras[cam].exposure_s * lo2
+        if e > 0:
+            n = max(n, math.ceil(1.0 / (rel_noise ** 2 * e)))
+    return min(n, 64)
+
+
+def blocked_sums(bench, cams, n_avg=None):
+    """LO-only spot powers (ADU, offset removed, whole spot) with the signal blocked (input dark).
+
+    ``n_avg`` : frames per camera (default: ``blocked_n_avg``).
+    """
+    t = truth_of(bench)
+    if n_avg is None:
+        n_avg = blocked_n_avg(bench, cams)
     bench.slms["input"].show(np.zeros(bench.slms["input"].shape, np.int64))
     bench.slms["probe_input"].show(double_phase_frame(bench, "probe_input", np.zeros((1, bench.sizes.n_out))))
     set_lo(bench, 0)
     out = {}
     for cam in cams:
         img = mean_frame(bench.cameras[cam], n_avg)
-        s, npx = spot_sums(img, t.realised["spot_positions_px"][cam], radius_for(t, cam))
-        out[cam] = s - npx * t.cameras[cam].dark_offset_adu
+        out[cam] = spot_powers(bench, cam, img)
     return out
 
 

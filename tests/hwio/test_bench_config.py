@@ -46,7 +46,7 @@ def real_text():
 
 
 # --------------------------------------------------------------------------------------- good files
-@pytest.mark.parametrize("name, sizes", [("sim", (2, 6, 2)), ("sim_alt", (2, 5, 3))])
+@pytest.mark.parametrize("name, sizes", [("sim", (2, 16, 2)), ("sim_alt", (2, 12, 3))])
 def test_builtin_benches_open_with_devices_and_geometry(name, sizes):
     with open_bench(name) as bench:
         assert isinstance(bench, Bench)
@@ -89,10 +89,10 @@ def test_config_and_public_attributes_carry_no_truth():
 
 
 def test_open_by_path_and_sizes_from_file(tmp_path):
-    text = replace_once(SIM_TEXT, "n_hidden = 6", "n_hidden = 4")
-    text = replace_once(text, "[spots.cam_z1]\ngrid = [2, 3]", "[spots.cam_z1]\ngrid = [2, 2]")
-    text = replace_once(text, "[spots.cam_a1]\ngrid = [2, 3]", "[spots.cam_a1]\ngrid = [2, 2]")
-    text = replace_once(text, "[spots.cam_back]\ngrid = [2, 3]", "[spots.cam_back]\ngrid = [2, 2]")
+    text = replace_once(SIM_TEXT, "n_hidden = 16", "n_hidden = 4")
+    text = replace_once(text, "[spots.cam_z1]\ngrid = [4, 4]", "[spots.cam_z1]\ngrid = [2, 2]")
+    text = replace_once(text, "[spots.cam_a1]\ngrid = [4, 4]", "[spots.cam_a1]\ngrid = [2, 2]")
+    text = replace_once(text, "[spots.cam_back]\ngrid = [4, 4]", "[spots.cam_back]\ngrid = [2, 2]")
     path = write(tmp_path, text)
     with open_bench(path) as bench:
         assert tuple(bench.sizes) == (2, 4, 2)
@@ -143,7 +143,7 @@ def test_missing_driver_fails_only_when_used(tmp_path):
 # --------------------------------------------------------------------------------------- bad files
 BAD_CASES = [
     # (edit applied to sim.toml, expected message after "<file>: ")
-    (("shape = [64, 24]\nbit_depth = 8", "shape = [64, 24]\nbit_depth = \"eight\""),
+    (("shape = [164, 24]\nbit_depth = 8", "shape = [164, 24]\nbit_depth = \"eight\""),
      "[devices.slm1].bit_depth must be an integer, got 'eight'"),
     (("bit_depth = 12\nexposure_s = 1e-3", "bit_depth = 12\nexposure = 1e-3"),
      "[devices.cam_z1].exposure is not a known key"),
@@ -151,9 +151,9 @@ BAD_CASES = [
      "[devices.cam_bak] the simulated bench has no device 'cam_bak'"),
     (("n_in = 2", "n_in = 2.5"), "[bench].n_in must be an integer, got 2.5"),
     (("n_out = 2\n", "n_out = 2\nlayers = 3\n"), "[bench].layers is not a known key"),
-    (("shape = [64, 24]", "shape = [64]"), "[devices.slm1].shape must be a list of 2 integers, got 1 entries"),
-    (("shape = [64, 24]", "shape = [40, 24]"), "[layout.slm1] slm1: layout of 6x2 blocks needs (60, 20) pixels"),
-    (("backend = \"sim\"\nshape = [64, 80]", "backend = \"pylon\"\nshape = [64, 80]"), None),  # mixed: allowed
+    (("shape = [164, 24]", "shape = [64]"), "[devices.slm1].shape must be a list of 2 integers, got 1 entries"),
+    (("shape = [164, 24]", "shape = [40, 24]"), "[layout.slm1] slm1: layout of 16x2 blocks needs (160, 20) pixels"),
+    (("backend = \"sim\"\nshape = [80, 80]", "backend = \"pylon\"\nshape = [80, 80]"), None),  # mixed: allowed
     (("guard_px = 1", "guard_px = -1"), "[layout.slm1].guard_px must be >= 0, got -1"),
     (("[spots.cam_out]\ngrid = [1, 2]", "[spots.cam_out]\nn = 3\ngrid = [1, 2]"),
      "[spots.cam_out].n is 3 but the bench sizes give cam_out 2 spots"),
@@ -167,7 +167,7 @@ BAD_CASES = [
     (("bits = 12", "bits = 14"), "[truth.camera].bits is 14 but cam_z1 delivers 12 bit"),
     (("channels = [\"cam_z1\", \"cam_a1\", \"cam_out\", \"cam_back\"]", "channels = [\"cam_z1\", \"cam_x\"]"),
      "[devices.lo].channels names unknown camera 'cam_x'"),
-    (("shape = [64, 24]", "shape = [64, 24]\noptions = { screen = 1 }"),
+    (("shape = [164, 24]", "shape = [164, 24]\noptions = { screen = 1 }"),
      "[devices.slm1].options is only for real backends"),
     (("[devices.cam_z1]           # hidden layer before the cell\nbackend = \"sim\"",
       "[devices.cam_z1]\nbackend = \"window\""), "[devices.cam_z1].backend 'window' drives a slm, but 'cam_z1' is a camera"),

@@ -282,6 +282,9 @@ def test_dmd_fill_fractions_are_exact_counts():
     fill = enc.decode(frame)[0]
     np.testing.assert_array_equal(fill, np.rint(x * 240) / 240)
     assert np.all(np.abs(fill - x) <= 0.5 / 240 + 1e-15)
+    # the batch form gives what each frame decodes to
+    batch = np.stack([x, x[::-1]])
+    np.testing.assert_array_equal(enc.realised_values(batch), np.stack([fill, enc.decode(enc.encode(x[::-1]))[0]]))
     # pixels outside the blocks stay off
     mask = np.zeros(frame.shape, bool)
     for j in range(6):
@@ -313,3 +316,28 @@ def test_dmd_errors():
         enc.encode(np.array([0.2, 0.3]))
     with pytest.raises(ValueError, match="differ"):
         DMDEncoder(layout, (4, 12), on_level=1, off_level=1)
+
+
+def test_amplitude_transfer_is_what_the_encoder_realises():
+    from hwio.encoding import amplitude_transfer
+    layout = BlockLayout(3, 2, block_px=(8, 8), pitch_px=(10, 10), origin_px=(2, 2), guard_px=1)
+    resp = PhaseResponse.power_law(8, 7.0, gamma=1.12)
+    enc = PhaseEncoder(layout, (40, 30), resp.inverse())
+    edges, values = amplitude_transfer(enc, resp, 0.0)
+    assert np.all(np.diff(edges) > 0) and values.size == edges.size + 1
+    # any programmed amplitude, also right next to a step, realises the tabulated value
+    rng = np.random.default_rng(4)
+    a = rng.uniform(-1, 1, (40, 3, 2))
+    a[0] = (edges[rng.integers(0, edges.size, (3, 2))] + rng.choice([-1, 1], (3, 2)) * 1e-9)
+    got = np.array([realised_weights(enc.encode(ai, w_max=1.0), layout, resp, 1.0) for ai in a])
+    np.testing.assert_allclose(got, values[np.searchsorted(edges, a, side="right")], atol=1e-12)
+    # 8-bit LUT rounding: a staircase of steps of order the phase step, finer with more bits
+    fine = np.linspace(-1, 1, 2001)
+    err8 = np.sqrt(np.mean((values[np.searchsorted(edges, fine, side="right")] - fine) ** 2))
+    resp12 = PhaseResponse.power_law(12, 7.0, gamma=1.12)
+    e12, v12 = amplitude_transfer(PhaseEncoder(layout, (40, 30), resp12.inverse()), resp12, 0.0)
+    err12 = np.sqrt(np.mean((v12[np.searchsorted(e12, fine, side="right")] - fine) ** 2))
+    assert 1e-3 < err8 < 0.02 and err12 < err8 / 8 and e12.size > 8 * edges.size
+    # fringing crosstalk loses amplitude at the block edges: full scale drops, sign kept
+    _, vx = amplitude_transfer(enc, resp, 0.6)
+    assert 0.8 < vx[-1] < 0.97 and -0.97 < vx[0] < -0.8

@@ -16,8 +16,8 @@ from hwio.sim.testing import truth_of
 from twin.absorber import make_absorber
 
 from sim_bench_helpers import (adu_per_unit_power, blocked_sums, double_phase_frame, homodyne_fields,
-                               input_frame, mean_frame, open_clean, radius_for, realised_elements, realised_fill, set_lo,
-                               spot_sums)
+                               input_frame, mean_frame, open_clean, realised_elements, realised_fill, set_lo,
+                               spot_powers)
 
 CAMS = ["cam_z1", "cam_a1", "cam_out", "cam_back"]
 IDEAL = {"slm": {"crosstalk_px": 0.0, "slm2": {"crosstalk_px": 0.0}},
@@ -171,7 +171,9 @@ def test_probe_self_saturation_makes_strong_probes_nonlinear():
     for amp in (0.1, 1.0):
         d = np.full((1, n_out), amp)
         show_network(bench, np.zeros((n_h, n_in)), w2, d, np.zeros(n_in))
-        meas[amp] = homodyne_fields(bench, ["cam_back"], blocked=blocked, n_avg=16)["cam_back"]
+        # the weak probe's field carries ~2 % shot/read noise per 16 frames: average 64 so that none of
+        # the n_hidden ratios strays near the 5 % tolerance by chance
+        meas[amp] = homodyne_fields(bench, ["cam_back"], blocked=blocked, n_avg=64 if amp < 0.5 else 16)["cam_back"]
         dr = realised_elements(bench, "probe_input", double_phase_frame(bench, "probe_input", d))[0].real
         e2 = t.realised["illumination"]["slm2"][:, :n_h]
         b = t.optics.layer_gain[1] * e2.T @ (t.optics.probe_gain * t.realised["illumination"]["probe_input"][0, :n_out] * dr)
@@ -194,8 +196,7 @@ def test_pump_leak_adds_delta_independent_light_on_cam_back():
     # LO-only frame on cam_back with the pump on (the probe shows zero field)
     set_lo(bench, 0)
     img = mean_frame(bench.cameras["cam_back"], 16)
-    s, npx = spot_sums(img, t.realised["spot_positions_px"]["cam_back"], radius_for(t, "cam_back"))
-    extra = (s - npx * t.cameras["cam_back"].dark_offset_adu - blocked["cam_back"]) / adu_per_unit_power(bench, "cam_back")
+    extra = (spot_powers(bench, "cam_back", img) - blocked["cam_back"]) / adu_per_unit_power(bench, "cam_back")
     assert np.allclose(extra, leak * a1 ** 2, atol=0.03, rtol=0.1), (extra, leak * a1 ** 2)
 
 

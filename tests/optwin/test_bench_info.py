@@ -64,15 +64,17 @@ def test_open_reports_device_shapes(capsys):
     code, out, _ = run_cli(capsys, "bench", "info", "--bench", "sim", "--open", "--json")
     assert code == 0
     info = json.loads(out)
-    assert {d["name"]: d["shape"] for d in info["devices"]}["cam_out"] == [64, 80]
+    doc = tomllib.loads((BENCH_DIR / "sim.toml").read_text())
+    assert {d["name"]: d["shape"] for d in info["devices"]}["cam_out"] == doc["devices"]["cam_out"]["shape"]
     assert "gain_adu_per_e" not in out and "alpha0" not in out
 
 
 def test_text_output(capsys):
     code, out, _ = run_cli(capsys, "bench", "info", "--bench", "sim")
     assert code == 0
-    assert "2 inputs -> 6 hidden -> 2 outputs" in out
-    assert "slm1" in out and "6x2 blocks" in out and "cam_back" in out
+    b = tomllib.loads((BENCH_DIR / "sim.toml").read_text())["bench"]
+    assert f"{b['n_in']} inputs -> {b['n_hidden']} hidden -> {b['n_out']} outputs" in out
+    assert "slm1" in out and f"{b['n_hidden']}x{b['n_in']} blocks" in out and "cam_back" in out
     assert "alpha0" not in out and "truth" not in out
 
 

@@ -13,7 +13,8 @@ def test_demo_end_to_end_writes_a_complete_report(tmp_path):
     assert (out / "calibration" / "report.html").exists() and (out / "cal.h5").exists()
     saved = json.loads((out / "results.json").read_text())
     modes = saved["tasks"]["moons"]
-    assert set(modes) == {"ideal", "insilico (uncalibrated twin)", "insilico (calibrated twin)", "hybrid", "optical"}
+    assert set(modes) == {"ideal", "insilico (uncalibrated twin)", "insilico (calibrated twin)", "hybrid (fine-tune)",
+                          "optical (fine-tune)", "optical (from uncalibrated)"}
     for label, r in modes.items():
         assert 0.0 <= r["twin_accuracy"] <= 1.0
     assert res["compare"]["mvm1_nrmse"] < 0.2

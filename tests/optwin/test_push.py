@@ -73,8 +73,11 @@ def test_push_realises_the_weights_through_the_true_panel_physics(bench, tmp_pat
         panel = PhasePanel(name, slm.shape, true_resp.phase_rad, crosstalk, layout, illum)
         model = realised_weights(levels, layout, true_resp, crosstalk_px=crosstalk, complex_field=True)
         np.testing.assert_allclose(model * illum, panel.element_fields(levels), atol=1e-12)
-        # crosstalk shrinks the realised amplitude but keeps every sign
-        assert np.all(np.sign(model.real) == np.sign(weights[k]))
+        # crosstalk shrinks the realised amplitude but keeps every sign the LUT can resolve (a weight
+        # smaller than the quantisation bound may already come out with either sign without crosstalk)
+        resolved = np.abs(weights[k] / w_max) > 2 * bound
+        assert resolved.mean() > 0.8
+        assert np.all(np.sign(model.real[resolved]) == np.sign(weights[k][resolved]))
         assert np.abs(model.real).sum() < np.abs(weights[k] / w_max).sum()
 
 
@@ -133,7 +136,8 @@ def test_cli_errors(tmp_path, capsys):
     with h5py.File(partial_cal, "w") as f:
         PhaseResponse.linear(8).inverse().to_hdf5(f.create_group("slm/slm1"))
     cases = [
-        (["--weights", str(wide)], f"is 6x3 (n_out x n_in) but slm1 of bench 'sim' holds 6x2; train with "
+        (["--weights", str(wide)], f"is {sizes.n_hidden}x{sizes.n_in + 1} (n_out x n_in) but slm1 of bench 'sim' "
+                                   f"holds {sizes.n_hidden}x{sizes.n_in}; train with "
                                    f"--layers {sizes.n_in},{sizes.n_hidden},{sizes.n_out}"),
         (["--weights", str(three)], "has 3 weight layer(s)"),
         (["--weights", str(run), "--cal", str(partial_cal)], "no /slm/slm2/inverse_lut"),

@@ -33,3 +33,20 @@ def test_bad_input():
         nrmse(np.zeros(4), np.zeros(4))
     with pytest.raises(ValueError, match="NaN"):
         mvm_error_stats(np.full((2, 3, 2), np.nan), np.ones((3, 2)))
+
+
+def test_prediction_noise_belongs_to_the_floor_not_to_the_systematic_error():
+    # a perfect model fed a noisy measured input: its prediction scatters with a known variance
+    rng = np.random.default_rng(7)
+    truth = rng.normal(0, 1, (400, 3))
+    shots = truth + rng.normal(0, 0.05, (4, 400, 3))
+    pred = truth + rng.normal(0, 0.08, truth.shape)
+    plain = mvm_error_stats(shots, pred)
+    aware = mvm_error_stats(shots, pred, prediction_var=0.08 ** 2)
+    assert plain["systematic_nrmse"] > 0.06                     # the noisy input looks like model error
+    assert aware["systematic_nrmse"] < 0.015                     # ... unless it is accounted for
+    spread = np.std(pred)
+    assert aware["noise_floor_nrmse"] == pytest.approx(np.hypot(0.05, 0.08) / spread, rel=0.05)
+    assert aware["total_nrmse"] / aware["noise_floor_nrmse"] == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="prediction_var"):
+        mvm_error_stats(shots, pred, prediction_var=-1.0)

@@ -60,3 +60,14 @@ def test_idx_reader_errors(tmp_path):
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         load_task("cifar")
+
+
+def test_with_outputs_pads_classes_for_wider_networks():
+    from twin.losses import one_hot
+    task = load_task("moons", seed=1, n_samples=100)
+    wide = task.with_outputs(3)
+    assert wide.n_classes == 3 and wide.x_train is task.x_train
+    targets = one_hot(wide.y_train, wide.n_classes)
+    assert targets.shape == (len(task.y_train), 3) and np.all(targets[:, 2] == 0)
+    with pytest.raises(ValueError, match="cannot represent"):
+        task.with_outputs(1)
