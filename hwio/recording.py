@@ -166,6 +166,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _open_for_append(path, wait_s: float = 30.0) -> h5py.File:
+    """Reopen a recording for writing; a reader (e.g. someone inspecting the raw file while a
+    calibration runs) may hold the file lock for a moment, so retry until ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return h5py.File(path, "a", libver="latest")
+        except BlockingIOError as exc:
+            if time.monotonic() > deadline:
+                raise RecordingError(f"{path}: another process keeps the file open ({exc}); close readers of "
+                                     f"the raw file and resume the run") from None
+            time.sleep(0.05)
+
+
 def _open_read(path) -> h5py.File:
     """Open a recording for reading (SWMR-read if a writer is live or was killed)."""
     path = Path(path)
@@ -265,7 +279,7 @@ class Recorder:
                                  f"stop that process before resuming")
         _clear_status_flags(self.path)
         try:
-            self._f = h5py.File(self.path, "a", libver="latest")
+            self._f = _open_for_append(self.path)
         except OSError as exc:
             raise RecordingError(_damage_message(self.path, exc)) from None
         for name, g in self._f["streams"].items():
@@ -294,7 +308,7 @@ class Recorder:
         """Leave SWMR mode (close + reopen) so new datasets can be created."""
         self.flush()
         self._f.close()
-        self._f = h5py.File(self.path, "a", libver="latest")
+        self._f = _open_for_append(self.path)
         for name, s in self._streams.items():
             g = self._f["streams"][name]
             s["group"], s["frames"] = g, g["frames"]

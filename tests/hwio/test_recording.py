@@ -267,3 +267,28 @@ def test_append_errors(tmp_path):
     with pytest.raises(ValueError, match="closed"):
         rec.append("cam", frame_for(0), lo_level=1)
     assert len(read_stream(tmp_path / "e.h5", "cam")) == 2
+
+
+def test_a_reader_holding_the_file_does_not_break_the_writer(tmp_path):
+    """Someone inspecting the raw file mid-run: the writer waits for the lock instead of crashing."""
+    import subprocess
+    path = tmp_path / "shared.h5"
+    rec = Recorder(path, flush_every=1)
+    rec.append("first", np.zeros((4, 4)))
+    rec.flush()
+    opened = tmp_path / "opened"
+    reader = subprocess.Popen([sys.executable, "-c",
+                               "import h5py, pathlib, sys, time\n"
+                               "f = h5py.File(sys.argv[1], 'r', swmr=True)\n"
+                               "pathlib.Path(sys.argv[2]).touch()\n"
+                               "time.sleep(1.0)\n"
+                               "f.close()\n", str(path), str(opened)])
+    deadline = time.monotonic() + 20
+    while not opened.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert opened.exists(), "the reader never opened the file"
+    rec.append("second", np.ones((4, 4)))      # a new stream: the writer must reopen the file
+    rec.close()
+    reader.wait(timeout=20)
+    counts = list_streams(path)
+    assert counts == {"first": 1, "second": 1}
