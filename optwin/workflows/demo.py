@@ -37,7 +37,7 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
     from optwin.workflows.compare import decision_map, measure_agreement
     from optwin.workflows.compare_plots import (plot_activation, plot_decision_maps, plot_mvm_scatter,
                                                 plot_training_curves, write_compare_report)
-    from optwin.workflows.from_calibration import bench_system_from_calibration, twin_from_calibration
+    from optwin.workflows.from_calibration import bench_system_from_calibration, ideal_twin, twin_from_calibration
     from twin.tasks import load_task
 
     out = Path(out_dir)
@@ -75,7 +75,9 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
                 per_task[label] = {"bench_accuracy": res["bench_accuracy"], "twin_accuracy": res["twin_accuracy"],
                                    "seconds": time.perf_counter() - t0}
                 histories[f"{task_name}: {label}"] = res["history"]
-                twin = twin_from_calibration(cal, sizes)
+                # the map of the network the weights were evaluated on: the ideal one for 'ideal'
+                twin = (ideal_twin(cal, sizes, absorber="calibrated") if mode == "ideal"
+                        else twin_from_calibration(cal, sizes))
                 twin.set_weights(res["weights"])
                 maps[label] = {"twin": decision_map(twin, n_grid=41)}
                 if mode != "ideal":
