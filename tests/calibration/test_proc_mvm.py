@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from calibration.procedures.absorber import absorber_plan, measure_absorber
-from calibration.procedures.mvm import fit_mvm_model, measure_mvm, mvm_plans, predict_mvm
+from calibration.procedures.mvm import fit_mvm_model, fit_mvm_selected, measure_mvm, mvm_plans, predict_mvm
 from hwio.encoding import realised_weights
 from hwio.recording import Recorder, list_streams, read_stream
 from hwio.response import PhaseResponse
@@ -36,6 +36,28 @@ def test_alternating_fit_recovers_gain_crosstalk_stray(side, shape):
     assert f["residual_rms"] == pytest.approx(0.002, rel=0.3)
     exact = fit_mvm_model(x, amps, y, side=side, factor=factor)
     np.testing.assert_allclose(exact["gain"], gain, rtol=1e-6)
+
+
+def test_crosstalk_band_is_chosen_by_cross_validation():
+    """Neighbour-only mixing: the band-1 model predicts left-out probes better than the full matrix
+    (which fits noise into far elements) and far better than no crosstalk; far mixing needs 'full'."""
+    rng = np.random.default_rng(9)
+    n_out, n_in = 12, 2
+    gain = rng.uniform(0.6, 1.0, (n_out, n_in))
+    plan = mvm_plans((n_in, n_out, 2), n_groups=6, per_group=5)["mvm1"]
+    amps = np.stack([st["A1"] for st in plan])
+    x = np.stack([st["x"] for st in plan])
+    stray = rng.normal(0, 0.02, n_out)
+    near = crosstalk_matrix(n_out, 0.05)
+    y = predict_mvm(x, amps, gain, near, stray) + 0.01 * rng.standard_normal((len(x), n_out))
+    f = fit_mvm_selected(x, amps, y)
+    assert f["band"] == 1, f["band_cv_rms"]
+    assert f["band_cv_rms"]["1"] < f["band_cv_rms"]["full"] and f["band_cv_rms"]["1"] < 0.5 * f["band_cv_rms"]["0"]
+    assert np.all(f["crosstalk"][np.abs(np.subtract.outer(range(n_out), range(n_out))) > 1] == 0)
+    far = near.copy()
+    far[0, n_out - 1] = far[n_out - 1, 0] = 0.08         # e.g. a ghost reflection between the end rows
+    y_far = predict_mvm(x, amps, gain, far, stray) + 0.01 * rng.standard_normal((len(x), n_out))
+    assert fit_mvm_selected(x, amps, y_far)["band"] is None
 
 
 def test_fit_refuses_too_few_probes():
