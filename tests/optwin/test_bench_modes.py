@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from calibration.run import calibrate_bench
 from hwio.bench import open_bench
 from optwin.workflows.bench_training import run_mode
 from optwin.workflows.compare import measure_agreement
@@ -11,11 +10,11 @@ from twin.tasks import load_task
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cal") / "cal.h5"
-    bench = open_bench("sim")
-    cal = calibrate_bench(bench, out, progress=False)
-    cal.path = out
+def calibrated(sim_calibration_file):
+    from calibration.calset import CalibrationSet
+    bench = open_bench("sim")        # same configuration and truth seed as the calibrated one
+    cal = CalibrationSet.load(sim_calibration_file)
+    cal.path = sim_calibration_file
     yield bench, cal
     bench.close()
 

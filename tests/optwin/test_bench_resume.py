@@ -11,8 +11,6 @@ import h5py
 import numpy as np
 import pytest
 
-from calibration.run import calibrate_bench
-from hwio.bench import open_bench
 from optwin.cli import main
 from optwin.runfile import load_run
 
@@ -22,11 +20,8 @@ BATCH = 16
 
 
 @pytest.fixture(scope="module")
-def cal_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cal") / "cal.h5"
-    with open_bench("sim") as bench:
-        calibrate_bench(bench, out, progress=False)
-    return out
+def cal_path(sim_calibration_file):
+    return sim_calibration_file
 
 
 def _argv(cal, out, *extra):
