@@ -242,6 +242,16 @@ class _RowMap:
         return out
 
 
+def _to_outputs(y: np.ndarray, output_map, row_scale) -> np.ndarray:
+    """Rows at the SLM plane to output fields: the crosstalk map (which holds the row scale)
+    or, without crosstalk, the row scale in place."""
+    if output_map is not None:
+        return output_map.apply(y)
+    if row_scale is not None:
+        y *= row_scale
+    return y
+
+
 class OpticalLinear:
     """One optical MVM, z = C (G * Q(W)) a + stray + noise.
 
@@ -424,12 +434,7 @@ class OpticalLinear:
             y = ag @ m.T
             if self._q is not None and self._q[3]:   # level offset: rank-1 term half * row sums
                 y += (self._q[3] * (ag @ self._ones_in))[:, None]
-            if self._esmap is not None:
-                z = self._esmap.apply(y)
-            else:
-                z = y
-                if self._row_step is not None:
-                    z *= self._row_step
+            z = _to_outputs(y, self._esmap, self._row_step)
         elif self._emap is not None and self.n_in < batch:
             # crosstalk folded into the matrix: (n_out, n_in) smaller than (batch, n_out)
             mode, ag = "fold", None
@@ -445,12 +450,7 @@ class OpticalLinear:
             mode, ag = "batch", None
             m = self._realise(buf=buf)
             y = a @ m.T
-            if self._emap is not None:
-                z = self._emap.apply(y)
-            else:
-                z = y
-                if self._row_gain is not None:
-                    z *= self._row_gain
+            z = _to_outputs(y, self._emap, self._row_gain)
         if imp.stray is not None:
             z += imp.stray
         if imp.readout_noise > 0:
