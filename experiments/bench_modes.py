@@ -10,11 +10,14 @@ For each bench (calibrated first, through the device interfaces) and each 2-D ta
 * ``hybrid`` and ``optical``: train on the bench for ``--bench-epochs`` epochs, starting
   (``--start``) from the uncalibrated in-silico weights (the state the reality gap leaves:
   ``uncalibrated``) or from the calibrated in-silico weights (pre-train in the twin, then
-  fine-tune on the bench: ``calibrated``), or both.
+  fine-tune on the bench: ``calibrated``), or both.  ``optical`` applies the calibrated
+  g'/t correction at the measured z1 (:mod:`twin.probe_correction`); the fine-tune is also
+  run with the raw probe (``optical_raw``), as the paper trains.
 
-Accuracies are test accuracies measured on the bench (``ideal``: on its own network).
+Accuracies are test accuracies measured on the bench (``ideal``: on its own network), on
+``n_samples * test_fraction`` held-out samples; the second table averages over seeds.
 
-    python experiments/bench_modes.py [--benches sim,sim_alt] [--seeds 0] [--bench-epochs 15]
+    python experiments/bench_modes.py [--benches sim,sim_alt] [--seeds 0,1] [--bench-epochs 10] [--jobs 2]
 
 Writes ``docs/bench_modes.json`` and ``docs/bench_modes.md``.
 """
@@ -32,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, batch, lr, workdir, starts):
+def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, batch, lr, workdir, starts,
+              test_fraction=0.25, bench_lr=None, target=1.0):
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
     from optwin.workflows.bench_training import run_mode
@@ -42,6 +46,7 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
     from twin.training import evaluate, train
 
     rows = []
+    bench_lr = lr if bench_lr is None else bench_lr
     with open_bench(bench_name) as bench:
         t0 = time.perf_counter()
         cal = calibrate_bench(bench, Path(workdir) / f"cal_{bench_name}.h5", progress=False)
@@ -50,23 +55,29 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
         sizes = system.sizes
         for task_name in tasks:
             for seed in seeds:
-                task = load_task(task_name, seed=seed, n_samples=n_samples).with_outputs(sizes[-1])
-                row = {"bench": bench_name, "task": task_name, "seed": seed}
+                task = load_task(task_name, seed=seed, n_samples=n_samples,
+                                 test_fraction=test_fraction).with_outputs(sizes[-1])
+                row = {"bench": bench_name, "task": task_name, "seed": seed, "n_train": len(task.x_train),
+                       "n_test": len(task.x_test)}
                 ref = ideal_twin(cal, sizes, rule="exact", seed=seed, init_scale=3.0, absorber="calibrated")
-                train(ref, task, Adam(lr), epochs=twin_epochs, batch=batch, seed=seed)
+                train(ref, task, Adam(lr), epochs=twin_epochs, batch=batch, seed=seed, target=target)
                 row["ideal"] = evaluate(ref, task.x_test, task.y_test, task.n_classes)[1]
                 unc = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                               twin="ideal")
+                               twin="ideal", target=target)
                 row["insilico_uncalibrated"] = unc["bench_accuracy"]
-                calib = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed)
+                calib = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
+                                 target=target)
                 row["insilico_calibrated"] = calib["bench_accuracy"]
                 for start in starts:
                     init = unc["weights"] if start == "uncalibrated" else calib["weights"]
-                    for mode in ("hybrid", "optical"):
+                    runs = [("hybrid", True), ("optical", True)]
+                    if start == "calibrated":
+                        runs.append(("optical", False))     # the paper's raw probe, for comparison
+                    for mode, corrected in runs:
                         t1 = time.perf_counter()
-                        res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch, lr=lr, seed=seed,
-                                       init_weights=init)
-                        key = f"{mode}_from_{start}"
+                        res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch, lr=bench_lr,
+                                       seed=seed, init_weights=init, probe_correction=corrected, target=target)
+                        key = f"{mode if corrected else 'optical_raw'}_from_{start}"
                         row[key] = res["bench_accuracy"]
                         row[f"{key}_seconds"] = time.perf_counter() - t1
                         row[f"{key}_curve"] = list(res["history"].test_accuracy)
@@ -76,15 +87,34 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
     return rows
 
 
+COLUMNS = ("ideal", "insilico_uncalibrated", "insilico_calibrated", "hybrid_from_uncalibrated",
+           "optical_from_uncalibrated", "hybrid_from_calibrated", "optical_from_calibrated",
+           "optical_raw_from_calibrated")
+
+
+def mean_rows(rows) -> list:
+    """One row per (bench, task): every column averaged over seeds (``seed`` = 'mean of n')."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["bench"], r["task"]), []).append(r)
+    out = []
+    for (bench, task), rs in groups.items():
+        m = {"bench": bench, "task": task, "seed": f"mean of {len(rs)}"}
+        for c in COLUMNS:
+            if all(c in r for r in rs):
+                m[c] = float(np.mean([r[c] for r in rs]))
+        out.append(m)
+    return out
+
+
 def table_md(rows) -> str:
-    cols = [c for c in ("ideal", "insilico_uncalibrated", "insilico_calibrated", "hybrid_from_uncalibrated",
-                        "optical_from_uncalibrated", "hybrid_from_calibrated", "optical_from_calibrated")
-            if any(c in r for r in rows)]
+    cols = [c for c in COLUMNS if any(c in r for r in rows)]
     names = {"ideal": "ideal", "insilico_uncalibrated": "in silico, uncalibrated twin",
              "insilico_calibrated": "in silico, calibrated twin",
              "hybrid_from_uncalibrated": "hybrid (from uncalibrated)", "optical_from_uncalibrated":
              "optical (from uncalibrated)", "hybrid_from_calibrated": "hybrid (fine-tune calibrated)",
-             "optical_from_calibrated": "optical (fine-tune calibrated)"}
+             "optical_from_calibrated": "optical (fine-tune calibrated)",
+             "optical_raw_from_calibrated": "optical, raw probe (fine-tune calibrated)"}
     lines = ["| bench | task | seed | " + " | ".join(names[c] for c in cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows:
         lines.append(f"| {r['bench']} | {r['task']} | {r['seed']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
@@ -96,28 +126,40 @@ def main(argv=None):
     p.add_argument("--benches", default="sim,sim_alt")
     p.add_argument("--tasks", default="moons,rings,xor")
     p.add_argument("--seeds", default="0")
-    p.add_argument("--bench-epochs", type=int, default=15)
+    p.add_argument("--bench-epochs", type=int, default=10)
     p.add_argument("--twin-epochs", type=int, default=200)
-    p.add_argument("--n-samples", type=int, default=600)
+    p.add_argument("--n-samples", type=int, default=1200)
+    p.add_argument("--test-fraction", type=float, default=0.625,
+                   help="held-out share (1200 x 0.625: 450 train, 750 test)")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-2)
+    p.add_argument("--lr", type=float, default=2e-2, help="Adam learning rate of the twin trainings")
+    p.add_argument("--bench-lr", type=float, default=1e-2, help="Adam learning rate on the bench")
+    p.add_argument("--target", type=float, default=1.0, help="one-hot target amplitude")
+    p.add_argument("--jobs", type=int, default=1, help="benches run in parallel processes")
     p.add_argument("--start", default="uncalibrated", help="uncalibrated, calibrated or both")
     p.add_argument("--workdir", default="/tmp/optwin_bench_modes")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench_modes"))
     a = p.parse_args(argv)
     Path(a.workdir).mkdir(parents=True, exist_ok=True)
-    rows = []
     t0 = time.perf_counter()
-    for bench_name in a.benches.split(","):
-        rows += run_bench(bench_name, a.tasks.split(","), [int(s) for s in a.seeds.split(",")], a.bench_epochs,
-                          a.twin_epochs, a.n_samples, a.batch, a.lr, a.workdir,
-                          ["uncalibrated", "calibrated"] if a.start == "both" else [a.start])
+    starts = ["uncalibrated", "calibrated"] if a.start == "both" else [a.start]
+    jobs = [(b, a.tasks.split(","), [int(s) for s in a.seeds.split(",")], a.bench_epochs, a.twin_epochs, a.n_samples,
+             a.batch, a.lr, a.workdir, starts, a.test_fraction, a.bench_lr, a.target) for b in a.benches.split(",")]
+    if a.jobs > 1:
+        from multiprocessing import Pool
+        with Pool(min(a.jobs, len(jobs))) as pool:
+            results = pool.starmap(run_bench, jobs)
+    else:
+        results = [run_bench(*job) for job in jobs]
+    rows = [r for res in results for r in res]
     settings = {k: getattr(a, k) for k in ("benches", "tasks", "seeds", "bench_epochs", "twin_epochs", "n_samples",
-                                           "batch", "lr", "start")}
+                                           "test_fraction", "batch", "lr", "bench_lr", "target", "start")}
     Path(a.out + ".json").write_text(json.dumps({"settings": settings, "rows": rows,
                                                  "seconds": time.perf_counter() - t0}, indent=1))
-    Path(a.out + ".md").write_text(f"Settings: {json.dumps(settings)}\n\n{table_md(rows)}\n")
-    print(table_md(rows))
+    text = (f"Settings: {json.dumps(settings)}\n\nMean over seeds:\n\n{table_md(mean_rows(rows))}\n\n"
+            f"Per seed:\n\n{table_md(rows)}\n")
+    Path(a.out + ".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

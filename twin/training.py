@@ -39,13 +39,13 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate(system: System, x: np.ndarray, y: np.ndarray, n_classes: int, loss: str = "mse",
-             batch: int = 1024, rng=None) -> tuple[float, float]:
-    """(loss, accuracy) of ``system`` on (x, y), in batches."""
+             batch: int = 1024, rng=None, target: float = 1.0) -> tuple[float, float]:
+    """(loss, accuracy) of ``system`` on (x, y), in batches; ``target`` as in :func:`train`."""
     loss_fn = LOSSES[loss]
     total, correct = 0.0, 0
     for i in range(0, len(x), batch):
         out = system.forward(x[i:i + batch], rng=rng).output
-        lv, _ = loss_fn(out, one_hot(y[i:i + batch], n_classes))
+        lv, _ = loss_fn(out, target * one_hot(y[i:i + batch], n_classes))
         total += lv * len(out)
         correct += int(np.sum(np.argmax(out, axis=1) == y[i:i + batch]))
     return total / len(x), correct / len(x)
@@ -54,7 +54,7 @@ def evaluate(system: System, x: np.ndarray, y: np.ndarray, n_classes: int, loss:
 def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 64, loss: str = "mse",
           seed: int = 0, progress: bool = False, start_epoch: int = 0, history: History | None = None,
           on_epoch_end: Callable[[int, History], None] | None = None,
-          error_scale: float = 1.0) -> History:
+          error_scale: float = 1.0, target: float = 1.0) -> History:
     """Train ``system`` on ``task`` for ``epochs`` epochs of shuffled minibatches.
 
     Each step: forward, loss gradient at the outputs (times ``error_scale``, the factor
@@ -63,7 +63,12 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
     ``on_epoch_end(epoch, history)`` is called after every epoch (checkpoints).
     Noise draws and shuffles come from generators seeded by ``seed`` and the epoch, so a
     resumed run repeats exactly what an uninterrupted one does.
+    ``target`` is the amplitude of the one-hot targets in output units (the correct class
+    should reach ``target``, the others 0): hardware whose outputs cannot reach 1 trains
+    better towards a target it can reach (the argmax decision does not depend on it).
     """
+    if not (np.isfinite(target) and target > 0):
+        raise ValueError(f"target amplitude must be a positive number, got {target}")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
     if epochs < 0 or batch <= 0:
@@ -71,7 +76,7 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
     loss_fn = LOSSES[loss]
     task.check()
     history = history or History()
-    targets = one_hot(task.y_train, task.n_classes)
+    targets = target * one_hot(task.y_train, task.n_classes)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -96,7 +101,7 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
             optimizer.step(weights, grads)
             system.set_weights(weights)   # a bench re-shows its SLM frames; a twin keeps the arrays
         test_loss, test_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, loss,
-                                       rng=np.random.default_rng([seed, epoch, 1]))
+                                       rng=np.random.default_rng([seed, epoch, 1]), target=target)
         history.append(epoch=epoch + 1, train_loss=total / len(order), train_accuracy=correct / len(order),
                        test_accuracy=test_acc, test_loss=test_loss, seconds=time.perf_counter() - t0)
         if bar is not None:

@@ -7,8 +7,6 @@ import math
 import sys
 import time
 
-import numpy as np
-
 from optwin.errors import UsageError
 
 # Per-task defaults a physicist can override with flags.
@@ -32,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--absorber", default="thin", help="thin, twolevel, doppler or none (linear)")
     p.add_argument("--alpha0", type=float, default=10.0, help="resonant optical depth of the cell")
     p.add_argument("--i-sat", type=float, default=1.0, help="saturation intensity (normalised units)")
-    p.add_argument("--rule", default="probe", help="backward rule at the cell: probe or exact")
+    p.add_argument("--rule", help="backward rule at the cell in the twin: probe or exact (default: probe for "
+                                  "--system twin, exact for the twin side of bench modes)")
     p.add_argument("--loss", default="mse", help="mse (vs one-hot, default) or ce (softmax cross-entropy)")
     p.add_argument("--optimizer", default="adam", help="adam or sgd")
     p.add_argument("--epochs", type=int)
@@ -56,6 +55,12 @@ def register(sub) -> None:
                    help="check the bench against the twin after every epoch and re-fit drifting calibration "
                         "parts (default: on for --mode hybrid and optical)")
     p.add_argument("--drift-every", type=int, help="epochs between drift checks (default 1)")
+    p.add_argument("--target", type=float,
+                   help="one-hot target amplitude in output units (default 1 for --system twin, "
+                        "0.3 for --system bench: bench outputs rarely reach 1)")
+    p.add_argument("--probe-correction", action=argparse.BooleanOptionalAction, default=True,
+                   help="optical mode: multiply the measured hidden errors by the calibrated g'/t at the "
+                        "measured z1 (default on; --no-probe-correction trains on the raw probe as the paper)")
     p.set_defaults(func=run)
 
 
@@ -85,8 +90,10 @@ def resolve_settings(args) -> dict:
         "batch": d["batch"] if args.batch is None else args.batch,
         "lr": d["lr"] if args.lr is None else args.lr,
         "init_scale": d["init_scale"] if args.init_scale is None else args.init_scale,
-        "seed": args.seed,
+        "seed": args.seed, "target": 1.0 if getattr(args, "target", None) is None else float(args.target),
     }
+    if not (math.isfinite(s["target"]) and s["target"] > 0):
+        raise UsageError(f"--target must be a positive amplitude, got {s['target']}")
     if s["epochs"] < 0 or s["batch"] <= 0 or not s["lr"] > 0 or not s["init_scale"] > 0:
         raise UsageError("--epochs must be >= 0, --batch > 0, --lr > 0 and --init-scale > 0")
     if args.layers:
@@ -133,6 +140,8 @@ def run(args) -> int:
     if args.system != "twin":
         from optwin.workflows import bench_training  # hardware-in-the-loop modes
         return bench_training.run_cli(args)
+    if args.rule is None:
+        args.rule = "probe"
     if args.drift_watch:
         raise UsageError("--drift-watch needs a bench in the loop (--system bench --mode hybrid or optical)")
     from twin.optim import make_optimizer
@@ -183,6 +192,7 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args):
     try:
         history = train(system, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
                         loss=settings["loss"], seed=settings["seed"], start_epoch=start, history=history,
+                        target=settings.get("target", 1.0),
                         on_epoch_end=checkpoint,
                         progress=not (args.json or args.no_progress) and sys.stderr.isatty())
     except FloatingPointError as exc:

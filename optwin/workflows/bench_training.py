@@ -4,9 +4,10 @@
 mode       forward               backward                           evaluated on
 =========  ====================  =================================  =========================
 ideal      perfect MVMs, cell    exact derivative                   the ideal twin (reference)
-insilico   calibrated twin       twin (probe rule)                  the bench, after deploying
+insilico   calibrated twin       twin (exact g' by default)         the bench, after deploying
 hybrid     bench                 calibrated twin at measured values the bench
 optical    bench                 bench: probe through the cell      the bench
+                                 (x calibrated g'/t at measured z1)
 =========  ====================  =================================  =========================
 
 ``ideal`` is the same physical network on a perfect digital computer: the calibrated cell
@@ -34,12 +35,16 @@ from optwin.errors import UsageError
 __all__ = ["MODES", "run_mode", "run_cli", "describe_refit"]
 
 MODES = ("insilico", "hybrid", "optical", "ideal")
+# one-hot target amplitude for bench training, in twin output units (full-scale layer-2
+# weight x unit activation); outputs of real benches rarely reach 1 (docs/bench_modes.md)
+DEFAULT_TARGET = 1.0
 
 
 def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr: float, seed: int = 0,
-             init_scale: float = 3.0, twin: str = "calibrated", rule: str = "probe", on_epoch_end=None,
+             init_scale: float = 3.0, twin: str = "calibrated", rule: str = "exact", on_epoch_end=None,
              start_epoch: int = 0, history=None, optimizer=None, progress: bool = False,
-             init_weights=None, drift_watch=None, drift_baseline: dict | None = None) -> dict:
+             init_weights=None, drift_watch=None, drift_baseline: dict | None = None,
+             probe_correction: bool = True, target: float = DEFAULT_TARGET) -> dict:
     """Train in one mode; returns {'history', 'weights', 'bench_accuracy', 'twin_accuracy', ...}.
 
     ``init_weights`` (twin units, one array per layer) starts the run from given weights, e.g.
@@ -52,10 +57,17 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     what drifted; the twin of a hybrid run then adopts the re-fitted calibration.
     ``drift_baseline`` (a saved ``DriftWatch.baseline``) resumes a watch without re-measuring
     it; the bench is then checked once before the first resumed epoch.
+    ``rule`` is the twin's backward rule at the cell (insilico training and the hybrid
+    backward pass): ``exact`` (default; a digital model can use g') or ``probe``.
+    ``target``: one-hot target amplitude in output units (:func:`twin.training.train`).
+    ``probe_correction`` (optical only): multiply each measured hidden error by the calibrated
+    ratio g'(z1)/t(z1) at the measured z1 (:mod:`twin.probe_correction`); False trains
+    with the raw probe transmission, as the paper does.
     """
     from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
     from twin.hybrid import HybridSystem
     from twin.optim import Adam
+    from twin.probe_correction import ProbeCorrectedSystem
     from twin.training import evaluate, train
 
     if mode not in MODES:
@@ -86,6 +98,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     else:
         bench_system.set_weights(calibrated.get_weights())
         system = bench_system
+        if probe_correction:
+            system = ProbeCorrectedSystem(bench_system, calibrated.absorber)
 
     if drift_watch is not None:
         def adopt(new_cal):
@@ -97,6 +111,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
             calibrated = twin_now
             if isinstance(system, HybridSystem):
                 system.twin = twin_now
+            if isinstance(system, ProbeCorrectedSystem):
+                system.absorber = twin_now.absorber
 
         drift_watch.on_refit = adopt
         drift_watch.start(drift_baseline)
@@ -110,10 +126,11 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
             on_epoch_end(epoch, hist, system, optimizer)
 
     history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                    history=history, on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None,
+                    target=target, history=history, on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None,
                     progress=progress)
     weights = [np.array(w) for w in system.get_weights()]
-    out = {"mode": mode, "history": history, "weights": weights, "seconds": time.perf_counter() - t0,
+    out = {"mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
+           "weights": weights, "seconds": time.perf_counter() - t0,
            "optimizer": optimizer, "system": system}
     if drift_watch is not None:
         out["drift_refits"] = list(drift_watch.events)
@@ -131,7 +148,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
 
 # settings that must match for --resume (the rest, e.g. --epochs or the drift watch, may change)
 RESUME_KEYS = ("system", "mode", "task", "bench", "cal", "seed", "batch", "lr", "init_scale", "rule",
-               "n_samples", "layers")
+               "n_samples", "layers", "target", "probe_correction")
 
 
 def _bench_settings(args, mode: str, layers) -> dict:
@@ -141,7 +158,9 @@ def _bench_settings(args, mode: str, layers) -> dict:
     return {"system": "bench", "mode": mode, "task": args.task, "bench": bench,
             "cal": str(Path(args.cal).resolve()), "seed": args.seed, "epochs": args.epochs or 20,
             "batch": args.batch or 16, "lr": args.lr or 1e-2, "init_scale": args.init_scale or 3.0,
-            "rule": args.rule, "n_samples": args.n_samples or 400, "layers": [int(s) for s in layers]}
+            "rule": args.rule or "exact", "n_samples": args.n_samples or 400, "layers": [int(s) for s in layers],
+            "target": DEFAULT_TARGET if getattr(args, "target", None) is None else float(args.target),
+            "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical"}
 
 
 def _load_checkpoint(path, settings: dict) -> dict | None:
@@ -196,6 +215,11 @@ def run_cli(args) -> int:
     every = 1 if every is None else every
     if every < 1:
         raise UsageError(f"--drift-every must be a positive number of epochs, got {every}")
+    if args.rule is not None and args.rule not in ("probe", "exact"):
+        raise UsageError(f"unknown rule {args.rule!r}; choose probe or exact")
+    target = getattr(args, "target", None)
+    if target is not None and not (np.isfinite(target) and target > 0):
+        raise UsageError(f"--target must be a positive amplitude, got {target}")
     cal = load_calibration(args.cal)
     try:
         bench = open_bench(args.bench)
@@ -259,7 +283,8 @@ def run_cli(args) -> int:
 
         try:
             res = run_mode(mode, system, cal, task, epochs=settings["epochs"], batch=settings["batch"],
-                           lr=settings["lr"], seed=args.seed, init_scale=settings["init_scale"], rule=args.rule,
+                           lr=settings["lr"], seed=args.seed, init_scale=settings["init_scale"], rule=settings["rule"],
+                           target=settings["target"], probe_correction=settings["probe_correction"],
                            progress=progress,
                            init_weights=init_weights, start_epoch=start, history=history, optimizer=optimizer,
                            on_epoch_end=checkpoint if (args.out or watch is not None) else None,
@@ -269,6 +294,8 @@ def run_cli(args) -> int:
     h = res["history"]
     seconds = res["seconds"] + (sum(history.seconds[:start]) if saved is not None else 0.0)
     result = {"mode": mode, "system": "bench", "task": args.task, "layers": system.sizes,
+              "target": settings["target"], "rule": settings["rule"],
+              "probe_correction": settings["probe_correction"],
               "test_accuracy": res["bench_accuracy"] if mode != "ideal" else res["twin_accuracy"],
               "bench_accuracy": res["bench_accuracy"], "twin_accuracy": res["twin_accuracy"],
               "train_accuracy": h.train_accuracy[-1] if h.epoch else float("nan"),

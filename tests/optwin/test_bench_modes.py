@@ -44,7 +44,7 @@ def test_bench_system_reads_in_twin_units(calibrated):
 def test_optical_training_recovers_the_reality_gap_and_keeps_calibrated_weights(calibrated):
     bench, cal = calibrated
     system = bench_system_from_calibration(bench, cal)
-    task = load_task("rings", seed=0, n_samples=300)
+    task = load_task("xor", seed=0, n_samples=300)
     common = dict(batch=16, lr=2e-2, seed=0, init_scale=3.0)
     naive = run_mode("insilico", system, cal, task, epochs=200, twin="ideal", **common)
     calib = run_mode("insilico", system, cal, task, epochs=200, **common)
@@ -57,6 +57,7 @@ def test_optical_training_recovers_the_reality_gap_and_keeps_calibrated_weights(
     assert late >= naive["bench_accuracy"] + 0.02, (naive["bench_accuracy"], recovered["history"].test_accuracy)
     assert recovered["history"].train_loss[-1] < 0.8 * recovered["history"].train_loss[0]
     # fine-tuning the calibrated weights optically keeps (or improves) their accuracy
+    assert recovered["probe_correction"]          # the calibrated g'/t correction is on by default
     tuned = run_mode("optical", system, cal, task, epochs=3, init_weights=calib["weights"], **bench_common)
     assert tuned["bench_accuracy"] >= calib["bench_accuracy"] - 0.03
 
@@ -81,6 +82,7 @@ def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):
                  "--no-drift-watch", "--json"]) == 0
     tuned = json.loads(capsys.readouterr().out)
     assert tuned["bench_accuracy"] >= pre_res["bench_accuracy"] - 0.1 and len(load_run(pre)["weights"]) == 2
+    assert tuned["probe_correction"] is True and tuned["rule"] == "exact" and tuned["target"] == 1.0
     wrong = tmp_path / "wrong.h5"
     from optwin.runfile import save_run
     save_run(wrong, [np.zeros((3, 2)), np.zeros((2, 3))], {"task": "moons"}, {})

@@ -62,3 +62,20 @@ def test_bad_training_arguments():
         train(net, task, Adam(), loss="hinge")
     with pytest.raises(ValueError, match="learning rate"):
         Adam(lr=0)
+
+
+def test_target_amplitude_sets_the_loss_and_the_trained_output_scale():
+    from twin.training import evaluate
+    task = load_task("moons", seed=0, n_samples=400)
+    net = OpticalNetwork([2, 16, 2], absorber="thin", alpha0=3.0, rule="exact", init_scale=3.0, seed=0)
+    out = net.forward(task.x_test).output
+    onehot = np.eye(2)[task.y_test]
+    for t in (1.0, 0.3):
+        want = 0.5 * np.mean(np.sum((out - t * onehot) ** 2, axis=1))
+        assert evaluate(net, task.x_test, task.y_test, 2, target=t)[0] == pytest.approx(want, rel=1e-12)
+    train(net, task, Adam(1e-2), epochs=150, batch=32, seed=0, target=0.3)
+    out = net.forward(task.x_test).output
+    right = out[np.arange(len(out)), task.y_test]
+    assert np.median(right) == pytest.approx(0.3, abs=0.06)      # trained to the target, not to 1
+    with pytest.raises(ValueError, match="target"):
+        train(net, task, Adam(1e-2), epochs=1, target=0.0)
