@@ -56,8 +56,8 @@ def register(sub) -> None:
                         "parts (default: on for --mode hybrid and optical)")
     p.add_argument("--drift-every", type=int, help="epochs between drift checks (default 1)")
     p.add_argument("--target", type=float,
-                   help="one-hot target amplitude in output units (default 1 for --system twin, "
-                        "0.3 for --system bench: bench outputs rarely reach 1)")
+                   help="one-hot target amplitude in output units (default 1); a bench whose outputs "
+                        "cannot reach 1 may train better towards a smaller one (README, training modes)")
     p.add_argument("--probe-correction", action=argparse.BooleanOptionalAction, default=True,
                    help="optical mode: multiply the measured hidden errors by the calibrated g'/t at the "
                         "measured z1 (default on; --no-probe-correction trains on the raw probe as the paper)")

@@ -36,7 +36,7 @@ __all__ = ["MODES", "run_mode", "run_cli", "describe_refit"]
 
 MODES = ("insilico", "hybrid", "optical", "ideal")
 # one-hot target amplitude for bench training, in twin output units (full-scale layer-2
-# weight x unit activation); outputs of real benches rarely reach 1 (docs/bench_modes.md)
+# weight x unit activation): 1, the paper's MSE; see --target in the README for smaller ones
 DEFAULT_TARGET = 1.0
 
 
@@ -126,8 +126,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
             on_epoch_end(epoch, hist, system, optimizer)
 
     history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                    target=target, history=history, on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None,
-                    progress=progress)
+                    target=target, history=history, progress=progress,
+                    on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
     out = {"mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
            "weights": weights, "seconds": time.perf_counter() - t0,
