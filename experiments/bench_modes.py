@@ -14,6 +14,12 @@ For each bench (calibrated first, through the device interfaces) and each 2-D ta
   g'/t correction at the measured z1 (:mod:`twin.probe_correction`); the fine-tune is also
   run with the raw probe (``optical_raw``), as the paper trains.
 
+Every training holds out ``--val-fraction`` of its training samples and ends on the epoch
+with the best accuracy on them (early stopping; scored on the system that trains: the twin,
+or the bench in hybrid and optical mode; a fine-tune can keep its starting weights).
+Fine-tunes of the calibrated weights use ``--finetune-lr``, runs from the uncalibrated
+weights ``--bench-lr``.  The targets are one-hot with amplitude ``--target``.
+
 Accuracies are test accuracies measured on the bench (``ideal``: on its own network), on
 ``n_samples * test_fraction`` held-out samples; the second table averages over seeds.
 
@@ -35,8 +41,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def split_validation(task, fraction):
+    """(task with the last ``fraction`` of its training samples removed, (x_val, y_val))."""
+    from twin.tasks import Task
+    n_val = int(round(fraction * len(task.x_train)))
+    if n_val <= 0:
+        return task, None
+    keep = len(task.x_train) - n_val
+    return (Task(task.name, task.x_train[:keep], task.y_train[:keep], task.x_test, task.y_test, task.n_classes,
+                 task.input_range), (task.x_train[keep:], task.y_train[keep:]))
+
+
 def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, batch, lr, workdir, starts,
-              test_fraction=0.25, bench_lr=None, target=1.0):
+              test_fraction=0.25, bench_lr=None, target=1.0, finetune_lr=None, val_fraction=0.0):
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
     from optwin.workflows.bench_training import run_mode
@@ -47,6 +64,7 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
 
     rows = []
     bench_lr = lr if bench_lr is None else bench_lr
+    finetune_lr = bench_lr if finetune_lr is None else finetune_lr
     with open_bench(bench_name) as bench:
         t0 = time.perf_counter()
         cal = calibrate_bench(bench, Path(workdir) / f"cal_{bench_name}.h5", progress=False)
@@ -57,16 +75,18 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
             for seed in seeds:
                 task = load_task(task_name, seed=seed, n_samples=n_samples,
                                  test_fraction=test_fraction).with_outputs(sizes[-1])
+                task, val = split_validation(task, val_fraction)
+                common = {"target": target, "validation": val, "keep_best": val is not None}
                 row = {"bench": bench_name, "task": task_name, "seed": seed, "n_train": len(task.x_train),
-                       "n_test": len(task.x_test)}
+                       "n_val": 0 if val is None else len(val[0]), "n_test": len(task.x_test)}
                 ref = ideal_twin(cal, sizes, rule="exact", seed=seed, init_scale=3.0, absorber="calibrated")
-                train(ref, task, Adam(lr), epochs=twin_epochs, batch=batch, seed=seed, target=target)
+                train(ref, task, Adam(lr), epochs=twin_epochs, batch=batch, seed=seed, **common)
                 row["ideal"] = evaluate(ref, task.x_test, task.y_test, task.n_classes)[1]
                 unc = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                               twin="ideal", target=target)
+                               twin="ideal", **common)
                 row["insilico_uncalibrated"] = unc["bench_accuracy"]
                 calib = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                                 target=target)
+                                 **common)
                 row["insilico_calibrated"] = calib["bench_accuracy"]
                 for start in starts:
                     init = unc["weights"] if start == "uncalibrated" else calib["weights"]
@@ -75,10 +95,12 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
                         runs.append(("optical", False))     # the paper's raw probe, for comparison
                     for mode, corrected in runs:
                         t1 = time.perf_counter()
-                        res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch, lr=bench_lr,
-                                       seed=seed, init_weights=init, probe_correction=corrected, target=target)
+                        res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch,
+                                       lr=finetune_lr if start == "calibrated" else bench_lr, seed=seed,
+                                       init_weights=init, probe_correction=corrected, **common)
                         key = f"{mode if corrected else 'optical_raw'}_from_{start}"
                         row[key] = res["bench_accuracy"]
+                        row[f"{key}_selected_epoch"] = res["history"].selected_epoch
                         row[f"{key}_seconds"] = time.perf_counter() - t1
                         row[f"{key}_curve"] = list(res["history"].test_accuracy)
                 print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
@@ -133,8 +155,13 @@ def main(argv=None):
                    help="held-out share (1200 x 0.625: 450 train, 750 test)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-2, help="Adam learning rate of the twin trainings")
-    p.add_argument("--bench-lr", type=float, default=1e-2, help="Adam learning rate on the bench")
-    p.add_argument("--target", type=float, default=1.0, help="one-hot target amplitude")
+    p.add_argument("--bench-lr", type=float, default=1e-2,
+                   help="Adam learning rate on the bench, starting from the uncalibrated-twin weights")
+    p.add_argument("--finetune-lr", type=float, default=3e-3,
+                   help="Adam learning rate on the bench when fine-tuning the calibrated-twin weights")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the training samples held out for early stopping in every training (0: none)")
+    p.add_argument("--target", type=float, default=0.3, help="one-hot target amplitude")
     p.add_argument("--jobs", type=int, default=1, help="benches run in parallel processes")
     p.add_argument("--start", default="uncalibrated", help="uncalibrated, calibrated or both")
     p.add_argument("--workdir", default="/tmp/optwin_bench_modes")
@@ -144,7 +171,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     starts = ["uncalibrated", "calibrated"] if a.start == "both" else [a.start]
     jobs = [(b, a.tasks.split(","), [int(s) for s in a.seeds.split(",")], a.bench_epochs, a.twin_epochs, a.n_samples,
-             a.batch, a.lr, a.workdir, starts, a.test_fraction, a.bench_lr, a.target) for b in a.benches.split(",")]
+             a.batch, a.lr, a.workdir, starts, a.test_fraction, a.bench_lr, a.target, a.finetune_lr, a.val_fraction)
+            for b in a.benches.split(",")]
     if a.jobs > 1:
         from multiprocessing import Pool
         with Pool(min(a.jobs, len(jobs))) as pool:
@@ -153,7 +181,8 @@ def main(argv=None):
         results = [run_bench(*job) for job in jobs]
     rows = [r for res in results for r in res]
     settings = {k: getattr(a, k) for k in ("benches", "tasks", "seeds", "bench_epochs", "twin_epochs", "n_samples",
-                                           "test_fraction", "batch", "lr", "bench_lr", "target", "start")}
+                                           "test_fraction", "batch", "lr", "bench_lr", "finetune_lr", "val_fraction",
+                                           "target", "start")}
     Path(a.out + ".json").write_text(json.dumps({"settings": settings, "rows": rows,
                                                  "seconds": time.perf_counter() - t0}, indent=1))
     text = (f"Settings: {json.dumps(settings)}\n\nMean over seeds:\n\n{table_md(mean_rows(rows))}\n\n"

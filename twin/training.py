@@ -24,13 +24,17 @@ class History:
     test_accuracy: list = field(default_factory=list)
     test_loss: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    # with keep_best: the epoch whose weights the run kept (0 = the starting weights)
+    selected_epoch: int | None = None
 
     def append(self, **values) -> None:
         for k, v in values.items():
             getattr(self, k).append(float(v))
 
     def as_dict(self) -> dict:
-        return {k: list(v) for k, v in self.__dict__.items()}
+        """The per-epoch curves (lists) by name."""
+        return {k: list(v) for k, v in self.__dict__.items() if isinstance(v, list)}
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -54,7 +58,7 @@ def evaluate(system: System, x: np.ndarray, y: np.ndarray, n_classes: int, loss:
 def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 64, loss: str = "mse",
           seed: int = 0, progress: bool = False, start_epoch: int = 0, history: History | None = None,
           on_epoch_end: Callable[[int, History], None] | None = None,
-          error_scale: float = 1.0, target: float = 1.0) -> History:
+          error_scale: float = 1.0, target: float = 1.0, validation=None, keep_best: bool = False) -> History:
     """Train ``system`` on ``task`` for ``epochs`` epochs of shuffled minibatches.
 
     Each step: forward, loss gradient at the outputs (times ``error_scale``, the factor
@@ -66,6 +70,11 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
     ``target`` is the amplitude of the one-hot targets in output units (the correct class
     should reach ``target``, the others 0): hardware whose outputs cannot reach 1 trains
     better towards a target it can reach (the argmax decision does not depend on it).
+    ``validation = (x_val, y_val)``: held-out training samples scored after every epoch
+    (``history.val_accuracy``).  ``keep_best=True`` (needs ``validation``) ends the run on the
+    weights with the best validation accuracy, the starting weights included (epoch 0;
+    ties go to the later epoch), and records that epoch in ``history.selected_epoch``:
+    early stopping, which keeps a noisy last step (e.g. on a bench) from deciding the result.
     """
     if not (np.isfinite(target) and target > 0):
         raise ValueError(f"target amplitude must be a positive number, got {target}")
@@ -75,6 +84,17 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
         raise ValueError(f"epochs must be >= 0 and batch > 0, got {epochs}, {batch}")
     loss_fn = LOSSES[loss]
     task.check()
+    if keep_best and validation is None:
+        raise ValueError("keep_best needs validation=(x_val, y_val) to choose the best epoch")
+    if validation is not None:
+        x_val, y_val = (np.asarray(v) for v in validation)
+        if x_val.ndim != 2 or x_val.shape[1] != task.n_features or len(x_val) != len(y_val) or not len(x_val):
+            raise ValueError(f"validation must be (x of shape (n, {task.n_features}), y of shape (n,)) with n > 0, "
+                             f"got shapes {x_val.shape} and {y_val.shape}")
+
+        def val_accuracy(epoch):
+            return evaluate(system, x_val, y_val, task.n_classes, loss, rng=np.random.default_rng([seed, epoch, 2]),
+                            target=target)[1]
     history = history or History()
     targets = target * one_hot(task.y_train, task.n_classes)
     bar = None
@@ -82,6 +102,9 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
         from tqdm import tqdm
         bar = tqdm(total=epochs - start_epoch, desc=f"train {task.name}", unit="epoch", leave=False)
     weights = system.get_weights()
+    best = None
+    if keep_best:     # (accuracy, epoch, weights); a resumed run starts from its current weights
+        best = (val_accuracy(start_epoch), start_epoch, [np.array(w) for w in weights])
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng([seed, epoch])
@@ -104,6 +127,10 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
                                        rng=np.random.default_rng([seed, epoch, 1]), target=target)
         history.append(epoch=epoch + 1, train_loss=total / len(order), train_accuracy=correct / len(order),
                        test_accuracy=test_acc, test_loss=test_loss, seconds=time.perf_counter() - t0)
+        if validation is not None:
+            history.append(val_accuracy=val_accuracy(epoch + 1))
+            if best is not None and history.val_accuracy[-1] >= best[0]:
+                best = (history.val_accuracy[-1], epoch + 1, [np.array(w) for w in weights])
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", test=f"{test_acc:.3f}")
@@ -111,5 +138,10 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
             on_epoch_end(epoch + 1, history)
     if bar is not None:
         bar.close()
+    if best is not None:
+        history.selected_epoch = best[1]
+        for w, b in zip(weights, best[2]):
+            w[...] = b
+        system.set_weights(weights)
     return history
 

@@ -44,7 +44,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
              init_scale: float = 3.0, twin: str = "calibrated", rule: str = "exact", on_epoch_end=None,
              start_epoch: int = 0, history=None, optimizer=None, progress: bool = False,
              init_weights=None, drift_watch=None, drift_baseline: dict | None = None,
-             probe_correction: bool = True, target: float = DEFAULT_TARGET) -> dict:
+             probe_correction: bool = True, target: float = DEFAULT_TARGET, validation=None,
+             keep_best: bool = False) -> dict:
     """Train in one mode; returns {'history', 'weights', 'bench_accuracy', 'twin_accuracy', ...}.
 
     ``init_weights`` (twin units, one array per layer) starts the run from given weights, e.g.
@@ -60,6 +61,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     ``rule`` is the twin's backward rule at the cell (insilico training and the hybrid
     backward pass): ``exact`` (default; a digital model can use g') or ``probe``.
     ``target``: one-hot target amplitude in output units (:func:`twin.training.train`).
+    ``validation``/``keep_best``: early stopping on held-out training samples, scored on the
+    training system (the bench in hybrid and optical mode; :func:`twin.training.train`).
     ``probe_correction`` (optical only): multiply each measured hidden error by the calibrated
     ratio g'(z1)/t(z1) at the measured z1 (:mod:`twin.probe_correction`); False trains
     with the raw probe transmission, as the paper does.
@@ -126,7 +129,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
             on_epoch_end(epoch, hist, system, optimizer)
 
     history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                    target=target, history=history, progress=progress,
+                    target=target, history=history, progress=progress, validation=validation, keep_best=keep_best,
                     on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
     out = {"mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,

@@ -58,8 +58,12 @@ def test_optical_training_recovers_the_reality_gap_and_keeps_calibrated_weights(
     assert recovered["history"].train_loss[-1] < 0.8 * recovered["history"].train_loss[0]
     # fine-tuning the calibrated weights optically keeps (or improves) their accuracy
     assert recovered["probe_correction"]          # the calibrated g'/t correction is on by default
-    tuned = run_mode("optical", system, cal, task, epochs=3, init_weights=calib["weights"], **bench_common)
+    # (with early stopping: 60 of the training samples scored on the bench after every epoch)
+    val = (task.x_train[-60:], task.y_train[-60:])
+    tuned = run_mode("optical", system, cal, task, epochs=3, init_weights=calib["weights"], validation=val,
+                     keep_best=True, **bench_common)
     assert tuned["bench_accuracy"] >= calib["bench_accuracy"] - 0.03
+    assert tuned["history"].selected_epoch in (0, 1, 2, 3) and len(tuned["history"].val_accuracy) == 3
 
 
 def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):

@@ -79,3 +79,45 @@ def test_target_amplitude_sets_the_loss_and_the_trained_output_scale():
     assert np.median(right) == pytest.approx(0.3, abs=0.06)      # trained to the target, not to 1
     with pytest.raises(ValueError, match="target"):
         train(net, task, Adam(1e-2), epochs=1, target=0.0)
+
+
+def _val_split(task, n_val):
+    from twin.tasks import Task
+    keep = len(task.x_train) - n_val
+    return (Task(task.name, task.x_train[:keep], task.y_train[:keep], task.x_test, task.y_test, task.n_classes,
+                 task.input_range), (task.x_train[keep:], task.y_train[keep:]))
+
+
+def test_keep_best_ends_on_the_best_validation_epoch_of_the_same_run():
+    """Early stopping: the kept weights are bit-identical to a run stopped at the selected epoch,
+    and score the best validation accuracy (a too-large step size makes later epochs worse)."""
+    from twin.training import evaluate
+    task, val = _val_split(load_task("rings", seed=4, n_samples=400), 100)
+
+    def run(epochs, keep_best):
+        net = OpticalNetwork([2, 8, 2], absorber="thin", alpha0=5.0, rule="exact", seed=1, init_scale=3.0)
+        h = train(net, task, Adam(0.3), epochs=epochs, batch=16, seed=5, validation=val, keep_best=keep_best)
+        return net, h
+
+    net, h = run(12, True)
+    start_acc = evaluate(OpticalNetwork([2, 8, 2], absorber="thin", alpha0=5.0, seed=1, init_scale=3.0),
+                         *val, 2)[1]
+    scores = [start_acc] + h.val_accuracy
+    assert len(h.val_accuracy) == 12
+    assert max(scores) > scores[-1]                 # the last epoch is not the best: selection matters
+    best = max(scores)
+    assert h.selected_epoch == max(i for i, s in enumerate(scores) if s == best)
+    assert evaluate(net, *val, 2)[1] == best
+    stopped, hs = run(h.selected_epoch, False)
+    for a, b in zip(net.get_weights(), stopped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert hs.selected_epoch is None and "selected_epoch" not in h.as_dict()
+
+
+def test_validation_arguments_are_checked():
+    task = load_task("moons", n_samples=100)
+    net = OpticalNetwork([2, 4, 2])
+    with pytest.raises(ValueError, match="keep_best needs validation"):
+        train(net, task, Adam(1e-2), epochs=1, keep_best=True)
+    with pytest.raises(ValueError, match="validation must be"):
+        train(net, task, Adam(1e-2), epochs=1, validation=(np.zeros((5, 3)), np.zeros(5, int)))
