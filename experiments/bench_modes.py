@@ -41,17 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def split_validation(task, fraction):
-    """(task with the last ``fraction`` of its training samples removed, (x_val, y_val))."""
-    from twin.tasks import Task
-    n_val = int(round(fraction * len(task.x_train)))
-    if n_val <= 0:
-        return task, None
-    keep = len(task.x_train) - n_val
-    return (Task(task.name, task.x_train[:keep], task.y_train[:keep], task.x_test, task.y_test, task.n_classes,
-                 task.input_range), (task.x_train[keep:], task.y_train[keep:]))
-
-
 def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, batch, lr, workdir, starts,
               test_fraction=0.25, bench_lr=None, target=1.0, finetune_lr=None, val_fraction=0.0):
     from calibration.run import calibrate_bench
@@ -75,7 +64,7 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
             for seed in seeds:
                 task = load_task(task_name, seed=seed, n_samples=n_samples,
                                  test_fraction=test_fraction).with_outputs(sizes[-1])
-                task, val = split_validation(task, val_fraction)
+                task, val = task.split_validation(val_fraction)
                 common = {"target": target, "validation": val, "keep_best": val is not None}
                 row = {"bench": bench_name, "task": task_name, "seed": seed, "n_train": len(task.x_train),
                        "n_val": 0 if val is None else len(val[0]), "n_test": len(task.x_test)}

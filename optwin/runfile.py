@@ -8,6 +8,8 @@ Layout::
     /settings           attrs: every setting of the run (JSON-compatible scalars/strings)
     /curves/<name>      float64 per-epoch curves (epoch, train_loss, test_accuracy, ...)
     /checkpoint/...     optimizer state and rng position for --resume (optional)
+    /checkpoint/weights/<name>/layer0  further weight sets (optional; early stopping keeps
+                        ``best``, the best validation epoch so far, and ``latest``, the last epoch's)
 """
 from __future__ import annotations
 
@@ -40,8 +42,12 @@ def _attr(value):
     return value
 
 
-def save_run(path, weights, settings: dict, curves: dict, optimizer_state: dict | None = None) -> Path:
-    """Write a run file atomically (temporary file, then rename); returns the path."""
+def save_run(path, weights, settings: dict, curves: dict, optimizer_state: dict | None = None,
+             extra_weights: dict | None = None) -> Path:
+    """Write a run file atomically (temporary file, then rename); returns the path.
+
+    ``extra_weights``: named further weight sets, e.g. with early stopping the best epoch's
+    and the last epoch's (``--resume`` needs both)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
@@ -71,6 +77,12 @@ def save_run(path, weights, settings: dict, curves: dict, optimizer_state: dict 
                         sub.create_dataset(str(i), data=arr)
                 else:
                     o.attrs[k] = v
+        for name, ws in (extra_weights or {}).items():
+            if ws is None:
+                continue
+            b = f.create_group(f"checkpoint/weights/{name}")
+            for k, w in enumerate(ws):
+                b.create_dataset(f"layer{k}", data=np.asarray(w, dtype=np.float64))
         f.flush()
     os.replace(tmp, path)
     return path
@@ -99,11 +111,15 @@ def load_run(path) -> dict:
                 opt = dict(g.attrs)
                 for k in g:
                     opt[k] = [g[k][str(i)][()] for i in range(len(g[k]))]
+            extra = {}
+            if "checkpoint/weights" in f:
+                for name, g in f["checkpoint/weights"].items():
+                    extra[name] = [g[f"layer{k}"][()] for k in range(len(g))]
     except UsageError:
         raise
     except (OSError, KeyError, ValueError) as exc:
         raise UsageError(f"{path}: unreadable run file ({exc}); re-run training or pick another file") from None
-    return {"weights": weights, "settings": settings, "curves": curves, "optimizer": opt}
+    return {"weights": weights, "settings": settings, "curves": curves, "optimizer": opt, "extra_weights": extra}
 
 
 def _decode(v):

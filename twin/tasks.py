@@ -45,6 +45,20 @@ class Task:
         return Task(self.name, self.x_train, self.y_train, self.x_test, self.y_test, int(n_outputs),
                     self.input_range)
 
+    def split_validation(self, fraction: float) -> tuple["Task", tuple | None]:
+        """(this task without the last ``fraction`` of its training samples, (x_val, y_val)):
+        held-out samples for early stopping; ``(self, None)`` when the fraction rounds to none."""
+        if not (0.0 <= fraction < 1.0):
+            raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+        n_val = int(round(fraction * len(self.x_train)))
+        if n_val <= 0:
+            return self, None
+        keep = len(self.x_train) - n_val
+        if keep <= 0:
+            raise ValueError(f"validation fraction {fraction} leaves no training samples of {len(self.x_train)}")
+        return (Task(self.name, self.x_train[:keep], self.y_train[:keep], self.x_test, self.y_test, self.n_classes,
+                     self.input_range), (self.x_train[keep:], self.y_train[keep:]))
+
     def check(self) -> None:
         for part in ("x_train", "x_test"):
             arr = getattr(self, part)

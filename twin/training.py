@@ -25,16 +25,19 @@ class History:
     test_loss: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
-    # with keep_best: the epoch whose weights the run kept (0 = the starting weights)
+    # with keep_best: the best epoch so far, at the end the one whose weights the run kept
+    # (0 = the starting weights), and its validation accuracy
     selected_epoch: int | None = None
+    selected_val_accuracy: float | None = None
 
     def append(self, **values) -> None:
         for k, v in values.items():
             getattr(self, k).append(float(v))
 
     def as_dict(self) -> dict:
-        """The per-epoch curves (lists) by name."""
-        return {k: list(v) for k, v in self.__dict__.items() if isinstance(v, list)}
+        """The per-epoch curves (lists) by name (``val_accuracy`` only when the run has one)."""
+        return {k: list(v) for k, v in self.__dict__.items()
+                if isinstance(v, list) and (v or k != "val_accuracy")}
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -58,7 +61,8 @@ def evaluate(system: System, x: np.ndarray, y: np.ndarray, n_classes: int, loss:
 def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 64, loss: str = "mse",
           seed: int = 0, progress: bool = False, start_epoch: int = 0, history: History | None = None,
           on_epoch_end: Callable[[int, History], None] | None = None,
-          error_scale: float = 1.0, target: float = 1.0, validation=None, keep_best: bool = False) -> History:
+          error_scale: float = 1.0, target: float = 1.0, validation=None, keep_best: bool = False,
+          best=None) -> History:
     """Train ``system`` on ``task`` for ``epochs`` epochs of shuffled minibatches.
 
     Each step: forward, loss gradient at the outputs (times ``error_scale``, the factor
@@ -75,6 +79,10 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
     weights with the best validation accuracy, the starting weights included (epoch 0;
     ties go to the later epoch), and records that epoch in ``history.selected_epoch``:
     early stopping, which keeps a noisy last step (e.g. on a bench) from deciding the result.
+    ``history.selected_epoch`` follows the best epoch during the run (checkpoints can save
+    its weights); ``best = (val_accuracy, epoch, weights)`` hands a resumed run the best epoch
+    of its earlier part (without it, the resumed run's starting weights compete as epoch
+    ``start_epoch``).
     """
     if not (np.isfinite(target) and target > 0):
         raise ValueError(f"target amplitude must be a positive number, got {target}")
@@ -102,9 +110,14 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
         from tqdm import tqdm
         bar = tqdm(total=epochs - start_epoch, desc=f"train {task.name}", unit="epoch", leave=False)
     weights = system.get_weights()
-    best = None
-    if keep_best:     # (accuracy, epoch, weights); a resumed run starts from its current weights
-        best = (val_accuracy(start_epoch), start_epoch, [np.array(w) for w in weights])
+    if keep_best:     # (accuracy, epoch, weights)
+        if best is None:
+            best = (val_accuracy(start_epoch), start_epoch, [np.array(w) for w in weights])
+        else:
+            best = (float(best[0]), int(best[1]), [np.array(w, dtype=np.float64) for w in best[2]])
+        history.selected_epoch, history.selected_val_accuracy = best[1], best[0]
+    else:
+        best = None
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng([seed, epoch])
@@ -131,6 +144,7 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
             history.append(val_accuracy=val_accuracy(epoch + 1))
             if best is not None and history.val_accuracy[-1] >= best[0]:
                 best = (history.val_accuracy[-1], epoch + 1, [np.array(w) for w in weights])
+                history.selected_epoch, history.selected_val_accuracy = best[1], best[0]
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", test=f"{test_acc:.3f}")
@@ -139,7 +153,6 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
     if bar is not None:
         bar.close()
     if best is not None:
-        history.selected_epoch = best[1]
         for w, b in zip(weights, best[2]):
             w[...] = b
         system.set_weights(weights)

@@ -7,6 +7,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from optwin.errors import UsageError
 
 # Per-task defaults a physicist can override with flags.
@@ -58,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--target", type=float,
                    help="one-hot target amplitude in output units (default 1); a bench whose outputs "
                         "cannot reach 1 may train better towards a smaller one (README, training modes)")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="early stopping: hold out this share of the training samples, score them after every "
+                        "epoch and keep the best epoch's weights (default 0: off; e.g. 0.2)")
     p.add_argument("--probe-correction", action=argparse.BooleanOptionalAction, default=True,
                    help="optical mode: multiply the measured hidden errors by the calibrated g'/t at the "
                         "measured z1 (default on; --no-probe-correction trains on the raw probe as the paper)")
@@ -94,6 +99,7 @@ def resolve_settings(args) -> dict:
     }
     if not (math.isfinite(s["target"]) and s["target"] > 0):
         raise UsageError(f"--target must be a positive amplitude, got {s['target']}")
+    s["val_fraction"] = check_val_fraction(getattr(args, "val_fraction", 0.0))
     if s["epochs"] < 0 or s["batch"] <= 0 or not s["lr"] > 0 or not s["init_scale"] > 0:
         raise UsageError("--epochs must be >= 0, --batch > 0, --lr > 0 and --init-scale > 0")
     if args.layers:
@@ -106,6 +112,14 @@ def resolve_settings(args) -> dict:
     else:
         s["layers"] = None  # filled in once the task's size is known
     return s
+
+
+def check_val_fraction(value) -> float:
+    """--val-fraction as a float in [0, 0.9] (UsageError otherwise)."""
+    value = 0.0 if value is None else float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 0.9):
+        raise UsageError(f"--val-fraction must be a share of the training samples in [0, 0.9], got {value}")
+    return value
 
 
 def load_task_for(settings: dict, args):
@@ -148,22 +162,31 @@ def run(args) -> int:
 
     settings = resolve_settings(args)
     task = load_task_for(settings, args)
+    task, validation = task.split_validation(settings["val_fraction"])
     net = build_twin(settings)
     optimizer = make_optimizer(settings["optimizer"], settings["lr"])
-    history, seconds = train_with_checkpoints(net, task, optimizer, settings, args)
+    history, seconds = train_with_checkpoints(net, task, optimizer, settings, args, validation)
     result = summarise(history, settings, seconds, len(task.x_train))
+    if validation is not None:        # the kept weights' test accuracy (not the last epoch's)
+        from twin.training import evaluate
+        result["test_accuracy"] = evaluate(net, task.x_test, task.y_test, task.n_classes, settings["loss"],
+                                           target=settings["target"])[1]
+        result["selected_epoch"] = history.selected_epoch
+        result["n_validation"] = len(validation[0])
     if args.out:
         result["out"] = str(args.out)
     print_result(result, args.json)
     return 0
 
 
-def train_with_checkpoints(system, task, optimizer, settings: dict, args):
+def train_with_checkpoints(system, task, optimizer, settings: dict, args, validation=None):
     """Train ``system``; with --out, checkpoint atomically after every epoch; with --resume,
-    continue from the checkpoint in --out (weights, optimizer state, curves, epoch)."""
+    continue from the checkpoint in --out (weights, optimizer state, curves, epoch).
+    With ``validation`` (x, y) the run keeps its best validation epoch (early stopping); the
+    checkpoints carry that epoch's weights, so a resumed run still knows it."""
     from twin.training import History, train
 
-    start, history = 0, None
+    start, history, best = 0, None, None
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out (the run file to continue)")
@@ -171,35 +194,56 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args):
         if Path(args.out).exists():
             from optwin.runfile import load_run
             saved = load_run(args.out)
-            for key in ("task", "layers", "absorber", "alpha0", "rule", "seed", "batch", "lr", "system"):
+            for key in ("task", "layers", "absorber", "alpha0", "rule", "seed", "batch", "lr", "system",
+                        "val_fraction"):
                 if key in saved["settings"] and saved["settings"][key] != settings.get(key):
                     raise UsageError(f"--resume: {args.out} was trained with {key}={saved['settings'][key]!r}, "
                                      f"now {key}={settings.get(key)!r}; use the same settings or a new --out")
-            system.set_weights(saved["weights"])
+            system.set_weights(saved["extra_weights"].get("latest", saved["weights"]))
             if saved["optimizer"]:
                 optimizer.load_state(saved["optimizer"])
             history = History(**{k: list(v) for k, v in saved["curves"].items()})
             start = len(history.epoch)
+            best = resumed_best(saved)
     seconds_before = sum(history.seconds) if history else 0.0
+    # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
+    now = [np.array(w) for w in system.get_weights()]
+    kept = {"best": now if best is None else best[2], "latest": now}
 
-    def checkpoint(epoch, hist):
+    def checkpoint(epoch, hist, final=False):
+        if validation is not None and not final:
+            kept["latest"] = [np.array(w) for w in system.get_weights()]
+            if hist.selected_epoch == epoch:
+                kept["best"] = kept["latest"]
         if args.out:
             from optwin.runfile import save_run
-            save_run(args.out, system.get_weights(), dict(settings, epochs_done=epoch),
-                     hist.as_dict(), optimizer.state())
+            extra = {"epochs_done": epoch}
+            if validation is not None:
+                extra.update(selected_epoch=hist.selected_epoch, selected_val_accuracy=hist.selected_val_accuracy)
+            save_run(args.out, system.get_weights(), dict(settings, **extra),
+                     hist.as_dict(), optimizer.state(), extra_weights=kept if validation is not None else None)
 
     t0 = time.perf_counter()
     try:
         history = train(system, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
                         loss=settings["loss"], seed=settings["seed"], start_epoch=start, history=history,
-                        target=settings.get("target", 1.0),
+                        target=settings.get("target", 1.0), validation=validation,
+                        keep_best=validation is not None, best=best,
                         on_epoch_end=checkpoint,
                         progress=not (args.json or args.no_progress) and sys.stderr.isatty())
     except FloatingPointError as exc:
         raise UsageError(str(exc)) from None
-    if args.out and start >= settings["epochs"]:
-        checkpoint(start, history)
+    if args.out and (start >= settings["epochs"] or validation is not None):
+        checkpoint(len(history.epoch), history, final=True)   # with early stopping: the kept weights
     return history, time.perf_counter() - t0 + seconds_before
+
+
+def resumed_best(saved: dict):
+    """(val accuracy, epoch, weights) of a checkpoint's best epoch so far, or None."""
+    st, extra = saved["settings"], saved.get("extra_weights") or {}
+    if "best" not in extra or st.get("selected_epoch") is None:
+        return None
+    return float(st["selected_val_accuracy"]), int(st["selected_epoch"]), extra["best"]
 
 
 def summarise(history, settings: dict, seconds: float, n_train: int) -> dict:

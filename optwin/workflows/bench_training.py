@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optwin.commands.train import check_val_fraction
 from optwin.errors import UsageError
 
 __all__ = ["MODES", "run_mode", "run_cli", "describe_refit"]
@@ -45,7 +46,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
              start_epoch: int = 0, history=None, optimizer=None, progress: bool = False,
              init_weights=None, drift_watch=None, drift_baseline: dict | None = None,
              probe_correction: bool = True, target: float = DEFAULT_TARGET, validation=None,
-             keep_best: bool = False) -> dict:
+             keep_best: bool = False, best=None) -> dict:
     """Train in one mode; returns {'history', 'weights', 'bench_accuracy', 'twin_accuracy', ...}.
 
     ``init_weights`` (twin units, one array per layer) starts the run from given weights, e.g.
@@ -62,7 +63,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     backward pass): ``exact`` (default; a digital model can use g') or ``probe``.
     ``target``: one-hot target amplitude in output units (:func:`twin.training.train`).
     ``validation``/``keep_best``: early stopping on held-out training samples, scored on the
-    training system (the bench in hybrid and optical mode; :func:`twin.training.train`).
+    training system (the bench in hybrid and optical mode; :func:`twin.training.train`);
+    ``best`` resumes it (the best epoch of the run's earlier part).
     ``probe_correction`` (optical only): multiply each measured hidden error by the calibrated
     ratio g'(z1)/t(z1) at the measured z1 (:mod:`twin.probe_correction`); False trains
     with the raw probe transmission, as the paper does.
@@ -129,7 +131,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
             on_epoch_end(epoch, hist, system, optimizer)
 
     history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                    target=target, history=history, progress=progress, validation=validation, keep_best=keep_best,
+                    target=target, history=history, progress=progress, validation=validation, keep_best=keep_best, best=best,
                     on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
     out = {"mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
@@ -151,7 +153,9 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
 
 # settings that must match for --resume (the rest, e.g. --epochs or the drift watch, may change)
 RESUME_KEYS = ("system", "mode", "task", "bench", "cal", "seed", "batch", "lr", "init_scale", "rule",
-               "n_samples", "layers", "target", "probe_correction")
+               "n_samples", "layers", "target", "probe_correction", "val_fraction")
+# what a run file written before a setting existed was trained with
+RESUME_DEFAULTS = {"val_fraction": 0.0}
 
 
 def _bench_settings(args, mode: str, layers) -> dict:
@@ -163,7 +167,8 @@ def _bench_settings(args, mode: str, layers) -> dict:
             "batch": args.batch or 16, "lr": args.lr or 1e-2, "init_scale": args.init_scale or 3.0,
             "rule": args.rule or "exact", "n_samples": args.n_samples or 400, "layers": [int(s) for s in layers],
             "target": DEFAULT_TARGET if getattr(args, "target", None) is None else float(args.target),
-            "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical"}
+            "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical",
+            "val_fraction": check_val_fraction(getattr(args, "val_fraction", 0.0))}
 
 
 def _load_checkpoint(path, settings: dict) -> dict | None:
@@ -173,10 +178,17 @@ def _load_checkpoint(path, settings: dict) -> dict | None:
         return None
     saved = load_run(path)
     for key in RESUME_KEYS:
-        if saved["settings"].get(key) != settings[key]:
+        if saved["settings"].get(key, RESUME_DEFAULTS.get(key)) != settings[key]:
             raise UsageError(f"--resume: {path} was trained with {key}={saved['settings'].get(key)!r}, "
                              f"now {key}={settings[key]!r}; use the same settings or a new --out")
     return saved
+
+
+def _starting_weights(cal, sizes, seed: int, settings: dict) -> list:
+    """The weights a fresh run starts from (the calibrated twin's seeded initialisation)."""
+    from optwin.workflows.from_calibration import twin_from_calibration
+    net = twin_from_calibration(cal, sizes, rule=settings["rule"], seed=seed, init_scale=settings["init_scale"])
+    return [np.array(w) for w in net.get_weights()]
 
 
 def _initial_weights(path, sizes) -> list:
@@ -193,6 +205,7 @@ def _initial_weights(path, sizes) -> list:
 def run_cli(args) -> int:
     """``optwin train --system bench ...``"""
     from hwio.bench import open_bench
+    from optwin.commands.train import resumed_best
     from optwin.workflows.drift import DriftWatch, DriftWatchError
     from optwin.workflows.from_calibration import bench_system_from_calibration, load_calibration
     from twin.optim import Adam
@@ -238,21 +251,23 @@ def run_cli(args) -> int:
         if task.n_features != system.sizes[0] or task.n_classes > system.sizes[-1]:
             raise UsageError(f"task {args.task!r} ({task.n_features} inputs, {task.n_classes} classes) does not "
                              f"fit bench {bench.name!r} with sizes {system.sizes}")
+        task, validation = task.split_validation(settings["val_fraction"])
         optimizer = Adam(settings["lr"])
         saved = _load_checkpoint(args.out, settings) if args.resume else None
-        start, history, init_weights, baseline, events = 0, None, None, None, []
+        start, history, init_weights, baseline, events, best = 0, None, None, None, [], None
         drift_curves = {q: [] for q in ("z1", "a1", "z2")}
         if saved is not None:
             curves = saved["curves"]
             history = History(**{k: [float(v) for v in curves[k]] for k in History().as_dict() if k in curves})
             start = len(history.epoch)
-            init_weights = saved["weights"]
+            init_weights = saved["extra_weights"].get("latest", saved["weights"])
             if saved["optimizer"]:
                 optimizer.load_state(saved["optimizer"])
             for q in drift_curves:
                 c = curves.get(f"drift_{q}_nrmse")
                 drift_curves[q] = [float(v) for v in c] if c is not None and len(c) == start else [float("nan")] * start
             baseline = saved["settings"].get("drift_baseline") or None
+            best = resumed_best(saved)
             events = list(saved["settings"].get("drift_refits") or [])
             active = events[-1]["cal_file"] if events else None
             if active and Path(active).exists():   # the latest re-fit describes the bench best
@@ -266,17 +281,29 @@ def run_cli(args) -> int:
             watch = DriftWatch(system, cal, refit_base=base, seed=args.seed, every_epochs=every, progress=progress)
             watch.events = events
 
+        # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
+        now = [np.array(w) for w in (init_weights if init_weights is not None else
+                                     _starting_weights(cal, system.sizes, args.seed, settings))]
+        kept = {"best": now if best is None else best[2], "latest": now}
+
         def save(epoch, weights, hist, opt, final=None):
             """Atomic run file: weights, settings (+ drift baseline and events), curves, optimizer."""
             from optwin.runfile import save_run
             extra = {"epochs_done": int(epoch), "drift_watch": watch is not None}
+            if validation is not None:
+                extra.update(selected_epoch=hist.selected_epoch, selected_val_accuracy=hist.selected_val_accuracy)
             curves = hist.as_dict()
             if watch is not None:
                 extra.update(drift_baseline=watch.baseline, drift_refits=watch.events)
                 curves.update({f"drift_{q}_nrmse": v for q, v in drift_curves.items()})
-            save_run(args.out, weights, dict(settings, **extra, **(final or {})), curves, opt.state())
+            save_run(args.out, weights, dict(settings, **extra, **(final or {})), curves, opt.state(),
+                     extra_weights=kept if validation is not None else None)
 
         def checkpoint(epoch, hist, sys_, opt):
+            if validation is not None:
+                kept["latest"] = [np.array(w) for w in sys_.get_weights()]
+                if hist.selected_epoch == epoch:
+                    kept["best"] = kept["latest"]
             if watch is not None:     # the residuals of this epoch's check (NaN when none)
                 last = watch.checks[-1] if watch.checks and watch.checks[-1]["epoch"] == epoch else None
                 for q in drift_curves:
@@ -288,9 +315,11 @@ def run_cli(args) -> int:
             res = run_mode(mode, system, cal, task, epochs=settings["epochs"], batch=settings["batch"],
                            lr=settings["lr"], seed=args.seed, init_scale=settings["init_scale"], rule=settings["rule"],
                            target=settings["target"], probe_correction=settings["probe_correction"],
+                           validation=validation, keep_best=validation is not None, best=best,
                            progress=progress,
                            init_weights=init_weights, start_epoch=start, history=history, optimizer=optimizer,
-                           on_epoch_end=checkpoint if (args.out or watch is not None) else None,
+                           on_epoch_end=checkpoint if (args.out or watch is not None or validation is not None)
+                           else None,
                            drift_watch=watch, drift_baseline=baseline)
         except (FloatingPointError, DriftWatchError) as exc:
             raise UsageError(str(exc)) from None
@@ -306,6 +335,8 @@ def run_cli(args) -> int:
               "seconds": seconds, "samples_per_second": (len(h.epoch) - start) * len(task.x_train) / res["seconds"],
               "resumed_from_epoch": start if saved is not None else None,
               "drift_watch": watch is not None, "drift_refits": res.get("drift_refits", [])}
+    if validation is not None:
+        result.update(selected_epoch=h.selected_epoch, n_validation=len(validation[0]))
     if args.out:
         save(len(h.epoch), res["weights"], h, res["optimizer"],
              final={"bench_accuracy": result["bench_accuracy"], "twin_accuracy": result["twin_accuracy"]})

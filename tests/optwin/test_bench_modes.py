@@ -71,10 +71,19 @@ def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):
 
     from optwin.cli import main
     _, cal = calibrated
+    run = tmp_path / "hybrid.h5"
     assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "hybrid",
-                 "--task", "moons", "--epochs", "2", "--n-samples", "120", "--json"]) == 0
+                 "--task", "moons", "--epochs", "2", "--n-samples", "120", "--val-fraction", "0.25",
+                 "--out", str(run), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["mode"] == "hybrid" and res["epochs"] == 2 and 0 <= res["bench_accuracy"] <= 1
+    # early stopping on the bench: the file's weights are the selected epoch's
+    from optwin.runfile import load_run
+    saved = load_run(run)
+    assert res["selected_epoch"] == saved["settings"]["selected_epoch"] in (0, 1, 2) and res["n_validation"] == 22
+    for w, best in zip(saved["weights"], saved["extra_weights"]["best"]):
+        np.testing.assert_array_equal(w, best)
+    assert len(saved["curves"]["val_accuracy"]) == 2
     # pre-train in the calibrated twin, fine-tune on the bench from those weights
     pre = tmp_path / "pre.h5"
     assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "insilico",

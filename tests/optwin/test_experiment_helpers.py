@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twin.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,16 +14,6 @@ def _load(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def test_validation_split_holds_out_the_last_training_samples():
-    split_validation = _load("bench_modes").split_validation
-    task = load_task("moons", seed=0, n_samples=400, test_fraction=0.25)
-    kept, (xv, yv) = split_validation(task, 0.2)
-    assert len(xv) == 60 and len(kept.x_train) == 240
-    np.testing.assert_array_equal(np.concatenate([kept.x_train, xv]), task.x_train)
-    np.testing.assert_array_equal(kept.x_test, task.x_test)
-    assert split_validation(task, 0.0) == (task, None)
 
 
 @pytest.fixture(scope="module")

@@ -104,3 +104,48 @@ def test_resume_refuses_other_settings(capsys, tmp_path):
     code = main(["train", "--task", "moons", "--epochs", "4", "--alpha0", "3", "--out", str(out), "--resume"])
     assert code == 2
     assert "alpha0" in capsys.readouterr().err
+
+
+def test_early_stopping_keeps_the_best_epoch_and_resumes_exactly(capsys, tmp_path):
+    """--val-fraction: the run file and the JSON hold the best validation epoch's weights; a run
+    stopped after 3 epochs and resumed to 8 ends exactly like an uninterrupted one."""
+    from twin.tasks import load_task
+    from twin.training import evaluate
+    common = ["train", "--task", "moons", "--n-samples", "300", "--lr", "0.2", "--val-fraction", "0.25",
+              "--seed", "2", "--json", "--no-progress"]
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    code, out, _ = run_cli(capsys, *common, "--epochs", "8", "--out", str(full))
+    assert code == 0
+    res = json.loads(out)
+    assert run_cli(capsys, *common, "--epochs", "3", "--out", str(part))[0] == 0
+    code, out, _ = run_cli(capsys, *common, "--epochs", "8", "--out", str(part), "--resume")
+    assert code == 0
+    resumed = json.loads(out)
+    a, b = load_run(full), load_run(part)
+    for key in ("best", "latest"):
+        for wa, wb in zip(a["extra_weights"][key], b["extra_weights"][key]):
+            np.testing.assert_array_equal(wa, wb)
+    for wa, wb in zip(a["weights"], a["extra_weights"]["best"]):   # the file's weights are the kept ones
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a["curves"]["val_accuracy"], b["curves"]["val_accuracy"])
+    assert len(a["curves"]["val_accuracy"]) == 8
+    sel = a["settings"]["selected_epoch"]
+    assert res["selected_epoch"] == resumed["selected_epoch"] == sel
+    if sel > 0:
+        assert a["curves"]["val_accuracy"][sel - 1] == a["curves"]["val_accuracy"].max()
+    assert res["test_accuracy"] == resumed["test_accuracy"]
+    # the reported accuracy is the kept weights' (recomputed here from the file)
+    from optwin.commands.train import build_twin
+    net = build_twin(dict(a["settings"], layers=[2, 32, 2]))
+    net.set_weights(a["weights"])
+    task = load_task("moons", seed=2, n_samples=300)
+    assert evaluate(net, task.x_test, task.y_test, 2, target=1.0)[1] == res["test_accuracy"]
+    # resuming with another validation share is refused
+    other = [("0.1" if v == "0.25" else v) for v in common]
+    code, _, err = run_cli(capsys, *other, "--epochs", "9", "--out", str(part), "--resume")
+    assert code == 2 and "val_fraction" in err
+
+
+def test_bad_validation_share_is_a_clear_error(capsys):
+    code, _, err = run_cli(capsys, "train", "--task", "moons", "--val-fraction", "1.5", "--epochs", "1")
+    assert code == 2 and "--val-fraction" in err

@@ -71,3 +71,15 @@ def test_with_outputs_pads_classes_for_wider_networks():
     assert targets.shape == (len(task.y_train), 3) and np.all(targets[:, 2] == 0)
     with pytest.raises(ValueError, match="cannot represent"):
         task.with_outputs(1)
+
+
+def test_validation_split_holds_out_the_last_training_samples():
+    task = load_task("moons", seed=0, n_samples=400, test_fraction=0.25)
+    kept, (xv, yv) = task.split_validation(0.2)
+    assert len(xv) == len(yv) == 60 and len(kept.x_train) == 240
+    np.testing.assert_array_equal(np.concatenate([kept.x_train, xv]), task.x_train)
+    np.testing.assert_array_equal(np.concatenate([kept.y_train, yv]), task.y_train)
+    np.testing.assert_array_equal(kept.x_test, task.x_test)
+    assert task.split_validation(0.0) == (task, None)
+    with pytest.raises(ValueError, match="validation fraction"):
+        task.split_validation(1.0)
