@@ -131,7 +131,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
             on_epoch_end(epoch, hist, system, optimizer)
 
     history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                    target=target, history=history, progress=progress, validation=validation, keep_best=keep_best, best=best,
+                    target=target, history=history, progress=progress, validation=validation,
+                    keep_best=keep_best, best=best,
                     on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
     out = {"mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
@@ -282,9 +283,11 @@ def run_cli(args) -> int:
             watch.events = events
 
         # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
-        now = [np.array(w) for w in (init_weights if init_weights is not None else
-                                     _starting_weights(cal, system.sizes, args.seed, settings))]
-        kept = {"best": now if best is None else best[2], "latest": now}
+        kept = {}
+        if validation is not None:
+            now = [np.array(w) for w in (init_weights if init_weights is not None else
+                                         _starting_weights(cal, system.sizes, args.seed, settings))]
+            kept = {"best": now if best is None else best[2], "latest": now}
 
         def save(epoch, weights, hist, opt, final=None):
             """Atomic run file: weights, settings (+ drift baseline and events), curves, optimizer."""
