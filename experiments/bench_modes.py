@@ -24,6 +24,7 @@ Accuracies are test accuracies measured on the bench (``ideal``: on its own netw
 ``n_samples * test_fraction`` held-out samples; the second table averages over seeds.
 
     python experiments/bench_modes.py [--benches sim,sim_alt] [--seeds 0,1] [--bench-epochs 10] [--jobs 2]
+    python experiments/bench_modes.py --merge docs/bench_modes.json more_seeds.json --out joined
 
 Writes ``docs/bench_modes.json`` and ``docs/bench_modes.md``.
 """
@@ -155,7 +156,11 @@ def main(argv=None):
     p.add_argument("--start", default="uncalibrated", help="uncalibrated, calibrated or both")
     p.add_argument("--workdir", default="/tmp/optwin_bench_modes")
     p.add_argument("--out", default=str(ROOT / "docs" / "bench_modes"))
+    p.add_argument("--merge", nargs="+", metavar="RUN.json",
+                   help="run nothing: join the rows of earlier runs (same settings but the seeds) into --out")
     a = p.parse_args(argv)
+    if a.merge:
+        return merge_runs(a.merge, a.out)
     Path(a.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     starts = ["uncalibrated", "calibrated"] if a.start == "both" else [a.start]
@@ -172,12 +177,29 @@ def main(argv=None):
     settings = {k: getattr(a, k) for k in ("benches", "tasks", "seeds", "bench_epochs", "twin_epochs", "n_samples",
                                            "test_fraction", "batch", "lr", "bench_lr", "finetune_lr", "val_fraction",
                                            "target", "start")}
-    Path(a.out + ".json").write_text(json.dumps({"settings": settings, "rows": rows,
-                                                 "seconds": time.perf_counter() - t0}, indent=1))
+    write_tables(a.out, settings, rows, time.perf_counter() - t0)
+
+
+def write_tables(out: str, settings: dict, rows: list, seconds: float) -> None:
+    """``out``.json (settings, rows, seconds) and ``out``.md (mean and per-seed tables)."""
+    Path(out + ".json").write_text(json.dumps({"settings": settings, "rows": rows, "seconds": seconds}, indent=1))
     text = (f"Settings: {json.dumps(settings)}\n\nMean over seeds:\n\n{table_md(mean_rows(rows))}\n\n"
             f"Per seed:\n\n{table_md(rows)}\n")
-    Path(a.out + ".md").write_text(text)
+    Path(out + ".md").write_text(text)
     print(text)
+
+
+def merge_runs(paths, out: str) -> None:
+    """Join runs that differ only in their seeds (a ValueError names the first other setting)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    base = dict(runs[0]["settings"])
+    for path, run in zip(paths[1:], runs[1:]):
+        for key, value in run["settings"].items():
+            if key != "seeds" and base.get(key) != value:
+                raise ValueError(f"{path}: {key}={value!r} differs from {paths[0]} ({base.get(key)!r}); "
+                                 f"only runs that differ in their seeds can be merged")
+    base["seeds"] = ",".join(r["settings"]["seeds"] for r in runs)
+    write_tables(out, base, [row for r in runs for row in r["rows"]], sum(r["seconds"] for r in runs))
 
 
 if __name__ == "__main__":

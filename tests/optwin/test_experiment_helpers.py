@@ -40,3 +40,24 @@ def test_ablation_variants_are_the_calibrated_and_the_ideal_twin(sim_cal):
             - full.forward(x, rng=np.random.default_rng(1)).output)
     assert np.abs(diff).max() > 1e-3
     assert no_gain.layers[0].imperfections.crosstalk is not None     # the rest stays
+
+
+def test_bench_mode_runs_merge_only_when_just_the_seeds_differ(tmp_path):
+    import json
+    bm = _load("bench_modes")
+    settings = {"benches": "sim", "tasks": "xor", "seeds": "0", "target": 0.3}
+
+    def run(seed, ideal, **changes):
+        path = tmp_path / f"run{seed}{len(changes)}.json"
+        row = {"bench": "sim", "task": "xor", "seed": seed, "ideal": ideal, "optical_from_calibrated": ideal - 0.1}
+        path.write_text(json.dumps({"settings": dict(settings, seeds=str(seed), **changes), "rows": [row],
+                                    "seconds": 10.0}))
+        return str(path)
+
+    out = str(tmp_path / "joined")
+    bm.merge_runs([run(0, 0.9), run(1, 0.8)], out)
+    joined = json.loads(Path(out + ".json").read_text())
+    assert joined["settings"]["seeds"] == "0,1" and len(joined["rows"]) == 2 and joined["seconds"] == 20.0
+    assert "| sim | xor | mean of 2 | 0.850 | 0.750 |" in Path(out + ".md").read_text()
+    with pytest.raises(ValueError, match="target"):
+        bm.merge_runs([run(0, 0.9), run(1, 0.8, target=1.0)], out)
