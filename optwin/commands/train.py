@@ -186,7 +186,7 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args, valida
     checkpoints carry that epoch's weights, so a resumed run still knows it."""
     from twin.training import History, train
 
-    start, history, best = 0, None, None
+    start, history, saved = 0, None, None
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out (the run file to continue)")
@@ -204,31 +204,24 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args, valida
                 optimizer.load_state(saved["optimizer"])
             history = History(**{k: list(v) for k, v in saved["curves"].items()})
             start = len(history.epoch)
-            best = resumed_best(saved)
     seconds_before = sum(history.seconds) if history else 0.0
-    # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
-    now = [np.array(w) for w in system.get_weights()]
-    kept = {"best": now if best is None else best[2], "latest": now}
+    kept = KeptWeights(system.get_weights(), saved) if validation is not None else None
 
     def checkpoint(epoch, hist, final=False):
-        if validation is not None and not final:
-            kept["latest"] = [np.array(w) for w in system.get_weights()]
-            if hist.selected_epoch == epoch:
-                kept["best"] = kept["latest"]
+        if kept is not None and not final:
+            kept.observe(epoch, hist, system.get_weights())
         if args.out:
             from optwin.runfile import save_run
-            extra = {"epochs_done": epoch}
-            if validation is not None:
-                extra.update(selected_epoch=hist.selected_epoch, selected_val_accuracy=hist.selected_val_accuracy)
+            extra = {"epochs_done": epoch, **(kept.settings(hist) if kept is not None else {})}
             save_run(args.out, system.get_weights(), dict(settings, **extra),
-                     hist.as_dict(), optimizer.state(), extra_weights=kept if validation is not None else None)
+                     hist.as_dict(), optimizer.state(), extra_weights=kept.weights if kept is not None else None)
 
     t0 = time.perf_counter()
     try:
         history = train(system, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
                         loss=settings["loss"], seed=settings["seed"], start_epoch=start, history=history,
                         target=settings.get("target", 1.0), validation=validation,
-                        keep_best=validation is not None, best=best,
+                        keep_best=kept is not None, best=kept.best if kept is not None else None,
                         on_epoch_end=checkpoint,
                         progress=not (args.json or args.no_progress) and sys.stderr.isatty())
     except FloatingPointError as exc:
@@ -238,12 +231,31 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args, valida
     return history, time.perf_counter() - t0 + seconds_before
 
 
-def resumed_best(saved: dict):
-    """(val accuracy, epoch, weights) of a checkpoint's best epoch so far, or None."""
-    st, extra = saved["settings"], saved.get("extra_weights") or {}
-    if "best" not in extra or st.get("selected_epoch") is None:
-        return None
-    return float(st["selected_val_accuracy"]), int(st["selected_epoch"]), extra["best"]
+class KeptWeights:
+    """Early stopping across checkpoints: the best validation epoch's weights and the last
+    epoch's travel in every run file (``/checkpoint/weights/{best,latest}``), so that
+    ``--resume`` continues exactly.  ``saved``: the run file being resumed (or None)."""
+
+    def __init__(self, start_weights, saved: dict | None = None):
+        st = saved["settings"] if saved else {}
+        extra = (saved or {}).get("extra_weights") or {}
+        # (val accuracy, epoch, weights) of the resumed run's best epoch, for twin.training.train
+        self.best = None
+        if "best" in extra and st.get("selected_epoch") is not None:
+            self.best = (float(st["selected_val_accuracy"]), int(st["selected_epoch"]), extra["best"])
+        now = [np.array(w) for w in start_weights]
+        self.weights = {"best": now if self.best is None else self.best[2], "latest": now}
+
+    def observe(self, epoch: int, hist, weights) -> None:
+        """After an epoch: keep its weights as the latest, and as the best when it is."""
+        self.weights["latest"] = [np.array(w) for w in weights]
+        if hist.selected_epoch == epoch:
+            self.weights["best"] = self.weights["latest"]
+
+    @staticmethod
+    def settings(hist) -> dict:
+        """The run-file settings that record the selection."""
+        return {"selected_epoch": hist.selected_epoch, "selected_val_accuracy": hist.selected_val_accuracy}
 
 
 def summarise(history, settings: dict, seconds: float, n_train: int) -> dict:

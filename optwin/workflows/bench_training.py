@@ -206,7 +206,7 @@ def _initial_weights(path, sizes) -> list:
 def run_cli(args) -> int:
     """``optwin train --system bench ...``"""
     from hwio.bench import open_bench
-    from optwin.commands.train import resumed_best
+    from optwin.commands.train import KeptWeights
     from optwin.workflows.drift import DriftWatch, DriftWatchError
     from optwin.workflows.from_calibration import bench_system_from_calibration, load_calibration
     from twin.optim import Adam
@@ -255,7 +255,7 @@ def run_cli(args) -> int:
         task, validation = task.split_validation(settings["val_fraction"])
         optimizer = Adam(settings["lr"])
         saved = _load_checkpoint(args.out, settings) if args.resume else None
-        start, history, init_weights, baseline, events, best = 0, None, None, None, [], None
+        start, history, init_weights, baseline, events = 0, None, None, None, []
         drift_curves = {q: [] for q in ("z1", "a1", "z2")}
         if saved is not None:
             curves = saved["curves"]
@@ -268,7 +268,6 @@ def run_cli(args) -> int:
                 c = curves.get(f"drift_{q}_nrmse")
                 drift_curves[q] = [float(v) for v in c] if c is not None and len(c) == start else [float("nan")] * start
             baseline = saved["settings"].get("drift_baseline") or None
-            best = resumed_best(saved)
             events = list(saved["settings"].get("drift_refits") or [])
             active = events[-1]["cal_file"] if events else None
             if active and Path(active).exists():   # the latest re-fit describes the bench best
@@ -283,30 +282,26 @@ def run_cli(args) -> int:
             watch.events = events
 
         # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
-        kept = {}
+        kept = None
         if validation is not None:
-            now = [np.array(w) for w in (init_weights if init_weights is not None else
-                                         _starting_weights(cal, system.sizes, args.seed, settings))]
-            kept = {"best": now if best is None else best[2], "latest": now}
+            kept = KeptWeights(init_weights if init_weights is not None else
+                               _starting_weights(cal, system.sizes, args.seed, settings), saved)
 
         def save(epoch, weights, hist, opt, final=None):
             """Atomic run file: weights, settings (+ drift baseline and events), curves, optimizer."""
             from optwin.runfile import save_run
-            extra = {"epochs_done": int(epoch), "drift_watch": watch is not None}
-            if validation is not None:
-                extra.update(selected_epoch=hist.selected_epoch, selected_val_accuracy=hist.selected_val_accuracy)
+            extra = {"epochs_done": int(epoch), "drift_watch": watch is not None,
+                     **(kept.settings(hist) if kept is not None else {})}
             curves = hist.as_dict()
             if watch is not None:
                 extra.update(drift_baseline=watch.baseline, drift_refits=watch.events)
                 curves.update({f"drift_{q}_nrmse": v for q, v in drift_curves.items()})
             save_run(args.out, weights, dict(settings, **extra, **(final or {})), curves, opt.state(),
-                     extra_weights=kept if validation is not None else None)
+                     extra_weights=kept.weights if kept is not None else None)
 
         def checkpoint(epoch, hist, sys_, opt):
-            if validation is not None:
-                kept["latest"] = [np.array(w) for w in sys_.get_weights()]
-                if hist.selected_epoch == epoch:
-                    kept["best"] = kept["latest"]
+            if kept is not None:
+                kept.observe(epoch, hist, sys_.get_weights())
             if watch is not None:     # the residuals of this epoch's check (NaN when none)
                 last = watch.checks[-1] if watch.checks and watch.checks[-1]["epoch"] == epoch else None
                 for q in drift_curves:
@@ -318,7 +313,8 @@ def run_cli(args) -> int:
             res = run_mode(mode, system, cal, task, epochs=settings["epochs"], batch=settings["batch"],
                            lr=settings["lr"], seed=args.seed, init_scale=settings["init_scale"], rule=settings["rule"],
                            target=settings["target"], probe_correction=settings["probe_correction"],
-                           validation=validation, keep_best=validation is not None, best=best,
+                           validation=validation, keep_best=kept is not None,
+                           best=kept.best if kept is not None else None,
                            progress=progress,
                            init_weights=init_weights, start_epoch=start, history=history, optimizer=optimizer,
                            on_epoch_end=checkpoint if (args.out or watch is not None or validation is not None)
