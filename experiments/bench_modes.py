@@ -14,6 +14,10 @@ For each bench (calibrated first, through the device interfaces) and each 2-D ta
   g'/t correction at the measured z1 (:mod:`twin.probe_correction`); the fine-tune is also
   run with the raw probe (``optical_raw``), as the paper trains.
 
+With ``--restarts R`` every twin training (ideal and both in-silico ones) trains R random
+initialisations and keeps the one with the best validation accuracy
+(:mod:`twin.restarts`); the bench fine-tunes start from the chosen calibrated-twin weights.
+
 Every training holds out ``--val-fraction`` of its training samples and ends on the epoch
 with the best accuracy on them (early stopping; scored on the system that trains: the twin,
 or the bench in hybrid and optical mode; a fine-tune can keep its starting weights).
@@ -43,14 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, batch, lr, workdir, starts,
-              test_fraction=0.25, bench_lr=None, target=1.0, finetune_lr=None, val_fraction=0.0):
+              test_fraction=0.25, bench_lr=None, target=1.0, finetune_lr=None, val_fraction=0.0, restarts=1,
+              bench_runs=("hybrid", "optical", "optical_raw")):
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
     from optwin.workflows.bench_training import run_mode
-    from optwin.workflows.from_calibration import bench_system_from_calibration, ideal_twin
-    from twin.optim import Adam
+    from optwin.workflows.from_calibration import bench_system_from_calibration
     from twin.tasks import load_task
-    from twin.training import evaluate, train
 
     rows = []
     bench_lr = lr if bench_lr is None else bench_lr
@@ -69,20 +72,24 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
                 common = {"target": target, "validation": val, "keep_best": val is not None}
                 row = {"bench": bench_name, "task": task_name, "seed": seed, "n_train": len(task.x_train),
                        "n_val": 0 if val is None else len(val[0]), "n_test": len(task.x_test)}
-                ref = ideal_twin(cal, sizes, rule="exact", seed=seed, init_scale=3.0, absorber="calibrated")
-                train(ref, task, Adam(lr), epochs=twin_epochs, batch=batch, seed=seed, **common)
-                row["ideal"] = evaluate(ref, task.x_test, task.y_test, task.n_classes)[1]
+                twin_runs = {"restarts": restarts, **common}
+                ref = run_mode("ideal", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
+                               **twin_runs)
+                row["ideal"] = ref["twin_accuracy"]
                 unc = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                               twin="ideal", **common)
+                               twin="ideal", **twin_runs)
                 row["insilico_uncalibrated"] = unc["bench_accuracy"]
                 calib = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                                 **common)
+                                 **twin_runs)
                 row["insilico_calibrated"] = calib["bench_accuracy"]
+                for key, res in (("ideal", ref), ("insilico_uncalibrated", unc), ("insilico_calibrated", calib)):
+                    row[f"{key}_restart"] = res.get("restart", 0)
                 for start in starts:
                     init = unc["weights"] if start == "uncalibrated" else calib["weights"]
                     runs = [("hybrid", True), ("optical", True)]
                     if start == "calibrated":
                         runs.append(("optical", False))     # the paper's raw probe, for comparison
+                    runs = [(m, c) for m, c in runs if (m if c else "optical_raw") in bench_runs]
                     for mode, corrected in runs:
                         t1 = time.perf_counter()
                         res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch,
@@ -152,6 +159,11 @@ def main(argv=None):
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of the training samples held out for early stopping in every training (0: none)")
     p.add_argument("--target", type=float, default=0.3, help="one-hot target amplitude")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="random initialisations per twin training (ideal and in silico), the best on the "
+                        "validation samples kept (needs --val-fraction > 0)")
+    p.add_argument("--bench-runs", default="hybrid,optical,optical_raw",
+                   help="bench trainings to run: any of hybrid, optical, optical_raw (the raw probe)")
     p.add_argument("--jobs", type=int, default=1, help="benches run in parallel processes")
     p.add_argument("--start", default="uncalibrated", help="uncalibrated, calibrated or both")
     p.add_argument("--workdir", default="/tmp/optwin_bench_modes")
@@ -164,8 +176,15 @@ def main(argv=None):
     Path(a.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     starts = ["uncalibrated", "calibrated"] if a.start == "both" else [a.start]
+    runs = [r.strip() for r in a.bench_runs.split(",") if r.strip()]
+    unknown = sorted(set(runs) - {"hybrid", "optical", "optical_raw"})
+    if unknown:
+        p.error(f"--bench-runs: unknown {', '.join(unknown)}; choose from hybrid, optical, optical_raw")
+    if a.restarts > 1 and a.val_fraction <= 0:
+        p.error("--restarts chooses on the validation samples: give --val-fraction > 0")
     jobs = [(b, a.tasks.split(","), [int(s) for s in a.seeds.split(",")], a.bench_epochs, a.twin_epochs, a.n_samples,
-             a.batch, a.lr, a.workdir, starts, a.test_fraction, a.bench_lr, a.target, a.finetune_lr, a.val_fraction)
+             a.batch, a.lr, a.workdir, starts, a.test_fraction, a.bench_lr, a.target, a.finetune_lr, a.val_fraction,
+             a.restarts, tuple(runs))
             for b in a.benches.split(",")]
     if a.jobs > 1:
         from multiprocessing import Pool
@@ -176,7 +195,7 @@ def main(argv=None):
     rows = [r for res in results for r in res]
     settings = {k: getattr(a, k) for k in ("benches", "tasks", "seeds", "bench_epochs", "twin_epochs", "n_samples",
                                            "test_fraction", "batch", "lr", "bench_lr", "finetune_lr", "val_fraction",
-                                           "target", "start")}
+                                           "target", "start", "restarts", "bench_runs")}
     write_tables(a.out, settings, rows, time.perf_counter() - t0)
 
 

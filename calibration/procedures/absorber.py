@@ -776,14 +776,25 @@ class StepStore:
         return rows
 
 
-def repeated_powers(ctx, cams, repeats: int) -> dict:
-    """Spot powers at LO phases 0 and pi, ``repeats`` times: cam -> (repeats, 2, n_spots)."""
+def repeated_powers(ctx, cams, repeats: int, peaks: dict | None = None) -> dict:
+    """Spot powers at LO phases 0 and pi, ``repeats`` times: cam -> (repeats, 2, n_spots).
+
+    ``peaks`` (a dict) receives the largest raw pixel value (ADU) seen per camera, for
+    saturation checks against ``ctx.saturation_adu``.
+    """
     out = {c: [] for c in cams}
     for _ in range(int(repeats)):
         p = ctx.spot_powers(cams, (0.0, math.pi), 1)
         for c in cams:
             out[c].append(p[c])
+            if peaks is not None:
+                peaks[c] = max(peaks.get(c, 0.0), float(ctx.peak_adu.get(c, 0.0)))
     return {c: np.stack(v) for c, v in out.items()}
+
+
+def saturated(ctx, peaks: dict) -> bool:
+    """Whether any camera in ``peaks`` (cam -> largest pixel, ADU) reached its saturation level."""
+    return any(float(v) >= ctx.saturation_adu(c) for c, v in peaks.items())
 
 
 def homodyne_of(powers, lo_amplitude) -> np.ndarray:
@@ -849,15 +860,19 @@ def absorber_plan(bench, n_geometric: int = 10, n_linear: int = 24, repeats: int
 ABSORBER_PARTS = ("cam_z1", "cam_a1", "back_off", "back_on")
 
 
-def boost_exposures(ctx, cams, probe_on, k_max: float = 4.0, fill_target: float = 0.7) -> dict:
-    """Lengthen the exposures for the sweeps as far as the brightest state allows.
+def boost_exposures(ctx, cams, probe_on, k_max: float = 4.0, fill_target: float = 0.7,
+                    k_min: float = 1.0 / 32.0) -> dict:
+    """Set the exposures for the sweeps from the brightest state: as long as it allows, and
+    shorter than the operating exposure when that would saturate.
 
     With the strongest pump (and the probe on for ``cam_back``) at LO phases 0 and pi, the
     brightest dark-subtracted pixel of each camera is scaled to ``fill_target`` of the room
     below saturation (ADC range above the dark level, or the camera fit's saturation
-    capacity), at most ``k_max`` times the operating exposure.  Shot noise falls as
-    1/sqrt(k); homodyne values grow by exactly ``k`` (photon counts; the background cancels
-    in ``P0 - Ppi``), so dividing by the returned factor gives operating-exposure units.
+    capacity), between ``k_min`` and ``k_max`` times the operating exposure.  Shot noise falls
+    as 1/sqrt(k); homodyne values grow by exactly ``k`` (photon counts; the background cancels
+    in ``P0 - Ppi``), so dividing by the returned factor gives operating-exposure units.  A
+    strong drive can saturate the spots at the operating exposure: the sweep then runs shorter
+    (k < 1) rather than recording clipped pixels.
 
     Returns cam -> factor (exposure used / operating exposure).
     """
@@ -877,15 +892,21 @@ def boost_exposures(ctx, cams, probe_on, k_max: float = 4.0, fill_target: float 
             sat = fit.quantities["saturation_e"].value * fit.quantities["gain_adu_per_e"].value
             if np.isfinite(sat) and sat > 0:
                 room = min(room, sat)
-        peak = 0.0
-        for phase in (0.0, math.pi):
-            ctx.set_lo(phase)
-            img = ctx.grab(cam).astype(np.float64) - dark
-            peak = max(peak, float(np.max(img)))
-        k = 1.0 if peak <= 0 else float(np.clip(fill_target * room / peak, 1.0, k_max))
-        if k > 1.0:
-            used = ctx.set_exposure(cam, nominal * k)
-            k = used / nominal
+        lo_k, hi_k = min(k_min, 1.0), max(k_max, 1.0)
+        k = 1.0
+        for _ in range(8):          # a clipped peak underestimates the light: iterate
+            peak = 0.0
+            for phase in (0.0, math.pi):
+                ctx.set_lo(phase)
+                img = ctx.grab(cam).astype(np.float64) - dark
+                peak = max(peak, float(np.max(img)))
+            if peak <= 0:
+                break
+            want = k * (0.25 if peak >= 0.9 * room else fill_target * room / peak)
+            want = float(np.clip(want, lo_k, hi_k))
+            if abs(want / k - 1.0) < 0.05:
+                break
+            k = ctx.set_exposure(cam, nominal * want) / nominal
         out[cam] = k
     ctx.show("probe_input", ctx.zero_levels("probe_input"))
     return out
@@ -926,7 +947,7 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
     cams = ("cam_z1", "cam_a1", "cam_back")
     nominal = {c: float(bench.cameras[c].exposure_s) for c in cams}
     gain = None
-    rows, times, factors, counts = [], [], [], []
+    rows, times, factors, counts, sat_flags = [], [], [], [], []
     n_steps = len(plan.counts)
     lo = {c: ctx.lo_amplitude(c) for c in cams}
     cam_of = {"cam_z1": "cam_z1", "cam_a1": "cam_a1", "back_off": "cam_back", "back_on": "cam_back"}
@@ -942,17 +963,17 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
                         ctx.blank_all()
                         ctx.show("slm1", full_pump_levels(ctx))
                         ctx.show("slm2", ctx.weight_levels("slm2", np.ones((n_out, n_h)), 1.0))
-                        gain = boost_exposures(ctx, cams, probe_on, plan.exposure_boost_max) \
-                            if plan.exposure_boost_max > 1 else {c: 1.0 for c in cams}
+                        gain = boost_exposures(ctx, cams, probe_on, plan.exposure_boost_max)
                     fill = float(count) / plan.n_active
                     ctx.show_inputs(np.full(n_in, fill))
                     ctx.show("probe_input", probe_off)
                     t_before = float(bench.timeline.now())
-                    p = repeated_powers(ctx, ("cam_z1", "cam_a1"), plan.repeats)
+                    pump_peak, back_peak = {}, {}
+                    p = repeated_powers(ctx, ("cam_z1", "cam_a1"), plan.repeats, pump_peak)
                     t_mid = 0.5 * (t_before + float(bench.timeline.now()))
-                    p_off = repeated_powers(ctx, ("cam_back",), plan.probe_repeats)
+                    p_off = repeated_powers(ctx, ("cam_back",), plan.probe_repeats, back_peak)
                     ctx.show("probe_input", probe_on)
-                    p_on = repeated_powers(ctx, ("cam_back",), plan.probe_repeats)
+                    p_on = repeated_powers(ctx, ("cam_back",), plan.probe_repeats, back_peak)
                     ctx.show("probe_input", probe_off)
                     if count == 0:      # the quadrature of z1 (stray light): the cell saturates on |z1|
                         pq = [ctx.spot_powers(["cam_z1"], (0.5 * math.pi, 1.5 * math.pi), 1)["cam_z1"]
@@ -961,8 +982,10 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
                     got = store.save(step, {"cam_z1": p["cam_z1"], "cam_a1": p["cam_a1"],
                                             "back_off": p_off["cam_back"], "back_on": p_on["cam_back"]},
                                      fill=fill, t_s=t_mid, k_z1=gain["cam_z1"], k_a1=gain["cam_a1"],
-                                     k_back=gain["cam_back"])
+                                     k_back=gain["cam_back"], sat_pump=float(saturated(ctx, pump_peak)),
+                                     sat_back=float(saturated(ctx, back_peak)))
                 rows.append(got)
+                sat_flags.append((bool(store.meta(step, "sat_pump")), bool(store.meta(step, "sat_back"))))
                 counts.append(count)
                 times.append(store.meta(step, "t_s"))
                 factors.append({c: store.meta(step, key) or 1.0
@@ -980,7 +1003,7 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
             all_plan = AbsorberPlan(counts=np.asarray(counts), n_active=plan.n_active, repeats=plan.repeats,
                                     probe_repeats=plan.probe_repeats, probe_amplitude=plan.probe_amplitude)
             fit = reduce_absorber(h, all_plan, None if any(t is None for t in times) else times,
-                                  spot_models=spot_models)
+                                  spot_models=spot_models, saturated=np.array(sat_flags, dtype=bool))
             fit.info["passes"] = n_pass + 1
             margin = law_margin(fit)
             fit.info["bic_margin"] = margin
@@ -1015,7 +1038,8 @@ def law_margin(fit: Fit) -> float:
     return float(min(others) - table[chosen]["bic"]) if others else float("inf")
 
 
-def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: bool = True) -> Fit:
+def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: bool = True,
+                    saturated=None) -> Fit:
     """Homodyne repeats of the sweeps -> pump/probe curves -> the absorber fit.
 
     Parameters
@@ -1025,6 +1049,10 @@ def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: b
     plan : the plan the data were taken with (step counts).
     times_s : bench-clock time of every step (s); enables the alpha0 drift term.
     spot_models : also try the spot-averaged laws.
+    saturated : optional (n_steps, 2) booleans: a camera saturated during the step's pump
+        readout (cam_z1/cam_a1; the step leaves the pump and probe fits) or its probe readout
+        (cam_back; the step leaves the probe fit).  Clipped pixels bend the curves exactly
+        where saturation of the cell shapes them.
 
     The laws are compared by :func:`select_law_jointly` (every neuron's own scales, alpha0
     drifting in time); the pooled, aligned data (:func:`neuron_scales`,
@@ -1051,7 +1079,17 @@ def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: b
         qa = np.concatenate([np.asarray(a, float) for a in h["z1_quadrature"]])
         im2 = np.maximum(qa.mean(axis=0) ** 2 - qa.var(axis=0, ddof=1) / qa.shape[0], 0.0)
     on = counts > 0
-    usable = on[:, None] & (np.abs(mz) > 5.0 * np.sqrt(vz)) & (p_in_raw > 0)
+    sat = np.zeros((counts.size, 2), dtype=bool) if saturated is None else np.asarray(saturated, dtype=bool)
+    if sat.shape != (counts.size, 2):
+        raise ValueError(f"saturated must have shape ({counts.size}, 2), got {sat.shape}")
+    warnings = []
+    if sat[on, 0].any():
+        warnings.append(f"{int(sat[on, 0].sum())} of {int(on.sum())} pump steps saturated cam_z1 or cam_a1 and "
+                        "were left out; lower the operating exposure or the laser power")
+    if sat[on, 1].any():
+        warnings.append(f"{int(sat[on, 1].sum())} of {int(on.sum())} probe steps saturated cam_back and were "
+                        "left out of the probe fit")
+    usable = on[:, None] & ~sat[:, :1] & (np.abs(mz) > 5.0 * np.sqrt(vz)) & (p_in_raw > 0)
     if usable.sum() < 8:
         raise ValueError(f"only {int(usable.sum())} pump points rose above the noise; check that slm1 and the "
                          "input DMD reach the hidden layer (registration/readout) and that the laser is on")
@@ -1066,16 +1104,15 @@ def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: b
     off = ~on
     probe_x = probe_y = None
     r_probe = None
-    warnings = []
     sign = np.sign(pr[usable.any(axis=1)].sum(axis=0))
     sign[sign == 0] = 1.0
     prs = pr * sign
-    good = usable & (prs > 3.0 * pr_se)
+    good = usable & ~sat[:, 1:] & (prs > 3.0 * pr_se)
     if np.all(good.sum(axis=0) >= 3):
         r_probe, _ = neuron_scales(p_in, prs, pr_se, good, shift=False)
         t_amp = prs / r_probe
         t_amp = t_amp / np.median(t_amp[good])
-        keep = usable & np.isfinite(t_amp)
+        keep = usable & ~sat[:, 1:] & np.isfinite(t_amp)
         probe_x, probe_y = p_in[keep], np.sign(t_amp[keep]) * t_amp[keep] ** 2
     else:
         warnings.append("the probe signal is below 3 standard errors at most pump levels for some neuron; the "

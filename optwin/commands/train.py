@@ -63,6 +63,10 @@ def register(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                    help="early stopping: hold out this share of the training samples, score them after every "
                         "epoch and keep the best epoch's weights (default 0: off; e.g. 0.2)")
+    p.add_argument("--restarts", type=int, default=1, metavar="R",
+                   help="train R random initialisations and keep the one with the best validation accuracy "
+                        "(needs --val-fraction; twin, or bench --mode insilico|ideal); --out is rewritten "
+                        "after every restart and --resume skips the finished ones")
     p.add_argument("--probe-correction", action=argparse.BooleanOptionalAction, default=True,
                    help="optical mode: multiply the measured hidden errors by the calibrated g'/t at the "
                         "measured z1 (default on; --no-probe-correction trains on the raw probe as the paper)")
@@ -100,6 +104,8 @@ def resolve_settings(args) -> dict:
     if not (math.isfinite(s["target"]) and s["target"] > 0):
         raise UsageError(f"--target must be a positive amplitude, got {s['target']}")
     s["val_fraction"] = check_val_fraction(getattr(args, "val_fraction", 0.0))
+    from optwin.commands.restart_runs import check_restarts
+    s["restarts"] = check_restarts(getattr(args, "restarts", 1), s["val_fraction"])
     if s["epochs"] < 0 or s["batch"] <= 0 or not s["lr"] > 0 or not s["init_scale"] > 0:
         raise UsageError("--epochs must be >= 0, --batch > 0, --lr > 0 and --init-scale > 0")
     if args.layers:
@@ -163,10 +169,22 @@ def run(args) -> int:
     settings = resolve_settings(args)
     task = load_task_for(settings, args)
     task, validation = task.split_validation(settings["val_fraction"])
-    net = build_twin(settings)
-    optimizer = make_optimizer(settings["optimizer"], settings["lr"])
-    history, seconds = train_with_checkpoints(net, task, optimizer, settings, args, validation)
+    chosen = None
+    if settings["restarts"] > 1:
+        from optwin.commands.restart_runs import run_restarts
+        chosen, seconds = run_restarts(lambda s: build_twin(dict(settings, seed=s)), task,
+                                       lambda: make_optimizer(settings["optimizer"], settings["lr"]), settings,
+                                       validation, out=args.out, saved=load_for_resume(args, settings),
+                                       progress=not (args.json or args.no_progress) and sys.stderr.isatty())
+        net, history = chosen.system, chosen.history
+    else:
+        net = build_twin(settings)
+        optimizer = make_optimizer(settings["optimizer"], settings["lr"])
+        history, seconds = train_with_checkpoints(net, task, optimizer, settings, args, validation)
     result = summarise(history, settings, seconds, len(task.x_train))
+    if chosen is not None:
+        result.update(restarts=settings["restarts"], restart=chosen.index,
+                      restart_val_accuracy=chosen.val_accuracy)
     if validation is not None:        # the kept weights' test accuracy (not the last epoch's)
         from twin.training import evaluate
         result["test_accuracy"] = evaluate(net, task.x_test, task.y_test, task.n_classes, settings["loss"],
@@ -186,24 +204,17 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args, valida
     checkpoints carry that epoch's weights, so a resumed run still knows it."""
     from twin.training import History, train
 
-    start, history, saved = 0, None, None
-    if args.resume:
-        if not args.out:
-            raise UsageError("--resume needs --out (the run file to continue)")
-        from pathlib import Path
-        if Path(args.out).exists():
-            from optwin.runfile import load_run
-            saved = load_run(args.out)
-            for key in ("task", "layers", "absorber", "alpha0", "rule", "seed", "batch", "lr", "system",
-                        "val_fraction"):
-                if key in saved["settings"] and saved["settings"][key] != settings.get(key):
-                    raise UsageError(f"--resume: {args.out} was trained with {key}={saved['settings'][key]!r}, "
-                                     f"now {key}={settings.get(key)!r}; use the same settings or a new --out")
-            system.set_weights(saved["extra_weights"].get("latest", saved["weights"]))
-            if saved["optimizer"]:
-                optimizer.load_state(saved["optimizer"])
-            history = History(**{k: list(v) for k, v in saved["curves"].items()})
-            start = len(history.epoch)
+    start, history = 0, None
+    saved = load_for_resume(args, settings)
+    if saved is not None:
+        if int(saved["settings"].get("restarts", 1)) > 1:
+            raise UsageError(f"--resume: {args.out} was trained with --restarts "
+                             f"{saved['settings']['restarts']}; give it again")
+        system.set_weights(saved["extra_weights"].get("latest", saved["weights"]))
+        if saved["optimizer"]:
+            optimizer.load_state(saved["optimizer"])
+        history = History(**{k: list(v) for k, v in saved["curves"].items()})
+        start = len(history.epoch)
     seconds_before = sum(history.seconds) if history else 0.0
     kept = KeptWeights(system.get_weights(), saved) if validation is not None else None
 
@@ -229,6 +240,25 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args, valida
     if args.out and (start >= settings["epochs"] or validation is not None):
         checkpoint(len(history.epoch), history, final=True)   # with early stopping: the kept weights
     return history, time.perf_counter() - t0 + seconds_before
+
+
+def load_for_resume(args, settings: dict) -> dict | None:
+    """The run file to continue (--resume with an existing --out), checked against ``settings``."""
+    if not args.resume:
+        return None
+    if not args.out:
+        raise UsageError("--resume needs --out (the run file to continue)")
+    from pathlib import Path
+    if not Path(args.out).exists():
+        return None
+    from optwin.runfile import load_run
+    saved = load_run(args.out)
+    for key in ("task", "layers", "absorber", "alpha0", "rule", "seed", "batch", "lr", "system", "val_fraction",
+                "optimizer", "loss", "init_scale", "target"):
+        if key in saved["settings"] and saved["settings"][key] != settings.get(key):
+            raise UsageError(f"--resume: {args.out} was trained with {key}={saved['settings'][key]!r}, "
+                             f"now {key}={settings.get(key)!r}; use the same settings or a new --out")
+    return saved
 
 
 class KeptWeights:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optwin.commands.restart_runs import check_restarts
 from optwin.commands.train import check_val_fraction
 from optwin.errors import UsageError
 
@@ -46,7 +47,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
              start_epoch: int = 0, history=None, optimizer=None, progress: bool = False,
              init_weights=None, drift_watch=None, drift_baseline: dict | None = None,
              probe_correction: bool = True, target: float = DEFAULT_TARGET, validation=None,
-             keep_best: bool = False, best=None) -> dict:
+             keep_best: bool = False, best=None, restarts: int = 1) -> dict:
     """Train in one mode; returns {'history', 'weights', 'bench_accuracy', 'twin_accuracy', ...}.
 
     ``init_weights`` (twin units, one array per layer) starts the run from given weights, e.g.
@@ -68,6 +69,10 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     ``probe_correction`` (optical only): multiply each measured hidden error by the calibrated
     ratio g'(z1)/t(z1) at the measured z1 (:mod:`twin.probe_correction`); False trains
     with the raw probe transmission, as the paper does.
+    ``restarts`` (ideal and insilico only; needs ``validation``): train that many random
+    initialisations and keep the one with the best validation accuracy
+    (:func:`twin.restarts.train_restarts`); the result gains ``restart`` (the winner's index),
+    ``restart_seeds`` and ``restart_val_accuracy``.
     """
     from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
     from twin.hybrid import HybridSystem
@@ -80,6 +85,18 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     if drift_watch is not None and mode not in ("hybrid", "optical"):
         raise UsageError(f"the drift watch needs the bench in the training loop (hybrid or optical), "
                          f"not mode {mode!r}")
+    restarts = int(restarts)
+    if restarts < 1:
+        raise UsageError(f"restarts must be >= 1, got {restarts}")
+    if restarts > 1:
+        if mode not in ("ideal", "insilico"):
+            raise UsageError(f"restarts train on the twin; mode {mode!r} trains on the bench: pre-train with "
+                             f"restarts in insilico mode, then fine-tune the winner with --init-from")
+        if validation is None:
+            raise UsageError("restarts need held-out validation samples to choose between them (--val-fraction)")
+        if init_weights is not None or start_epoch or on_epoch_end is not None or history is not None:
+            raise UsageError("restarts start from fresh random weights; they cannot continue given weights "
+                             "or a checkpoint")
     sizes = bench_system.sizes
     if task.n_classes != sizes[-1]:
         task = task.with_outputs(sizes[-1])
@@ -130,12 +147,27 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
         if on_epoch_end is not None:
             on_epoch_end(epoch, hist, system, optimizer)
 
-    history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                    target=target, history=history, progress=progress, validation=validation,
-                    keep_best=keep_best, best=best,
-                    on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
+    extra = {}
+    if restarts > 1:
+        from twin.restarts import train_restarts
+
+        build = twin_builder(mode, cal, sizes, twin=twin, rule=rule, init_scale=init_scale)
+        chosen = train_restarts(build, task, lambda: Adam(lr), restarts, seed=seed, validation=validation,
+                                epochs=epochs, batch=batch, target=target, keep_best=keep_best,
+                                progress=progress)
+        system, history = chosen.system, chosen.history
+        if mode == "ideal":
+            reference = system
+        optimizer = chosen.optimizer
+        extra = {"restart": chosen.index, "restart_seeds": chosen.seeds,
+                 "restart_val_accuracy": chosen.val_accuracy}
+    else:
+        history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
+                        target=target, history=history, progress=progress, validation=validation,
+                        keep_best=keep_best, best=best,
+                        on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
-    out = {"mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
+    out = {**extra, "mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
            "weights": weights, "seconds": time.perf_counter() - t0,
            "optimizer": optimizer, "system": system}
     if drift_watch is not None:
@@ -150,6 +182,19 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     calibrated.set_weights(weights)
     out["twin_accuracy"] = evaluate(calibrated, task.x_test, task.y_test, task.n_classes)[1]
     return out
+
+
+def twin_builder(mode: str, cal, sizes, *, twin: str = "calibrated", rule: str = "exact", init_scale: float = 3.0):
+    """``build(init_seed)`` -> the fresh twin that ``mode`` (ideal or insilico) trains, for restarts."""
+    from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
+
+    def build(init_seed: int):
+        if mode == "ideal":
+            return ideal_twin(cal, sizes, rule="exact", seed=init_seed, init_scale=init_scale, absorber="calibrated")
+        if twin == "calibrated":
+            return twin_from_calibration(cal, sizes, rule=rule, seed=init_seed, init_scale=init_scale)
+        return ideal_twin(cal, sizes, rule=rule, seed=init_seed, init_scale=init_scale)
+    return build
 
 
 # settings that must match for --resume (the rest, e.g. --epochs or the drift watch, may change)
@@ -169,7 +214,9 @@ def _bench_settings(args, mode: str, layers) -> dict:
             "rule": args.rule or "exact", "n_samples": args.n_samples or 400, "layers": [int(s) for s in layers],
             "target": DEFAULT_TARGET if getattr(args, "target", None) is None else float(args.target),
             "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical",
-            "val_fraction": check_val_fraction(getattr(args, "val_fraction", 0.0))}
+            "val_fraction": check_val_fraction(getattr(args, "val_fraction", 0.0)),
+            "restarts": check_restarts(getattr(args, "restarts", 1), check_val_fraction(getattr(args, "val_fraction",
+                                                                                              0.0)))}
 
 
 def _load_checkpoint(path, settings: dict) -> dict | None:
@@ -255,6 +302,11 @@ def run_cli(args) -> int:
         task, validation = task.split_validation(settings["val_fraction"])
         optimizer = Adam(settings["lr"])
         saved = _load_checkpoint(args.out, settings) if args.resume else None
+        if settings["restarts"] > 1:
+            return _restarts_cli(args, mode, bench, system, cal, task, validation, settings, saved, progress)
+        if saved is not None and int(saved["settings"].get("restarts", 1)) > 1:
+            raise UsageError(f"--resume: {args.out} was trained with --restarts {saved['settings']['restarts']}; "
+                             f"give it again")
         start, history, init_weights, baseline, events = 0, None, None, None, []
         drift_curves = {q: [] for q in ("z1", "a1", "z2")}
         if saved is not None:
@@ -347,6 +399,55 @@ def run_cli(args) -> int:
               f"twin accuracy {result['twin_accuracy']:.3f}, {result['epochs']} epochs in {result['seconds']:.0f} s")
         for ev in result["drift_refits"]:
             print("  " + describe_refit(ev))
+    return 0
+
+
+def _restarts_cli(args, mode, bench, system, cal, task, validation, settings, saved, progress) -> int:
+    """``optwin train --system bench --mode insilico|ideal --restarts R``: best of R twin trainings."""
+    from optwin.commands.restart_runs import run_restarts
+    from optwin.runfile import load_run, save_run
+    from twin.optim import Adam
+    from twin.training import evaluate
+
+    if mode not in ("insilico", "ideal"):
+        raise UsageError(f"--restarts trains on the twin; --mode {mode} trains on the bench: pre-train with "
+                         f"--mode insilico --restarts, then fine-tune the winner with --init-from")
+    if getattr(args, "init_from", None):
+        raise UsageError("--restarts starts every restart from fresh random weights; drop --init-from")
+    sizes = system.sizes
+    if task.n_classes != sizes[-1]:
+        task = task.with_outputs(sizes[-1])
+    build = twin_builder(mode, cal, sizes, rule=settings["rule"], init_scale=settings["init_scale"])
+    chosen, seconds = run_restarts(build, task, lambda: Adam(settings["lr"]), settings, validation,
+                                   out=args.out, saved=saved, progress=progress)
+    weights = [np.array(w) for w in chosen.system.get_weights()]
+    twin_acc = evaluate(chosen.system, task.x_test, task.y_test, task.n_classes)[1]
+    bench_acc = float("nan")
+    if mode != "ideal":
+        system.set_weights(weights)
+        bench_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, batch=256)[1]
+    h = chosen.history
+    result = {"mode": mode, "system": "bench", "task": args.task, "layers": sizes, "target": settings["target"],
+              "rule": settings["rule"], "probe_correction": False,
+              "test_accuracy": bench_acc if mode != "ideal" else twin_acc,
+              "bench_accuracy": bench_acc, "twin_accuracy": twin_acc,
+              "train_accuracy": h.train_accuracy[-1] if h.epoch else float("nan"),
+              "final_loss": h.train_loss[-1] if h.epoch else float("nan"), "epochs": len(h.epoch),
+              "seconds": seconds, "resumed_from_epoch": None, "drift_watch": False, "drift_refits": [],
+              "selected_epoch": h.selected_epoch, "n_validation": len(validation[0]),
+              "restarts": settings["restarts"], "restart": chosen.index,
+              "restart_val_accuracy": chosen.val_accuracy}
+    if args.out:
+        run = load_run(args.out)       # the last restart checkpoint, plus the final accuracies
+        save_run(args.out, run["weights"], dict(run["settings"], bench_accuracy=bench_acc, twin_accuracy=twin_acc),
+                 run["curves"], run["optimizer"])
+        result["out"] = str(args.out)
+    if args.json:
+        print(json.dumps(result, default=float))
+    else:
+        print(f"{mode} on {bench.name}: restart {chosen.index + 1} of {settings['restarts']} kept "
+              f"(validation accuracy {chosen.val_accuracy[chosen.index]:.3f}); bench accuracy {bench_acc:.3f}, "
+              f"twin accuracy {twin_acc:.3f}")
     return 0
 
 

@@ -142,3 +142,62 @@ def test_twin_field_units_match_the_cell(sim_absorber):
     assert abs(i_rel - 1) < 0.10, i_rel
     assert abs(i_rel - 1) < 3 * math.hypot(i_rel_se, 2 * np.std(np.log(ratios)) / math.sqrt(np.size(ratios))), \
         (i_rel, i_rel_se)
+
+
+def test_sweep_exposure_shortens_when_the_strongest_pump_would_saturate(sim_absorber):
+    """A drive that clips the spots at the operating exposure: the sweep runs shorter (k < 1)."""
+    from calibration.procedures.absorber import boost_exposures, saturated
+    bench, ctx, _, _ = sim_absorber
+    cam = "cam_z1"
+    nominal = bench.cameras[cam].exposure_s
+    probe_off = ctx.zero_levels("probe_input")
+    try:
+        ctx.blank_all()
+        ctx.show("slm1", full_pump_levels(ctx))
+        ctx.set_exposure(cam, 16 * nominal)          # now the strongest pump saturates the camera
+        ctx.show_inputs(np.ones(bench.sizes.n_in))
+        peaks = {}
+        repeated_powers(ctx, (cam,), 2, peaks)
+        assert saturated(ctx, peaks)
+        k = boost_exposures(ctx, (cam,), probe_off, k_max=4.0)[cam]
+        assert k < 1.0
+        ctx.show_inputs(np.ones(bench.sizes.n_in))
+        peaks = {}
+        repeated_powers(ctx, (cam,), 4, peaks)
+        assert not saturated(ctx, peaks), (peaks, ctx.saturation_adu(cam))
+    finally:
+        ctx.set_exposure(cam, nominal)
+        ctx.blank_all()
+
+
+def test_steps_flagged_saturated_leave_the_fit():
+    """Clipped readings at the strongest pumps bias the law; flagged, they are left out."""
+    from calibration.procedures.absorber import AbsorberPlan, reduce_absorber
+    rng = np.random.default_rng(5)
+    truth = AbsorberTruth(model="doppler", alpha0=4.0, i_sat=1.0)
+    cell = CellModel(truth)
+    counts = np.concatenate([[0], np.rint(np.geomspace(1, 100, 24)).astype(int), [0]])
+    fills = counts / 100.0
+    gains = np.array([0.9, 1.0, 1.1, 0.95])
+    z = 8.0 * fills[:, None] * gains[None, :]
+    a = cell.pump_transmission(z.ravel(), 4.0).reshape(z.shape) * z
+    clip = fills >= 0.75                              # these steps saturate cam_z1: z1 reads low
+    noise = 0.004
+
+    def rows(values, squash=None):
+        out = []
+        for i, v in enumerate(values):
+            v = 30.0 * v * (0.9 if squash is not None and squash[i] else 1.0)
+            out.append(v[None, :] + noise * rng.standard_normal((16, v.size)))
+        return out
+
+    back = [0.01 * rng.standard_normal((8, gains.size)) for _ in counts]
+    h = {"cam_z1": rows(z, clip), "cam_a1": rows(a), "back_off": back, "back_on": back}
+    plan = AbsorberPlan(counts=counts, n_active=100)
+    flags = np.zeros((counts.size, 2), bool)
+    flags[:, 0] = clip
+    good = reduce_absorber(h, plan, spot_models=False, saturated=flags)
+    bad = reduce_absorber(h, plan, spot_models=False)
+    assert good.info["parametric_model"] == "doppler" and good.quantities["alpha0"].within(4.0, 3.0)
+    assert any("saturated" in w for w in good.info["warnings"])
+    assert not bad.quantities["alpha0"].within(4.0, 3.0) or bad.info["parametric_model"] != "doppler"

@@ -116,3 +116,29 @@ def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):
     assert main(["compare", "--bench", "sim", "--cal", str(bad), "--report", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert "bad.h5" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_cli_restarts_pretrain_on_the_twin(calibrated, tmp_path, capsys):
+    """--restarts on a bench run: best of R calibrated-twin trainings (the same choice as
+    run_mode's), deployed to the bench; bench-in-the-loop modes refuse it."""
+    import json
+
+    from optwin.cli import main
+    bench, cal = calibrated
+    pre = tmp_path / "pre_r.h5"
+    argv = ["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--task", "moons",
+            "--epochs", "6", "--n-samples", "160", "--val-fraction", "0.25", "--restarts", "2", "--json"]
+    assert main(argv + ["--mode", "insilico", "--out", str(pre)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["restart"] in (0, 1) and len(res["restart_val_accuracy"]) == 2 and 0 <= res["bench_accuracy"] <= 1
+    system = bench_system_from_calibration(bench, cal)
+    task, val = load_task("moons", seed=0, n_samples=160).split_validation(0.25)
+    lib = run_mode("insilico", system, cal, task, epochs=6, batch=16, lr=1e-2, seed=0, target=1.0,
+                   validation=val, keep_best=True, restarts=2)
+    assert lib["restart"] == res["restart"] and lib["restart_val_accuracy"] == res["restart_val_accuracy"]
+    assert lib["twin_accuracy"] == res["twin_accuracy"]
+    from optwin.runfile import load_run
+    for w, v in zip(load_run(pre)["weights"], lib["weights"]):
+        np.testing.assert_array_equal(w, v)
+    assert main(argv + ["--mode", "optical"]) == 2
+    assert "--init-from" in capsys.readouterr().err

@@ -61,3 +61,14 @@ def test_bench_mode_runs_merge_only_when_just_the_seeds_differ(tmp_path):
     assert "| sim | xor | mean of 2 | 0.850 | 0.750 |" in Path(out + ".md").read_text()
     with pytest.raises(ValueError, match="target"):
         bm.merge_runs([run(0, 0.9), run(1, 0.8, target=1.0)], out)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--restarts", "2", "--val-fraction", "0"], "--val-fraction"),
+    (["--bench-runs", "optical,electronic"], "electronic"),
+])
+def test_bench_modes_refuses_bad_settings_before_running(argv, message, capsys):
+    bm = _load("bench_modes")
+    with pytest.raises(SystemExit) as exc:
+        bm.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -149,3 +149,41 @@ def test_early_stopping_keeps_the_best_epoch_and_resumes_exactly(capsys, tmp_pat
 def test_bad_validation_share_is_a_clear_error(capsys):
     code, _, err = run_cli(capsys, "train", "--task", "moons", "--val-fraction", "1.5", "--epochs", "1")
     assert code == 2 and "--val-fraction" in err
+
+
+def test_restarts_keep_the_validation_best_and_resume_restart_by_restart(capsys, tmp_path):
+    """--restarts R: the JSON and the run file hold the restart that twin.restarts chooses;
+    2 restarts resumed to 3 equal 3 at once; without --val-fraction it is refused."""
+    from optwin.commands.train import build_twin
+    from twin.optim import Adam
+    from twin.restarts import train_restarts
+    from twin.tasks import load_task
+    common = ["train", "--task", "rings", "--n-samples", "300", "--layers", "2,6,2", "--epochs", "10",
+              "--lr", "0.02", "--val-fraction", "0.25", "--seed", "4", "--json", "--no-progress"]
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    code, out, _ = run_cli(capsys, *common, "--restarts", "3", "--out", str(full))
+    assert code == 0
+    res = json.loads(out)
+    assert run_cli(capsys, *common, "--restarts", "2", "--out", str(part))[0] == 0
+    code, out, _ = run_cli(capsys, *common, "--restarts", "3", "--out", str(part), "--resume")
+    assert code == 0
+    resumed = json.loads(out)
+    for key in ("restart", "restart_val_accuracy", "test_accuracy", "selected_epoch"):
+        assert res[key] == resumed[key], key
+    a, b = load_run(full), load_run(part)
+    for wa, wb in zip(a["weights"], b["weights"]):
+        np.testing.assert_array_equal(wa, wb)
+    assert a["settings"]["restarts_done"] == 3 and a["settings"]["restart"] == res["restart"]
+    # second method: the library on the same task, split and settings
+    task, val = load_task("rings", seed=4, n_samples=300).split_validation(0.25)
+    settings = dict(a["settings"])
+    lib = train_restarts(lambda s: build_twin(dict(settings, seed=s)), task, lambda: Adam(0.02), 3, seed=4,
+                         validation=val, epochs=10, batch=settings["batch"], target=1.0, keep_best=True)
+    assert lib.index == res["restart"] and lib.val_accuracy == res["restart_val_accuracy"]
+    for wa, wb in zip(a["weights"], lib.system.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    # refusals: no validation share; resuming a restarts file as a plain run
+    code, _, err = run_cli(capsys, "train", "--task", "moons", "--epochs", "1", "--restarts", "2")
+    assert code == 2 and "--val-fraction" in err
+    code, _, err = run_cli(capsys, *common, "--out", str(part), "--resume")
+    assert code == 2 and "--restarts 3" in err
