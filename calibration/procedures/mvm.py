@@ -410,17 +410,33 @@ class _Panels:
 
 
 def _measure(ctx, name, plan, cams, repeats, setup, progress):
-    from calibration.procedures.absorber import StepStore, _progress, repeated_powers
+    """Measure every step of ``plan``; returns (rows, store, keep): ``keep`` is False for steps
+    during which a camera saturated (clipped pixels: the step leaves the fit)."""
+    from calibration.procedures.absorber import StepStore, _progress, repeated_powers, saturated
     store = StepStore(ctx, name, cams)
-    rows = []
+    rows, keep = [], []
     for idx, st in _progress(list(enumerate(plan)), len(plan), name, progress):
         got = store.get(idx)
         if got is None:
             setup(st)
-            p = repeated_powers(ctx, cams, repeats)
-            got = store.save(idx, p, kind=_KIND_CODE[st["kind"]])
+            peaks = {}
+            p = repeated_powers(ctx, cams, repeats, peaks)
+            got = store.save(idx, p, kind=_KIND_CODE[st["kind"]], sat=float(saturated(ctx, peaks)))
         rows.append(got)
-    return rows, store
+        keep.append(not store.meta(idx, "sat"))
+    return rows, store, np.array(keep, dtype=bool)
+
+
+def _unsaturated(plan, rows, keep, fit_name: str, notes: list):
+    """The steps of ``plan``/``rows`` that did not saturate a camera (a note when some did)."""
+    if keep.all():
+        return plan, rows
+    if keep.sum() < 0.5 * keep.size:
+        raise ValueError(f"{fit_name}: {int((~keep).sum())} of {keep.size} steps saturated a camera; lower the "
+                         f"operating exposure or the laser power and calibrate again")
+    notes.append(f"{fit_name}: {int((~keep).sum())} of {keep.size} steps saturated a camera and were left out; "
+                 f"lower the operating exposure or the laser power")
+    return [st for st, k in zip(plan, keep) if k], [r for r, k in zip(rows, keep) if k]
 
 
 def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repeats: int = 32, seed: int = 2308,
@@ -433,7 +449,8 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     ``mvm2.cam_a1``, ``mvm2.cam_out``, ``mvm2_backward.cam_back`` and ``mvm2_backward.pump``.
     """
     from calibration.absorber_fit import absorber_from_fit
-    from calibration.procedures.absorber import StepStore, full_pump_levels, homodyne_of, repeated_powers
+    from calibration.procedures.absorber import (StepStore, boost_exposures, full_pump_levels, homodyne_of,
+                                                 repeated_powers, saturated)
 
     for cam in ("cam_z1", "cam_a1", "cam_out", "cam_back"):
         ctx.need(f"readout.{cam}", "readout")
@@ -454,7 +471,9 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     def setup1(st):
         panels.weights("slm1", st["A1"])
         panels.inputs(st["x"])
-    rows1, store1 = _measure(ctx, "mvm1", plans["mvm1"], ("cam_z1",), repeats, setup1, progress)
+    notes = []
+    rows1, store1, keep1 = _measure(ctx, "mvm1", plans["mvm1"], ("cam_z1",), repeats, setup1, progress)
+    plans["mvm1"], rows1 = _unsaturated(plans["mvm1"], rows1, keep1, "mvm1", notes)
     z1 = np.stack([homodyne_of(r["cam_z1"], lo["cam_z1"]) for r in rows1]) * z1_per_h.value   # (S, R, n_h)
     # fit against what the devices realised: the panels' transfer tables, the DMD's fill fractions
     _add_realised(ctx, plans)
@@ -465,7 +484,8 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         panels.weights("slm1", st["A1"])
         panels.inputs(st["x"])
         panels.weights("slm2", st["A2"])
-    rows2, store2 = _measure(ctx, "mvm2", plans["mvm2"], ("cam_a1", "cam_out"), repeats, setup2, progress)
+    rows2, store2, keep2 = _measure(ctx, "mvm2", plans["mvm2"], ("cam_a1", "cam_out"), repeats, setup2, progress)
+    plans["mvm2"], rows2 = _unsaturated(plans["mvm2"], rows2, keep2, "mvm2", notes)
     a1 = np.stack([homodyne_of(r["cam_a1"], lo["cam_a1"]) for r in rows2]) * a1_per_h.value     # (S, R, n_h)
     hout = np.stack([homodyne_of(r["cam_out"], lo["cam_out"]) for r in rows2])                 # (S, R, n_out)
     a1_mean = a1.mean(axis=1)
@@ -483,13 +503,25 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     pump_levels = full_pump_levels(ctx)
 
     def pump_z1(step):
+        """z1 homodyne of the full pump (operating-exposure units); measured at a shorter
+        exposure when the operating one would clip the brightest spots."""
         got = pstore.get(step)
         if got is None:
             panels.frame("slm1", pump_levels, "full")
             panels.inputs(np.ones(n_in))
             panels.frame("probe_input", ctx.zero_levels("probe_input"), "zero")
-            got = pstore.save(step, {"pump": repeated_powers(ctx, ("cam_z1",), pump_repeats)["cam_z1"]})
-        return homodyne_of(got["pump"], lo["cam_z1"])
+            nominal = float(bench.cameras["cam_z1"].exposure_s)
+            try:
+                k = boost_exposures(ctx, ("cam_z1",), ctx.zero_levels("probe_input"), k_max=1.0)["cam_z1"]
+                peaks = {}
+                got = pstore.save(step, {"pump": repeated_powers(ctx, ("cam_z1",), pump_repeats, peaks)["cam_z1"]},
+                                  k_z1=k, sat=float(saturated(ctx, peaks)))
+            finally:
+                ctx.set_exposure("cam_z1", nominal)
+        if pstore.meta(step, "sat"):
+            notes.append("mvm2_backward: the full pump saturated cam_z1 even at the shortest exposure; the "
+                         "probe transmission at the pump is uncertain")
+        return homodyne_of(got["pump"], lo["cam_z1"]) / (pstore.meta(step, "k_z1") or 1.0)
 
     zp_start = pump_z1(0)
 
@@ -499,8 +531,9 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         panels.weights("slm2", st["A2"])
         u = np.asarray(st["u"], float)
         panels.frame("probe_input", ctx.weight_levels("probe_input", u[None, :], 1.0), ("u", u.tobytes()))
-    rowsb, storeb = _measure(ctx, "mvm2_backward", plans["mvm2_backward"], ("cam_back",), backward_repeats,
-                             setupb, progress)
+    rowsb, storeb, keepb = _measure(ctx, "mvm2_backward", plans["mvm2_backward"], ("cam_back",), backward_repeats,
+                                    setupb, progress)
+    plans["mvm2_backward"], rowsb = _unsaturated(plans["mvm2_backward"], rowsb, keepb, "mvm2_backward", notes)
     zp_end = pump_z1(1)
     zp = np.concatenate([zp_start, zp_end]) * z1_per_h.value            # (2 R, n_h)
     twin_absorber = absorber_from_fit(absorber)
@@ -515,9 +548,13 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     new_scale = Fit(name="scale", model=scale.model, quantities=q,
                     info={**scale.info, "z2_from": "mvm2: w_max(mvm2) = 1",
                           "delta1_from": "mvm2_backward: backward realised matrix = forward one in least squares"})
-    for f, st in ((fit1, store1), (fit2, store2), (fitb, storeb)):
+    for f, st, keep in ((fit1, store1, keep1), (fit2, store2, keep2), (fitb, storeb, keepb)):
         f.info["steps_reused"] = st.n_reused
         f.info["steps_measured"] = st.n_measured
+        f.info["steps_saturated"] = int((~keep).sum())
+        mine = [n for n in notes if n.startswith(f.name + ":")]
+        if mine:
+            f.info["warnings"] = list(f.info.get("warnings", [])) + mine
     fitb.info["pump_z1_twin"] = zp.mean(axis=0).tolist()
     fitb.info["probe_t"] = t.tolist()
     ctx.add(fit1, fit2, fitb, new_scale)

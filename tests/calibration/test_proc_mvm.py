@@ -161,3 +161,19 @@ def test_recorded_steps_are_not_measured_again(sim_mvm):
     for name in ("mvm1", "mvm2", "mvm2_backward"):
         assert again[name].info["steps_measured"] == 0 and again[name].info["steps_reused"] > 0
         np.testing.assert_allclose(again[name].arrays["gain"], fits[name].arrays["gain"], rtol=1e-12)
+
+
+def test_saturated_steps_leave_the_mvm_fit_with_a_note():
+    import numpy as np
+    import pytest
+    from calibration.procedures.mvm import _unsaturated
+    plan = [{"i": i} for i in range(6)]
+    rows = [f"row{i}" for i in range(6)]
+    notes = []
+    keep = np.array([True, False, True, True, False, True])
+    p, r = _unsaturated(plan, rows, keep, "mvm2", notes)
+    assert [st["i"] for st in p] == [0, 2, 3, 5] and r == ["row0", "row2", "row3", "row5"]
+    assert notes and notes[0].startswith("mvm2: 2 of 6 steps saturated")
+    assert _unsaturated(plan, rows, np.ones(6, bool), "mvm1", notes) == (plan, rows) and len(notes) == 1
+    with pytest.raises(ValueError, match="lower the\\s+operating exposure|operating exposure"):
+        _unsaturated(plan, rows, np.array([True] + [False] * 5), "mvm1", notes)
