@@ -72,3 +72,10 @@ def test_bench_modes_refuses_bad_settings_before_running(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         bm.main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_hot_cell_stress_bench_opens():
+    """experiments/benches/sim_alt_hot.toml (README, Calibration file) stays a valid bench."""
+    from hwio.bench import open_bench
+    with open_bench(str(ROOT / "experiments" / "benches" / "sim_alt_hot.toml")) as bench:
+        assert tuple(bench.sizes) == (2, 16, 3) and bench.name == "sim_alt_hot"
