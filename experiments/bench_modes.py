@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, batch, lr, workdir, starts,
               test_fraction=0.25, bench_lr=None, target=1.0, finetune_lr=None, val_fraction=0.0, restarts=1,
-              bench_runs=("hybrid", "optical", "optical_raw")):
+              bench_runs=("hybrid", "optical", "optical_raw"), bench_schedule="constant"):
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
     from optwin.workflows.bench_training import run_mode
@@ -94,7 +94,8 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
                         t1 = time.perf_counter()
                         res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch,
                                        lr=finetune_lr if start == "calibrated" else bench_lr, seed=seed,
-                                       init_weights=init, probe_correction=corrected, **common)
+                                       init_weights=init, probe_correction=corrected, lr_schedule=bench_schedule,
+                                       **common)
                         key = f"{mode if corrected else 'optical_raw'}_from_{start}"
                         row[key] = res["bench_accuracy"]
                         row[f"{key}_selected_epoch"] = res["history"].selected_epoch
@@ -164,6 +165,8 @@ def main(argv=None):
                         "validation samples kept (needs --val-fraction > 0)")
     p.add_argument("--bench-runs", default="hybrid,optical,optical_raw",
                    help="bench trainings to run: any of hybrid, optical, optical_raw (the raw probe)")
+    p.add_argument("--bench-schedule", default="constant", choices=("constant", "cosine"),
+                   help="learning-rate schedule of the bench trainings (cosine: small last steps)")
     p.add_argument("--jobs", type=int, default=1, help="benches run in parallel processes")
     p.add_argument("--start", default="uncalibrated", help="uncalibrated, calibrated or both")
     p.add_argument("--workdir", default="/tmp/optwin_bench_modes")
@@ -184,7 +187,7 @@ def main(argv=None):
         p.error("--restarts chooses on the validation samples: give --val-fraction > 0")
     jobs = [(b, a.tasks.split(","), [int(s) for s in a.seeds.split(",")], a.bench_epochs, a.twin_epochs, a.n_samples,
              a.batch, a.lr, a.workdir, starts, a.test_fraction, a.bench_lr, a.target, a.finetune_lr, a.val_fraction,
-             a.restarts, tuple(runs))
+             a.restarts, tuple(runs), a.bench_schedule)
             for b in a.benches.split(",")]
     if a.jobs > 1:
         from multiprocessing import Pool
@@ -195,7 +198,7 @@ def main(argv=None):
     rows = [r for res in results for r in res]
     settings = {k: getattr(a, k) for k in ("benches", "tasks", "seeds", "bench_epochs", "twin_epochs", "n_samples",
                                            "test_fraction", "batch", "lr", "bench_lr", "finetune_lr", "val_fraction",
-                                           "target", "start", "restarts", "bench_runs")}
+                                           "target", "start", "restarts", "bench_runs", "bench_schedule")}
     write_tables(a.out, settings, rows, time.perf_counter() - t0)
 
 

@@ -11,7 +11,7 @@ from twin.losses import LOSSES, one_hot
 from twin.system import System
 from twin.tasks import Task
 
-__all__ = ["History", "train", "evaluate", "accuracy"]
+__all__ = ["History", "train", "evaluate", "accuracy", "lr_factor", "LR_SCHEDULES"]
 
 
 @dataclass
@@ -58,11 +58,41 @@ def evaluate(system: System, x: np.ndarray, y: np.ndarray, n_classes: int, loss:
     return total / len(x), correct / len(x)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier of epoch ``epoch`` (0-based) of ``epochs`` under ``schedule``."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + float(np.cos(np.pi * epoch / max(epochs, 1))))
+    return 1.0
+
+
+def _epoch(system, task, optimizer, weights, targets, loss_fn, batch, rng, epoch, error_scale):
+    """One epoch of shuffled minibatch steps; returns (mean train loss, train accuracy)."""
+    order = rng.permutation(len(task.x_train))
+    total, correct = 0.0, 0
+    for i in range(0, len(order), batch):
+        idx = order[i:i + batch]
+        fw = system.forward(task.x_train[idx], rng=rng)
+        lv, d_out = loss_fn(fw.output, targets[idx])
+        if not np.isfinite(lv):
+            raise FloatingPointError(f"loss became {lv} at epoch {epoch + 1}: training diverged; "
+                                     f"lower the learning rate or the initial weight scale")
+        total += lv * len(idx)
+        correct += int(np.sum(np.argmax(fw.output, axis=1) == task.y_train[idx]))
+        bw = system.backward(d_out * error_scale)
+        grads = bw.grads if error_scale == 1.0 else [g / error_scale for g in bw.grads]
+        optimizer.step(weights, grads)
+        system.set_weights(weights)   # a bench re-shows its SLM frames; a twin keeps the arrays
+    return total / len(order), correct / len(order)
+
+
 def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 64, loss: str = "mse",
           seed: int = 0, progress: bool = False, start_epoch: int = 0, history: History | None = None,
           on_epoch_end: Callable[[int, History], None] | None = None,
           error_scale: float = 1.0, target: float = 1.0, validation=None, keep_best: bool = False,
-          best=None) -> History:
+          best=None, lr_schedule: str = "constant") -> History:
     """Train ``system`` on ``task`` for ``epochs`` epochs of shuffled minibatches.
 
     Each step: forward, loss gradient at the outputs (times ``error_scale``, the factor
@@ -83,6 +113,10 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
     its weights); ``best = (val_accuracy, epoch, weights)`` hands a resumed run the best epoch
     of its earlier part (without it, the resumed run's starting weights compete as epoch
     ``start_epoch``).
+    ``lr_schedule``: ``constant`` (the optimizer's rate throughout) or ``cosine`` (epoch e of E
+    runs at ``lr * (1 + cos(pi e / E)) / 2``: full rate first, small steps last, so that noisy
+    gradients, e.g. a bench's, do not keep shaking the final weights).  The rate follows the
+    epoch index, so a resumed run continues the same schedule.
     """
     if not (np.isfinite(target) and target > 0):
         raise ValueError(f"target amplitude must be a positive number, got {target}")
@@ -90,6 +124,8 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
         raise ValueError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
     if epochs < 0 or batch <= 0:
         raise ValueError(f"epochs must be >= 0 and batch > 0, got {epochs}, {batch}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
     loss_fn = LOSSES[loss]
     task.check()
     if keep_best and validation is None:
@@ -118,38 +154,29 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
         history.selected_epoch, history.selected_val_accuracy = best[1], best[0]
     else:
         best = None
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(task.x_train))
-        total, correct = 0.0, 0
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            fw = system.forward(task.x_train[idx], rng=rng)
-            lv, d_out = loss_fn(fw.output, targets[idx])
-            if not np.isfinite(lv):
-                raise FloatingPointError(f"loss became {lv} at epoch {epoch + 1}: training diverged; "
-                                         f"lower the learning rate or the initial weight scale")
-            total += lv * len(idx)
-            correct += int(np.sum(np.argmax(fw.output, axis=1) == task.y_train[idx]))
-            bw = system.backward(d_out * error_scale)
-            grads = bw.grads if error_scale == 1.0 else [g / error_scale for g in bw.grads]
-            optimizer.step(weights, grads)
-            system.set_weights(weights)   # a bench re-shows its SLM frames; a twin keeps the arrays
-        test_loss, test_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, loss,
-                                       rng=np.random.default_rng([seed, epoch, 1]), target=target)
-        history.append(epoch=epoch + 1, train_loss=total / len(order), train_accuracy=correct / len(order),
-                       test_accuracy=test_acc, test_loss=test_loss, seconds=time.perf_counter() - t0)
-        if validation is not None:
-            history.append(val_accuracy=val_accuracy(epoch + 1))
-            if best is not None and history.val_accuracy[-1] >= best[0]:
-                best = (history.val_accuracy[-1], epoch + 1, [np.array(w) for w in weights])
-                history.selected_epoch, history.selected_val_accuracy = best[1], best[0]
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", test=f"{test_acc:.3f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, history)
+    base_lr = optimizer.lr
+    try:
+        for epoch in range(start_epoch, epochs):
+            optimizer.lr = base_lr * lr_factor(lr_schedule, epoch, epochs)
+            t0 = time.perf_counter()
+            train_loss, train_acc = _epoch(system, task, optimizer, weights, targets, loss_fn, batch,
+                                           np.random.default_rng([seed, epoch]), epoch, error_scale)
+            test_loss, test_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, loss,
+                                           rng=np.random.default_rng([seed, epoch, 1]), target=target)
+            history.append(epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, test_accuracy=test_acc,
+                           test_loss=test_loss, seconds=time.perf_counter() - t0)
+            if validation is not None:
+                history.append(val_accuracy=val_accuracy(epoch + 1))
+                if best is not None and history.val_accuracy[-1] >= best[0]:
+                    best = (history.val_accuracy[-1], epoch + 1, [np.array(w) for w in weights])
+                    history.selected_epoch, history.selected_val_accuracy = best[1], best[0]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", test=f"{test_acc:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, history)
+    finally:
+        optimizer.lr = base_lr
     if bar is not None:
         bar.close()
     if best is not None:

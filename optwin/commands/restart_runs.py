@@ -96,7 +96,8 @@ def run_restarts(build, task, optimizer_factory, settings: dict, validation, *, 
         result = train_restarts(build, task, optimizer_factory, settings["restarts"], seed=settings["seed"],
                                 validation=validation, epochs=settings["epochs"], batch=settings["batch"],
                                 loss=settings.get("loss", "mse"), target=settings.get("target", 1.0),
-                                keep_best=True, progress=progress, on_restart_end=checkpoint, skip=skip)
+                                keep_best=True, progress=progress, on_restart_end=checkpoint, skip=skip,
+                                lr_schedule=settings.get("lr_schedule", "constant"))
     except FloatingPointError as exc:
         raise UsageError(str(exc)) from None
     seconds = before + time.perf_counter() - t0

@@ -63,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                    help="early stopping: hold out this share of the training samples, score them after every "
                         "epoch and keep the best epoch's weights (default 0: off; e.g. 0.2)")
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                   help="learning rate per epoch: constant (default) or cosine (decays to small last steps; "
+                        "steadier weights at the end of a noisy bench run)")
     p.add_argument("--restarts", type=int, default=1, metavar="R",
                    help="train R random initialisations and keep the one with the best validation accuracy "
                         "(needs --val-fraction; twin, or bench --mode insilico|ideal); --out is rewritten "
@@ -104,6 +107,7 @@ def resolve_settings(args) -> dict:
     if not (math.isfinite(s["target"]) and s["target"] > 0):
         raise UsageError(f"--target must be a positive amplitude, got {s['target']}")
     s["val_fraction"] = check_val_fraction(getattr(args, "val_fraction", 0.0))
+    s["lr_schedule"] = getattr(args, "lr_schedule", None) or "constant"
     from optwin.commands.restart_runs import check_restarts
     s["restarts"] = check_restarts(getattr(args, "restarts", 1), s["val_fraction"])
     if s["epochs"] < 0 or s["batch"] <= 0 or not s["lr"] > 0 or not s["init_scale"] > 0:
@@ -232,7 +236,8 @@ def train_with_checkpoints(system, task, optimizer, settings: dict, args, valida
         history = train(system, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
                         loss=settings["loss"], seed=settings["seed"], start_epoch=start, history=history,
                         target=settings.get("target", 1.0), validation=validation,
-                        keep_best=kept is not None, best=kept.best if kept is not None else None,
+                        lr_schedule=settings.get("lr_schedule", "constant"), keep_best=kept is not None,
+                        best=kept.best if kept is not None else None,
                         on_epoch_end=checkpoint,
                         progress=not (args.json or args.no_progress) and sys.stderr.isatty())
     except FloatingPointError as exc:
@@ -254,11 +259,23 @@ def load_for_resume(args, settings: dict) -> dict | None:
     from optwin.runfile import load_run
     saved = load_run(args.out)
     for key in ("task", "layers", "absorber", "alpha0", "rule", "seed", "batch", "lr", "system", "val_fraction",
-                "optimizer", "loss", "init_scale", "target"):
+                "optimizer", "loss", "init_scale", "target", "lr_schedule"):
+        if key == "lr_schedule" and saved["settings"].get(key, "constant") != settings.get(key, "constant"):
+            raise UsageError(f"--resume: {args.out} was trained with lr_schedule="
+                             f"{saved['settings'].get(key, 'constant')!r}, now {settings.get(key)!r}; use the same "
+                             f"settings or a new --out")
         if key in saved["settings"] and saved["settings"][key] != settings.get(key):
             raise UsageError(f"--resume: {args.out} was trained with {key}={saved['settings'][key]!r}, "
                              f"now {key}={settings.get(key)!r}; use the same settings or a new --out")
+    check_schedule_epochs(saved["settings"], settings, args.out)
     return saved
+
+
+def check_schedule_epochs(saved: dict, settings: dict, path) -> None:
+    """A cosine schedule spans --epochs: resuming it with other --epochs would change its rates."""
+    if settings.get("lr_schedule") == "cosine" and int(saved.get("epochs", settings["epochs"])) != settings["epochs"]:
+        raise UsageError(f"--resume: {path} runs a cosine schedule over {saved.get('epochs')} epochs; give "
+                         f"--epochs {saved.get('epochs')} (or train a new --out)")
 
 
 class KeptWeights:

@@ -47,7 +47,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
              start_epoch: int = 0, history=None, optimizer=None, progress: bool = False,
              init_weights=None, drift_watch=None, drift_baseline: dict | None = None,
              probe_correction: bool = True, target: float = DEFAULT_TARGET, validation=None,
-             keep_best: bool = False, best=None, restarts: int = 1) -> dict:
+             keep_best: bool = False, best=None, restarts: int = 1, lr_schedule: str = "constant") -> dict:
     """Train in one mode; returns {'history', 'weights', 'bench_accuracy', 'twin_accuracy', ...}.
 
     ``init_weights`` (twin units, one array per layer) starts the run from given weights, e.g.
@@ -69,6 +69,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     ``probe_correction`` (optical only): multiply each measured hidden error by the calibrated
     ratio g'(z1)/t(z1) at the measured z1 (:mod:`twin.probe_correction`); False trains
     with the raw probe transmission, as the paper does.
+    ``lr_schedule``: ``constant`` or ``cosine`` (:func:`twin.training.train`; e.g. a bench
+    fine-tune whose noisy last steps should be small).
     ``restarts`` (ideal and insilico only; needs ``validation``): train that many random
     initialisations and keep the one with the best validation accuracy
     (:func:`twin.restarts.train_restarts`); the result gains ``restart`` (the winner's index),
@@ -154,7 +156,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
         build = twin_builder(mode, cal, sizes, twin=twin, rule=rule, init_scale=init_scale)
         chosen = train_restarts(build, task, lambda: Adam(lr), restarts, seed=seed, validation=validation,
                                 epochs=epochs, batch=batch, target=target, keep_best=keep_best,
-                                progress=progress)
+                                progress=progress, lr_schedule=lr_schedule)
         system, history = chosen.system, chosen.history
         if mode == "ideal":
             reference = system
@@ -164,7 +166,7 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
     else:
         history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
                         target=target, history=history, progress=progress, validation=validation,
-                        keep_best=keep_best, best=best,
+                        keep_best=keep_best, best=best, lr_schedule=lr_schedule,
                         on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
     out = {**extra, "mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
@@ -199,9 +201,9 @@ def twin_builder(mode: str, cal, sizes, *, twin: str = "calibrated", rule: str =
 
 # settings that must match for --resume (the rest, e.g. --epochs or the drift watch, may change)
 RESUME_KEYS = ("system", "mode", "task", "bench", "cal", "seed", "batch", "lr", "init_scale", "rule",
-               "n_samples", "layers", "target", "probe_correction", "val_fraction")
+               "n_samples", "layers", "target", "probe_correction", "val_fraction", "lr_schedule")
 # what a run file written before a setting existed was trained with
-RESUME_DEFAULTS = {"val_fraction": 0.0}
+RESUME_DEFAULTS = {"val_fraction": 0.0, "lr_schedule": "constant"}
 
 
 def _bench_settings(args, mode: str, layers) -> dict:
@@ -215,6 +217,7 @@ def _bench_settings(args, mode: str, layers) -> dict:
             "target": DEFAULT_TARGET if getattr(args, "target", None) is None else float(args.target),
             "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical",
             "val_fraction": check_val_fraction(getattr(args, "val_fraction", 0.0)),
+            "lr_schedule": getattr(args, "lr_schedule", None) or "constant",
             "restarts": check_restarts(getattr(args, "restarts", 1), check_val_fraction(getattr(args, "val_fraction",
                                                                                               0.0)))}
 
@@ -229,6 +232,8 @@ def _load_checkpoint(path, settings: dict) -> dict | None:
         if saved["settings"].get(key, RESUME_DEFAULTS.get(key)) != settings[key]:
             raise UsageError(f"--resume: {path} was trained with {key}={saved['settings'].get(key)!r}, "
                              f"now {key}={settings[key]!r}; use the same settings or a new --out")
+    from optwin.commands.train import check_schedule_epochs
+    check_schedule_epochs(saved["settings"], settings, path)
     return saved
 
 
@@ -366,7 +371,7 @@ def run_cli(args) -> int:
                            lr=settings["lr"], seed=args.seed, init_scale=settings["init_scale"], rule=settings["rule"],
                            target=settings["target"], probe_correction=settings["probe_correction"],
                            validation=validation, keep_best=kept is not None,
-                           best=kept.best if kept is not None else None,
+                           best=kept.best if kept is not None else None, lr_schedule=settings["lr_schedule"],
                            progress=progress,
                            init_weights=init_weights, start_epoch=start, history=history, optimizer=optimizer,
                            on_epoch_end=checkpoint if (args.out or watch is not None or validation is not None)

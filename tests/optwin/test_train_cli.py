@@ -187,3 +187,18 @@ def test_restarts_keep_the_validation_best_and_resume_restart_by_restart(capsys,
     assert code == 2 and "--val-fraction" in err
     code, _, err = run_cli(capsys, *common, "--out", str(part), "--resume")
     assert code == 2 and "--restarts 3" in err
+
+
+def test_cosine_schedule_is_recorded_and_resume_refuses_another_span(capsys, tmp_path):
+    """--lr-schedule cosine spans --epochs: resuming with other --epochs or another schedule is
+    refused (the exact resume itself: tests/twin/test_training.py)."""
+    common = ["train", "--task", "moons", "--n-samples", "200", "--lr-schedule", "cosine", "--seed", "1",
+              "--json", "--no-progress"]
+    run = tmp_path / "run.h5"
+    assert run_cli(capsys, *common, "--epochs", "6", "--out", str(run))[0] == 0
+    assert load_run(run)["settings"]["lr_schedule"] == "cosine"
+    code, _, err = run_cli(capsys, *common, "--epochs", "8", "--out", str(run), "--resume")
+    assert code == 2 and "--epochs 6" in err
+    code, _, err = run_cli(capsys, *[v if v != "cosine" else "constant" for v in common], "--epochs", "6",
+                           "--out", str(run), "--resume")
+    assert code == 2 and "lr_schedule" in err

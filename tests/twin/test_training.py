@@ -121,3 +121,42 @@ def test_validation_arguments_are_checked():
         train(net, task, Adam(1e-2), epochs=1, keep_best=True)
     with pytest.raises(ValueError, match="validation must be"):
         train(net, task, Adam(1e-2), epochs=1, validation=(np.zeros((5, 3)), np.zeros(5, int)))
+
+
+def test_cosine_schedule_sets_each_epochs_rate_and_resumes_exactly():
+    from twin.training import lr_factor
+    task = load_task("moons", seed=1, n_samples=200)
+
+    class Spy(Adam):
+        def __init__(self, lr):
+            super().__init__(lr)
+            self.seen = []
+
+        def step(self, params, grads):
+            self.seen.append(self.lr)
+            super().step(params, grads)
+
+    net = OpticalNetwork([2, 8, 2], absorber="thin", alpha0=5.0, seed=2, init_scale=3.0)
+    spy = Spy(0.01)
+    train(net, task, spy, epochs=4, batch=50, seed=3, lr_schedule="cosine")
+    steps = -(-len(task.x_train) // 50)
+    expect = [0.01 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4) for _ in range(steps)]
+    np.testing.assert_allclose(spy.seen, expect, rtol=1e-15)
+    assert spy.lr == 0.01 and lr_factor("constant", 3, 4) == 1.0
+    # killed after 2 of 5 epochs, then resumed == uninterrupted
+    full = OpticalNetwork([2, 8, 2], absorber="thin", alpha0=5.0, seed=2, init_scale=3.0)
+    train(full, task, Adam(0.01), epochs=5, batch=16, seed=3, lr_schedule="cosine")
+    part = OpticalNetwork([2, 8, 2], absorber="thin", alpha0=5.0, seed=2, init_scale=3.0)
+    opt = Adam(0.01)
+
+    def kill(epoch, hist):
+        if epoch == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(part, task, opt, epochs=5, batch=16, seed=3, lr_schedule="cosine", on_epoch_end=kill)
+    assert opt.lr == 0.01                      # the base rate survives the interruption
+    train(part, task, opt, epochs=5, batch=16, seed=3, lr_schedule="cosine", start_epoch=2)
+    for a, b in zip(full.get_weights(), part.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(part, task, opt, epochs=1, lr_schedule="linear")
