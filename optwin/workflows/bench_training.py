@@ -169,8 +169,8 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
                         keep_best=keep_best, best=best, lr_schedule=lr_schedule,
                         on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
     weights = [np.array(w) for w in system.get_weights()]
-    out = {**extra, "mode": mode, "probe_correction": bool(probe_correction and mode == "optical"), "history": history,
-           "weights": weights, "seconds": time.perf_counter() - t0,
+    out = {**extra, "mode": mode, "probe_correction": bool(probe_correction and mode == "optical"),
+           "history": history, "weights": weights, "seconds": time.perf_counter() - t0,
            "optimizer": optimizer, "system": system}
     if drift_watch is not None:
         out["drift_refits"] = list(drift_watch.events)
@@ -207,6 +207,7 @@ RESUME_DEFAULTS = {"val_fraction": 0.0, "lr_schedule": "constant"}
 
 
 def _bench_settings(args, mode: str, layers) -> dict:
+    val_fraction = check_val_fraction(getattr(args, "val_fraction", 0.0))
     bench = str(args.bench)
     if Path(bench).exists():
         bench = str(Path(bench).resolve())
@@ -216,10 +217,8 @@ def _bench_settings(args, mode: str, layers) -> dict:
             "rule": args.rule or "exact", "n_samples": args.n_samples or 400, "layers": [int(s) for s in layers],
             "target": DEFAULT_TARGET if getattr(args, "target", None) is None else float(args.target),
             "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical",
-            "val_fraction": check_val_fraction(getattr(args, "val_fraction", 0.0)),
-            "lr_schedule": getattr(args, "lr_schedule", None) or "constant",
-            "restarts": check_restarts(getattr(args, "restarts", 1), check_val_fraction(getattr(args, "val_fraction",
-                                                                                              0.0)))}
+            "val_fraction": val_fraction, "lr_schedule": getattr(args, "lr_schedule", None) or "constant",
+            "restarts": check_restarts(getattr(args, "restarts", 1), val_fraction)}
 
 
 def _load_checkpoint(path, settings: dict) -> dict | None:
