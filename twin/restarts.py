@@ -2,7 +2,7 @@
 
 Small optical networks (a few hidden neurons, no biases, clipped weights) land in very
 different minima from different initial weights: on the simulated benches one 200-epoch
-run of the same task scores anywhere from 0.78 to 0.98 depending on the draw.  Training
+run of the same task scores anywhere from 0.78 to 0.99 depending on the draw.  Training
 ``restarts`` initialisations and keeping the one with the best *validation* accuracy
 (never the test set) removes most of that lottery.  On a twin this costs only compute;
 on a bench, pre-train with restarts in the twin and fine-tune the winner there.
