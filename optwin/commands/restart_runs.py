@@ -8,7 +8,6 @@ rewritten atomically after every finished restart; ``--resume`` skips the finish
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -35,7 +34,7 @@ def restart_fields(result, done: int) -> dict:
             "restart_val_accuracy": list(result.val_accuracy), "restart_val_loss": list(result.val_loss)}
 
 
-def _resumed(saved: dict | None, settings: dict, build, optimizer_factory):
+def _resumed(saved: dict | None, build, optimizer_factory):
     """``(done, RestartResult)`` from a run file written with restarts, or None for a fresh start."""
     from twin.restarts import RestartResult
     from twin.training import History
@@ -66,17 +65,16 @@ def _resumed(saved: dict | None, settings: dict, build, optimizer_factory):
 
 
 def run_restarts(build, task, optimizer_factory, settings: dict, validation, *, out=None, saved=None,
-                 progress: bool = False, extra_settings=None):
+                 progress: bool = False):
     """Train ``settings['restarts']`` restarts (resuming ``saved``); returns (RestartResult, seconds).
 
     ``build(init_seed)`` makes a fresh system; ``settings`` needs restarts, epochs, batch,
-    seed and target (loss optional); ``out`` is checkpointed after every restart, with
-    ``extra_settings()`` (a dict) merged into its settings.
+    seed and target (loss optional); ``out`` is checkpointed after every restart.
     """
     from optwin.runfile import save_run
     from twin.restarts import train_restarts
 
-    skip = _resumed(saved, settings, build, optimizer_factory)
+    skip = _resumed(saved, build, optimizer_factory)
     if skip is not None and skip[0] > settings["restarts"]:
         raise UsageError(f"--resume: {skip[0]} restarts are done already, more than --restarts "
                          f"{settings['restarts']}")
@@ -89,7 +87,7 @@ def run_restarts(build, task, optimizer_factory, settings: dict, validation, *, 
             fields = {"epochs_done": len(h.epoch), "selected_epoch": h.selected_epoch,
                       "selected_val_accuracy": h.selected_val_accuracy,
                       "seconds_total": before + time.perf_counter() - t0, **restart_fields(result, r + 1)}
-            save_run(out, result.system.get_weights(), dict(settings, **fields, **(extra_settings or dict)()),
+            save_run(out, result.system.get_weights(), dict(settings, **fields),
                      h.as_dict(), result.optimizer.state() if result.optimizer is not None else None)
 
     try:
@@ -101,4 +99,4 @@ def run_restarts(build, task, optimizer_factory, settings: dict, validation, *, 
     except FloatingPointError as exc:
         raise UsageError(str(exc)) from None
     seconds = before + time.perf_counter() - t0
-    return result, seconds if math.isfinite(seconds) else float("nan")
+    return result, seconds

@@ -16,6 +16,19 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+def _whole_and_resumed(capsys, tmp_path, common, whole, first):
+    """Run ``common + whole`` into full.h5; run ``common + first`` into part.h5, then resume it
+    with ``common + whole``.  Returns (full, part, whole JSON, resumed JSON)."""
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    code, out, _ = run_cli(capsys, *common, *whole, "--out", str(full))
+    assert code == 0
+    res = json.loads(out)
+    assert run_cli(capsys, *common, *first, "--out", str(part))[0] == 0
+    code, out, _ = run_cli(capsys, *common, *whole, "--out", str(part), "--resume")
+    assert code == 0
+    return full, part, res, json.loads(out)
+
+
 def test_digits_json_and_run_file(capsys, tmp_path):
     out_file = tmp_path / "run.h5"
     code, out, _ = run_cli(capsys, "train", "--system", "twin", "--task", "digits", "--rule", "probe",
@@ -113,14 +126,7 @@ def test_early_stopping_keeps_the_best_epoch_and_resumes_exactly(capsys, tmp_pat
     from twin.training import evaluate
     common = ["train", "--task", "moons", "--n-samples", "300", "--lr", "0.2", "--val-fraction", "0.25",
               "--seed", "2", "--json", "--no-progress"]
-    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
-    code, out, _ = run_cli(capsys, *common, "--epochs", "8", "--out", str(full))
-    assert code == 0
-    res = json.loads(out)
-    assert run_cli(capsys, *common, "--epochs", "3", "--out", str(part))[0] == 0
-    code, out, _ = run_cli(capsys, *common, "--epochs", "8", "--out", str(part), "--resume")
-    assert code == 0
-    resumed = json.loads(out)
+    full, part, res, resumed = _whole_and_resumed(capsys, tmp_path, common, ["--epochs", "8"], ["--epochs", "3"])
     a, b = load_run(full), load_run(part)
     for key in ("best", "latest"):
         for wa, wb in zip(a["extra_weights"][key], b["extra_weights"][key]):
@@ -160,14 +166,8 @@ def test_restarts_keep_the_validation_best_and_resume_restart_by_restart(capsys,
     from twin.tasks import load_task
     common = ["train", "--task", "rings", "--n-samples", "300", "--layers", "2,6,2", "--epochs", "10",
               "--lr", "0.02", "--val-fraction", "0.25", "--seed", "4", "--json", "--no-progress"]
-    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
-    code, out, _ = run_cli(capsys, *common, "--restarts", "3", "--out", str(full))
-    assert code == 0
-    res = json.loads(out)
-    assert run_cli(capsys, *common, "--restarts", "2", "--out", str(part))[0] == 0
-    code, out, _ = run_cli(capsys, *common, "--restarts", "3", "--out", str(part), "--resume")
-    assert code == 0
-    resumed = json.loads(out)
+    full, part, res, resumed = _whole_and_resumed(capsys, tmp_path, common, ["--restarts", "3"],
+                                                  ["--restarts", "2"])
     for key in ("restart", "restart_val_accuracy", "test_accuracy", "selected_epoch"):
         assert res[key] == resumed[key], key
     a, b = load_run(full), load_run(part)
