@@ -6,7 +6,8 @@ repeats:
 - copy: ``np.copyto`` of a same-shape level frame (uint8 for 8 bit, uint16 for 10
   bit) or camera frame (uint16, 12 bit) into a preallocated frame;
 - encode: ``PhaseEncoder.encode(weights, out=frame)`` of a fresh random signed matrix
-  (double-phase checkerboard through an inverse LUT of a gamma response);
+  (double-phase checkerboard through an inverse LUT of a gamma response), with block
+  rows dithered over neighbouring levels (the default) and plain (``encode_plain_*``);
 - readout: ``SpotReadout.power(frame)`` (circular ROIs, dark frame, gain map,
   saturation check) and ``homodyne`` (two frames);
 - DMD input encoding is reported for information.
@@ -57,22 +58,27 @@ def _median_us(samples):
 def bench_encode(name, bits, layout, repeats, rng):
     response = PhaseResponse.power_law(bits, 2.1 * np.pi, 1.15, -0.2, name="slm")
     enc = PhaseEncoder(layout, SHAPE, response.inverse(), name="slm")
+    plain = PhaseEncoder(layout, SHAPE, response.inverse(), name="slm", dither=False)
     out = np.empty(SHAPE, dtype=enc.dtype)
     src = rng.integers(0, 2 ** bits, SHAPE).astype(enc.dtype)
     dst = np.empty_like(src)
     weights = [rng.standard_normal((layout.n_rows, layout.n_cols)) for _ in range(8)]
-    t_copy, t_enc = [], []
+    t_copy, t_enc, t_plain = [], [], []
     for r in range(repeats):
         t0 = time.perf_counter()
         np.copyto(dst, src)
         t1 = time.perf_counter()
         enc.encode(weights[r % 8], out=out)
         t2 = time.perf_counter()
+        plain.encode(weights[r % 8], out=out)
+        t3 = time.perf_counter()
         t_copy.append(t1 - t0)
         t_enc.append(t2 - t1)
-    c, e = _median_us(t_copy), _median_us(t_enc)
+        t_plain.append(t3 - t2)
+    c, e, q = _median_us(t_copy), _median_us(t_enc), _median_us(t_plain)
     return {"case": name, "dtype": str(enc.dtype), "layout": layout.to_dict(),
-            "pixels_per_word": enc.pixels_per_word, "copy_us": c, "encode_us": e, "encode_ratio": e / c}
+            "pixels_per_word": enc.pixels_per_word, "copy_us": c, "encode_us": e, "encode_ratio": e / c,
+            "encode_plain_us": q, "encode_plain_ratio": q / c}
 
 
 def bench_readout(name, n_spots, repeats, rng):

@@ -51,6 +51,9 @@ class BenchCalibration:
     scales : twin units per homodyne unit per camera.
     w_max : twin weight realised by full SLM amplitude, per layer.
     probe_fraction : peak probe amplitude as a fraction of full amplitude (keeps it weak).
+    dither : per phase panel, whether its encoder dithers pixel pairs over neighbouring
+        levels (:class:`hwio.encoding.PhaseEncoder`); must match what the calibration's
+        amplitude transfer tables were computed for.  Missing panels: dithered (the default).
     """
 
     luts: dict
@@ -60,6 +63,7 @@ class BenchCalibration:
     w_max: list
     probe_fraction: float = 0.5
     info: dict = field(default_factory=dict)
+    dither: dict = field(default_factory=dict)
 
 
 class BenchSystem:
@@ -78,7 +82,8 @@ class BenchSystem:
             if cam not in cal.readouts or cam not in cal.lo_amplitudes or cam not in cal.scales:
                 raise ValueError(f"bench calibration lacks the readout of {cam}; run registration and readout")
         self.encoders = {name: PhaseEncoder(bench.layouts[name], bench.slms[name].shape, cal.luts[name],
-                                            name=name) for name in ("slm1", "slm2", "probe_input")}
+                                            name=name, dither=bool(cal.dither.get(name, True)))
+                         for name in ("slm1", "slm2", "probe_input")}
         self.dmd = DMDEncoder(bench.layouts["input"], bench.slms["input"].shape,
                               on_level=bench.slms["input"].max_level, name="input")
         lo = bench.slms["lo"]

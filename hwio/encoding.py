@@ -20,8 +20,26 @@ no bias field; or a fixed level.  With an odd number of active pixels the two ph
 occur n+1 and n times: the real part (what homodyne readout measures) stays
 exactly ``w / w_max``, the imaginary part gets ``sin(theta) / n_active``.
 
-Fast path: every block row of the frame holds only two distinct pixel rows (local
-row parity even/odd).  :class:`PhaseEncoder` precomputes, once per layout, which
+Dithering (default, ``dither=True``)
+------------------------------------
+Nearest-level rounding realises only the amplitudes ``cos(theta)`` of whole levels:
+an 8-bit panel spanning 2.2 pi gives about 64 steps per sign, steps of ~0.026 of full
+scale near zero.  A dithered encoder instead splits each target phase between the
+two levels around it.  The LUT's runs (grid bins mapped to one level) locate the
+levels: a level stands at the centre of its run.  A target at fraction ``f`` of the
+way from one centre to the next shows the upper level on the pixel pairs of dither
+rank ``< rint(f R)``; ranks ``0..R-1`` (``R = min(8, 2 n_pairs)``) go to the block's
+pixel pairs ``(local row parity, b // 2)`` by a 2 x n_pairs Bayer order, so the pairs
+switched first spread over the block.  The block mean then moves in ``R`` sub-steps
+per level (6 on the simulated bench's 6 x 6 active pixels: amplitude steps of
+<= 0.005 instead of 0.026).  The target position is resolved to 1/16 of a grid bin
+(``DITHER_SUBBINS``) through a precomputed (grid position, rank) -> level table.
+What any encoder really realises, dithered or not, is tabulated by
+:func:`amplitude_transfer`; the calibration stores that table and whether the
+encoder dithered (``encoder_dither``), and the bench system encodes the same way.
+
+Fast paths.  Plain: every block row of the frame holds only two distinct pixel rows
+(local row parity even/odd).  :class:`PhaseEncoder` precomputes, once per layout, which
 table entry every panel column takes and which pattern row every panel row takes.
 An encode then computes ``2 * n_rows * n_block_cols`` levels, packs each element's
 (plus, minus) pixel pair into machine words of up to 8 bytes (where the active block
@@ -29,6 +47,10 @@ width and the pitch are multiples of the word), expands the ``2 * n_rows`` patte
 rows with ``np.repeat`` over runs of identical words, and copies whole rows into the
 frame with one ``np.take``: no Python loop over elements or pixels.  Odd active
 widths fall back to a per-pixel gather of the pattern rows (about 1.5x slower).
+Dithered: still two pattern rows per block row, but pairs differ along a row; the
+pair words (or pixels, for odd widths) are gathered by rank straight into a pattern-row
+buffer whose gaps hold the background, then copied into the frame the same way.
+``benchmarks/encode_readout.py`` measures both against a frame copy.
 
 DMD input encoder (``input``, bit depth 1)
 ------------------------------------------
@@ -111,18 +133,23 @@ class PhaseEncoder:
         row + col), so light leaking into the blocks through crosstalk adds no bias; or a
         fixed level.
     name : device name used in messages.
+    dither : split each target phase between its two neighbouring levels over the
+        block's pixel pairs (module notes), for ~R x finer amplitude steps; the attribute
+        ``dither`` is False when it cannot apply (blocks of one active row, a LUT of one
+        level).  ``dither_ranks`` is R (1 when plain).
 
     Notes
     -----
-    An encode costs ``O(n_rows * n_cols)`` arithmetic, building
+    An encode costs ``O(n_rows * n_cols * R)`` arithmetic, building
     ``2 * n_rows * cols / pixels_per_word`` words of pattern rows and one row-wise
     copy of the frame.  ``pixels_per_word`` (words of up to 8 bytes) is the largest
-    even number of pixels dividing both the active block width and the block pitch;
-    with 1 (odd active widths) the pattern rows are gathered pixel by pixel.
+    even number of pixels dividing both the active block width and the block pitch
+    (dithered: 2, one pixel pair); with 1 (odd active widths) the pattern rows are
+    gathered pixel by pixel.
     """
 
     def __init__(self, layout: BlockLayout, slm_shape, lut: InverseLUT, background: int | str = "zero",
-                 name: str = "SLM"):
+                 name: str = "SLM", dither: bool = True):
         if not isinstance(lut, InverseLUT):
             raise TypeError(f"{name}: lut must be an hwio.response.InverseLUT (build one with "
                             f"PhaseResponse.inverse()), got {type(lut).__name__}")
@@ -149,14 +176,34 @@ class PhaseEncoder:
         r0, c0, bh, bw = _active_geometry(layout)
         nbc = layout.n_block_cols
         itemsize = self.dtype.itemsize
-        # widest word (<= 8 bytes, even number of pixels) that tiles every active block row
+        # dithering: the pixel pairs of a block (local row parity q, pair b // 2) get dither
+        # ranks 0..R-1 (R = min(8, pairs)) from a 2 x n_pairs Bayer order, so the pairs
+        # switched first spread evenly over the block
+        runs = _dither_tables(lut) if dither and bh > 1 else None
+        self.dither = runs is not None
+        n_pairs = -(-bw // 2)
+        self.dither_ranks = min(8, 2 * n_pairs) if self.dither else 1
+        if self.dither:
+            R = self.dither_ranks
+            self._fine_levels = _fine_level_table(runs, R).astype(self.dtype)
+            self._pair_rank = bayer_ranks((2, n_pairs)) * R // (2 * n_pairs)   # (2, n_pairs)
+            # source of pixel (q, b) in the stacked (plus, minus) x rank levels: plus where q + b is even
+            q_, b_ = np.indices((2, bw))
+            self._pixel_src = np.where((q_ + b_) % 2 == 0, 0, self.dither_ranks) + self._pair_rank[q_, b_ // 2]
+        # widest word (<= 8 bytes, even number of pixels) that tiles every active block row;
+        # dithered: one pixel pair per word (every pair may differ)
         k = 1
-        for cand in (8 // itemsize, 4 // itemsize, 2 // itemsize):
-            if cand >= 2 and bw % cand == 0 and layout.pitch_px[1] % cand == 0:
+        for cand in ((2,) if self.dither else (8 // itemsize, 4 // itemsize, 2 // itemsize)):
+            if cand >= 2 and bw % cand == 0 and layout.pitch_px[1] % cand == 0 and cand * itemsize <= 8:
                 k = cand
                 break
         self.pixels_per_word = k
         self._word_dtype = np.dtype(_WORD_DTYPES[k * itemsize]) if k > 1 else self.dtype
+        if self.dither and k == 2:
+            # a level times these fills the first / second pixel of a pair word
+            lo_first = np.little_endian
+            self._c_even = self._word_dtype.type(1 if lo_first else 1 << (8 * itemsize))
+            self._c_odd = self._word_dtype.type(1 << (8 * itemsize) if lo_first else 1)
         # pattern rows live in a buffer shifted by `shift` columns so blocks start on word boundaries
         self._shift = (-c0) % k
         wb = -(-(W + self._shift) // k) * k
@@ -171,7 +218,9 @@ class PhaseEncoder:
         def bg_pixel(row_par, col_par):
             return np.where((row_par + col_par) % 2 == 0, bg_even, bg_odd)
 
-        if k > 1:
+        if self.dither:
+            self._init_dither_rows(row_parity, bg_pixel, W)
+        elif k > 1:
             # entry j: word starting at an even block-local column; entry nbc: background
             self._col_index = np.where(inside, j, nbc).astype(np.intp)
             n_entries = nbc + 1
@@ -181,15 +230,13 @@ class PhaseEncoder:
             wdt = self._word_dtype.type
             c_even = wdt(sum(1 << int(v) for v in shifts[0::2]))
             c_odd = wdt(sum(1 << int(v) for v in shifts[1::2]))
-            lv = lut.levels.astype(self._word_dtype)
-            self._lut_even = lv * c_even                  # level in the even pixels of a word
-            self._lut_odd = lv * c_odd                    # level in the odd pixels of a word
+            self._c_even, self._c_odd = c_even, c_odd     # a level times these fills the even / odd pixels
             first_col_parity = (-self._shift) % 2         # every word starts on this panel column parity
             bg_words = [wdt(int(bg_pixel(g, first_col_parity))) * c_even
                         + wdt(int(bg_pixel(g, first_col_parity + 1))) * c_odd for g in (0, 1)]
             self._table = np.empty((layout.n_rows, 2, n_entries), dtype=self._word_dtype)
             self._table[..., nbc] = np.where(row_parity == 0, bg_words[0], bg_words[1])
-            # consecutive words of a block are identical: store one word per run, then np.repeat
+            # runs of identical words (a plain block's words): store one word per run, then np.repeat
             starts = np.flatnonzero(np.r_[True, self._col_index[1:] != self._col_index[:-1]])
             self._run_entry = self._col_index[starts]
             self._run_len = np.diff(np.r_[starts, self._col_index.size])
@@ -214,9 +261,43 @@ class PhaseEncoder:
         self._base0 = (0.0 - lut.phase_min_rad) * lut.bins_per_rad % lut_n + 0.5 + lut_n
         self._base_pi = (math.pi - lut.phase_min_rad) * lut.bins_per_rad % lut_n + 0.5 + lut_n
 
+    def _init_dither_rows(self, row_parity, bg_pixel, W):
+        """Pattern-row buffer of a dithered encoder: blocks are written in place, gaps keep background.
+
+        Words are pixel pairs (``pixels_per_word`` 2) or single pixels (odd widths); pattern row
+        (i, q) holds block row i, local row parity q, laid out as on the panel (shifted by
+        ``_shift`` pixels so words start on block boundaries).
+        """
+        layout, k, wd = self.layout, self.pixels_per_word, self._word_dtype
+        _, c0, _, bw = _active_geometry(layout)
+        nbc, pitch = layout.n_block_cols, layout.pitch_px[1]
+        c0w, pitch_w, n_words_block = (c0 + self._shift) // k, pitch // k, bw // k
+        n_words = max(-(-(W + self._shift) // k), c0w + nbc * pitch_w)
+        col_parity = (np.arange(n_words) * k - self._shift) % 2        # panel column parity of each word start
+
+        def bg_words(row_par):
+            first = bg_pixel(row_par, col_parity).astype(wd)
+            if k == 1:
+                return first
+            return first * self._c_even + bg_pixel(row_par, col_parity + 1).astype(wd) * self._c_odd
+
+        rows = np.empty((2 * layout.n_rows + 2, n_words), dtype=wd)
+        pat = rows[:-2].reshape(layout.n_rows, 2, n_words)
+        for par in (0, 1):
+            pat[row_parity == par] = bg_words(par)
+        rows[-2], rows[-1] = bg_words(0), bg_words(1)
+        # the active words of every block, (n_rows, 2, n_block_cols, words per block): a view
+        blocks = pat[:, :, c0w:c0w + nbc * pitch_w].reshape(layout.n_rows, 2, nbc, pitch_w)
+        self._block_words = blocks[..., :n_words_block]
+        self._rows = rows.view(self.dtype)[:, self._shift:self._shift + W]
+
     # ----------------------------------------------------------------------------------
-    def _grid_indices(self, weights, w_max, reference):
-        w = _prepare_values(weights, self.layout, reference, f"{self.name}: weights")
+    def _element_levels(self, weights, w_max, reference):
+        """Levels (plus, minus), each (n_rows, n_block_cols, dither_ranks), and the w_max used."""
+        return self._levels(_prepare_values(weights, self.layout, reference, f"{self.name}: weights"), w_max)
+
+    def _levels(self, w: np.ndarray, w_max):
+        """Levels (plus, minus) of finite values ``w`` (any shape; + a rank axis), and the w_max used."""
         absw = np.abs(w)
         peak = float(absw.max())
         if w_max is None:
@@ -234,25 +315,37 @@ class PhaseEncoder:
         theta_bins *= self.lut.bins_per_rad
         base = (w < 0) * (self._base_pi - self._base0)
         base += self._base0
-        idx = np.empty((2,) + w.shape)
-        np.add(base, theta_bins, out=idx[0])
-        np.subtract(base, theta_bins, out=idx[1])
-        grid = idx.astype(np.intp)          # floor (all values are positive)
+        x = np.empty((2,) + w.shape)            # grid coordinate of s + theta and s - theta (> 0)
+        np.add(base, theta_bins, out=x[0])
+        np.subtract(base, theta_bins, out=x[1])
         n = self.lut.n_bins
+        if self.dither:
+            # the target's position to 1/DITHER_SUBBINS of a bin -> the level of every dither rank
+            x *= DITHER_SUBBINS
+            g = x.astype(np.intp)
+            nf = n * DITHER_SUBBINS
+            if nf & (nf - 1) == 0:
+                g &= nf - 1
+            else:
+                g %= nf
+            lv = self._fine_levels.take(g, axis=0)                # (2, n_rows, n_cols, R)
+            return lv[0], lv[1], w_max
+        g = x.astype(np.intp)                   # floor: the grid bin
         if n & (n - 1) == 0:
-            grid &= n - 1                   # modulo n for a power of two, much faster than %
+            g &= n - 1                          # modulo n for a power of two, much faster than %
         else:
-            grid %= n
-        return grid[0], grid[1], w_max
+            g %= n
+        lv = self.lut.levels.take(g)[..., None]
+        return lv[0], lv[1], w_max
 
     def levels_for(self, weights, w_max: float | None = None, reference=None):
-        """Per-element levels ``(plus, minus)``, each (n_rows, n_block_cols), and the ``w_max`` used.
+        """Per-element levels ``(plus, minus)``, each (n_rows, n_block_cols, R), and the ``w_max`` used.
 
         ``plus`` is the level of phase ``s + theta`` (pixels with even ``a + b``), ``minus``
-        of ``s - theta``.
+        of ``s - theta``; the last index is the dither rank (``R = dither_ranks``, 1 without
+        dithering): the pixel pairs of rank r show levels ``[..., r]``.
         """
-        gp, gm, w_max = self._grid_indices(weights, w_max, reference)
-        return self.lut.levels[gp], self.lut.levels[gm], w_max
+        return self._element_levels(weights, w_max, reference)
 
     def encode(self, weights, w_max: float | None = None, reference=None, out: np.ndarray | None = None):
         """Level frame (``shape``, ``lut.level_dtype``) showing ``weights`` (n_rows, n_cols).
@@ -267,26 +360,8 @@ class PhaseEncoder:
             ``reference_col``; default 0, no field).
         out : optional C-contiguous frame to write into (every pixel is written).
         """
-        gp, gm, w_max = self._grid_indices(weights, w_max, reference)
-        nbc = self.layout.n_block_cols
-        t = self._table
-        if self.pixels_per_word > 1:
-            # row parity 0: (plus, minus, plus, ...); row parity 1: (minus, plus, ...)
-            np.add(self._lut_even.take(gp), self._lut_odd.take(gm), out=t[:, 0, :nbc])
-            np.add(self._lut_even.take(gm), self._lut_odd.take(gp), out=t[:, 1, :nbc])
-        else:
-            plus, minus = self.lut.levels.take(gp), self.lut.levels.take(gm)
-            t[:, 0, 0:2 * nbc:2] = plus
-            t[:, 0, 1:2 * nbc:2] = minus
-            t[:, 1, 0:2 * nbc:2] = minus
-            t[:, 1, 1:2 * nbc:2] = plus
-        if self.pixels_per_word > 1:
-            np.take(t.reshape(-1, t.shape[2]), self._run_entry, axis=1, out=self._runs[:-2], mode="clip")
-            words = np.repeat(self._runs, self._run_len, axis=1)       # (2 n_rows + 1, buffer words)
-            rows = words.view(self.dtype)[:, self._shift:self._shift + self.shape[1]]
-        else:
-            np.take(t, self._col_index, axis=2, out=self._rows_words, mode="clip")
-            rows = self._rows
+        lp, lm, w_max = self._element_levels(weights, w_max, reference)
+        rows = self._dithered_rows(lp, lm) if self.dither else self._plain_rows(lp[..., 0], lm[..., 0])
         if out is None:
             out = np.empty(self.shape, dtype=self.dtype)
         elif out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
@@ -296,6 +371,43 @@ class PhaseEncoder:
         self.last_w_max = w_max
         return out
 
+    def _plain_rows(self, lp, lm):
+        """Pattern rows (2 per block row, + 2 background rows) for element levels (n_rows, n_cols)."""
+        nbc = self.layout.n_block_cols
+        t = self._table
+        if self.pixels_per_word > 1:
+            # row parity 0: (plus, minus, plus, ...); row parity 1: (minus, plus, ...)
+            wd = self._word_dtype
+            p, m = lp.astype(wd), lm.astype(wd)
+            np.add(p * self._c_even, m * self._c_odd, out=t[:, 0, :nbc])
+            np.add(m * self._c_even, p * self._c_odd, out=t[:, 1, :nbc])
+            np.take(t.reshape(-1, t.shape[2]), self._run_entry, axis=1, out=self._runs[:-2], mode="clip")
+            words = np.repeat(self._runs, self._run_len, axis=1)       # (2 n_rows + 2, buffer words)
+            return words.view(self.dtype)[:, self._shift:self._shift + self.shape[1]]
+        t[:, 0, 0:2 * nbc:2] = lp
+        t[:, 0, 1:2 * nbc:2] = lm
+        t[:, 1, 0:2 * nbc:2] = lm
+        t[:, 1, 1:2 * nbc:2] = lp
+        np.take(t, self._col_index, axis=2, out=self._rows_words, mode="clip")
+        return self._rows
+
+    def _dithered_rows(self, lp, lm):
+        """Pattern rows of a dithered encoder for levels (n_rows, n_cols, R) by dither rank."""
+        if self.pixels_per_word == 2:
+            # one word per pixel pair: (plus, minus) in row parity 0, (minus, plus) in parity 1
+            wd = self._word_dtype
+            p, m = lp.astype(wd), lm.astype(wd)
+            for q, (first, second) in enumerate(((p, m), (m, p))):
+                words = first * self._c_even
+                words += second * self._c_odd
+                self._block_words[:, q] = words[:, :, self._pair_rank[q]]
+        else:
+            # odd widths: pixel by pixel from the stacked (plus, minus) x rank levels
+            stacked = np.concatenate([lp, lm], axis=2)                    # (n_rows, n_cols, 2 R)
+            for q in (0, 1):
+                self._block_words[:, q] = stacked[:, :, self._pixel_src[q]]
+        return self._rows
+
     def decode(self, levels, response: PhaseResponse, w_max: float = 1.0, crosstalk_px: float = 0.0,
                complex_field: bool = False, include_reference: bool = False) -> np.ndarray:
         """Realised weights of a level frame; see :func:`realised_weights`."""
@@ -304,7 +416,66 @@ class PhaseEncoder:
 
     def __repr__(self):
         return (f"PhaseEncoder(name={self.name!r}, shape={self.shape}, matrix=({self.layout.n_rows}, "
-                f"{self.layout.n_cols}), bit_depth={self.lut.bit_depth}, pixels_per_word={self.pixels_per_word})")
+                f"{self.layout.n_cols}), bit_depth={self.lut.bit_depth}, pixels_per_word={self.pixels_per_word}, "
+                f"dither={self.dither})")
+
+
+def _dither_tables(lut: InverseLUT) -> dict | None:
+    """Lookup tables for dithering between neighbouring levels (None: the LUT has one level).
+
+    A run is the stretch of grid bins the LUT maps to one level; its centre stands for that
+    level's phase.  Per bin g (grid coordinates relative to the bin's left edge):
+    ``centre[g]`` is the centre of g's run.  Per index 2 g + h (h = 1 when the target lies
+    at or above that centre): ``lower`` / ``upper`` levels, the ``start`` (lower centre)
+    and ``inv_span`` (1 / distance between the two centres) of the segment between them.
+    """
+    lv = lut.levels
+    n = lv.size
+    starts = np.flatnonzero(lv != np.roll(lv, 1))
+    if starts.size < 2:
+        return None
+    lengths = np.diff(np.r_[starts, starts[0] + n])
+    centres = starts + 0.5 * lengths                              # unwrapped from starts[0]
+    run_level = lv[starts]
+    k = np.repeat(np.arange(starts.size), lengths)                # run of bins starts[0], starts[0] + 1, ...
+    bins = starts[0] + np.arange(n)                               # unwrapped bin positions
+    order = bins % n
+    c, c_prev, c_next = centres[k] - bins, np.r_[centres[-1] - n, centres[:-1]][k] - bins, \
+        np.r_[centres[1:], centres[0] + n][k] - bins
+    lev, lev_prev, lev_next = run_level[k], np.roll(run_level, 1)[k], np.roll(run_level, -1)[k]
+
+    def by_bin(values):
+        arr = np.empty(n, dtype=values.dtype)
+        arr[order] = values
+        return arr
+
+    def by_half(below, above):
+        arr = np.empty(2 * n, dtype=below.dtype)
+        arr[2 * order], arr[2 * order + 1] = below, above
+        return arr
+
+    return {"centre": by_bin(c), "lower": by_half(lev_prev, lev), "upper": by_half(lev, lev_next),
+            "start": by_half(c_prev, c), "inv_span": by_half(1.0 / (c - c_prev), 1.0 / (c_next - c))}
+
+
+DITHER_SUBBINS = 16
+"""Sub-positions per LUT grid bin at which a dithered encoder resolves its target phase."""
+
+
+def _fine_level_table(d: dict, n_ranks: int) -> np.ndarray:
+    """Level of every dither rank at every 1/DITHER_SUBBINS of a grid bin, (n_bins * S, R).
+
+    At sub-position i (grid coordinate (i + 1/2) / S) the target lies between the centres of
+    two runs at fraction f; ranks r < rint(f R) take the upper level.
+    """
+    S = DITHER_SUBBINS
+    n = d["centre"].size
+    i = np.arange(n * S)
+    g, frac = i // S, (i % S + 0.5) / S
+    h = 2 * g + (frac >= d["centre"][g])
+    count = np.rint((frac - d["start"][h]) * d["inv_span"][h] * n_ranks)
+    upper = np.arange(n_ranks)[None, :] < count[:, None]
+    return np.where(upper, d["upper"][h][:, None], d["lower"][h][:, None])
 
 
 def realised_weights(levels, layout: BlockLayout, response: PhaseResponse, w_max: float = 1.0,
@@ -360,7 +531,8 @@ def _single_blocks(encoder: "PhaseEncoder", n: int, crosstalk_px: float):
     single = BlockLayout(n, 1, block_px=lay.block_px, pitch_px=pitch, origin_px=(margin, margin),
                          guard_px=lay.guard_px)
     shape = (margin + n * pitch[0], margin + pitch[1])
-    return PhaseEncoder(single, shape, encoder.lut, background=encoder.background, name=f"{encoder.name} (table)")
+    return PhaseEncoder(single, shape, encoder.lut, background=encoder.background, name=f"{encoder.name} (table)",
+                        dither=encoder.dither)
 
 
 def amplitude_transfer(encoder: "PhaseEncoder", response: PhaseResponse, crosstalk_px: float = 0.0,
@@ -384,27 +556,68 @@ def amplitude_transfer(encoder: "PhaseEncoder", response: PhaseResponse, crossta
         raise ValueError(f"n_scan must be >= 3, got {n_scan}")
 
     def pairs(a):
-        enc = _single_blocks(encoder, a.size, 0.0)
-        plus, minus, _ = enc.levels_for(a[:, None], w_max=1.0)
-        return plus[:, 0].astype(np.int64) * 65536 + minus[:, 0]
+        """(len(a), R) codes: the (plus, minus) levels of every dither rank."""
+        plus, minus, _ = encoder._levels(a, 1.0)
+        return plus.astype(np.int64) * 65536 + minus
 
     grid = np.linspace(-1.0, 1.0, n_scan)
     code = pairs(grid)
-    change = np.flatnonzero(np.diff(code) != 0)
+    change = np.flatnonzero(np.any(np.diff(code, axis=0) != 0, axis=1))
     lo, hi = grid[change], grid[change + 1]
-    code_lo = code[change]
-    while change.size and np.max(hi - lo) > tol:
+    code_lo, code_hi = code[change], code[change + 1]
+    while lo.size and np.max(hi - lo) > tol:
         mid = 0.5 * (lo + hi)
-        same = pairs(mid) == code_lo
-        lo = np.where(same, mid, lo)
-        hi = np.where(same, hi, mid)
-    edges = 0.5 * (lo + hi)
+        c_mid = pairs(mid)
+        left = np.any(c_mid != code_lo, axis=1)         # a change in [lo, mid]
+        right = np.any(c_mid != code_hi, axis=1)        # a change in [mid, hi]
+        # an interval holding changes on both sides splits in two (dithered rows step apart)
+        lo = np.concatenate([lo[left], mid[right]])
+        hi = np.concatenate([mid[left], hi[right]])
+        code_lo, code_hi = (np.concatenate([code_lo[left], c_mid[right]]),
+                            np.concatenate([c_mid[left], code_hi[right]]))
+        order = np.argsort(lo, kind="stable")
+        lo, hi, code_lo, code_hi = lo[order], hi[order], code_lo[order], code_hi[order]
+    edges = np.unique(0.5 * (lo + hi))
     bounds = np.concatenate([[-1.0], edges, [1.0]])
     reps = 0.5 * (bounds[:-1] + bounds[1:])                 # one value inside every step
     reps[0], reps[-1] = -1.0, 1.0                           # the ends: full amplitude
-    enc = _single_blocks(encoder, reps.size, crosstalk_px)
-    values = realised_weights(enc.encode(reps[:, None], w_max=1.0), enc.layout, response, 1.0, crosstalk_px)[:, 0]
+    # realised values, a chunk of isolated blocks at a time (bounded memory)
+    chunk = min(reps.size, 1024)
+    enc = _single_blocks(encoder, chunk, crosstalk_px)
+    cos_level = np.cos(response.phase_rad)
+    values = np.empty(reps.size)
+    padded = np.zeros((chunk, 1))
+    for start in range(0, reps.size, chunk):
+        part = reps[start:start + chunk]
+        padded[:part.size, 0] = part
+        frame = enc.encode(padded, w_max=1.0)
+        values[start:start + part.size] = _isolated_block_values(frame, enc.layout, cos_level,
+                                                                 crosstalk_px)[:part.size]
     return edges, values
+
+
+def _isolated_block_values(levels, layout: BlockLayout, cos_level: np.ndarray, crosstalk_px: float):
+    """:func:`realised_weights` (real part) of a column of isolated blocks (``_single_blocks``).
+
+    The blurred block mean is linear in the field: every block's value is ``k_r^T F k_c`` over
+    its own tile (one pitch), with ``k_r``, ``k_c`` the blur of the active rows' / columns'
+    indicator divided by their count (the kernel is symmetric), so no full-frame blur is needed;
+    the weights are real, so only ``Re F = cos(phase)`` (``cos_level[level]``) enters.
+    """
+    r0, c0, bh, bw = _active_geometry(layout)
+    pr, pc = layout.pitch_px
+    n = layout.n_rows
+    lv = np.asarray(levels)[:n * pr, :pc].reshape(n, pr, pc)   # block i lies inside rows i pr .. (i + 1) pr
+    tiles = cos_level.take(lv)
+    kr = np.zeros(pr)
+    kc = np.zeros(pc)
+    kr[r0:r0 + bh] = 1.0 / bh
+    kc[c0:c0 + bw] = 1.0 / bw
+    if crosstalk_px > 0:
+        from scipy.ndimage import gaussian_filter1d
+        kr = gaussian_filter1d(kr, crosstalk_px, mode="constant", cval=0.0)
+        kc = gaussian_filter1d(kc, crosstalk_px, mode="constant", cval=0.0)
+    return np.einsum("r,nrc,c->n", kr, tiles, kc)
 
 
 def bayer_ranks(shape: tuple[int, int]) -> np.ndarray:

@@ -193,9 +193,15 @@ class CalContext:
                                                bit_depth=slm.bit_depth, name=slm_name)
                 except ValueError:
                     lut = None
+            # dithering splits targets between the LUT's neighbouring levels, which only helps
+            # once the LUT is calibrated: the nominal one encodes plain.  A finished SLM fit
+            # fixes the encoding its transfer table describes (older files: plain).
+            dither = lut is not None
             if lut is None:
                 lut = self.response(slm_name).inverse()
-            enc = PhaseEncoder(self.bench.layouts[slm_name], slm.shape, lut, name=slm_name)
+            if fit is not None and "amplitude_transfer" in fit.arrays:
+                dither = bool(fit.info.get("encoder_dither", False))
+            enc = PhaseEncoder(self.bench.layouts[slm_name], slm.shape, lut, name=slm_name, dither=dither)
             self._enc_cache[slm_name] = (fit, enc)      # keeps the fit alive: identity stays meaningful
         return enc
 

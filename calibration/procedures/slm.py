@@ -554,7 +554,9 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
             # what the encoder really realises for each programmed amplitude (LUT rounding,
             # residual response error, fringing loss): the twin's per-panel transfer table
             sigma = float(xt.quantities["crosstalk_px"].value) if xt is not None else 0.0
-            edges, realised = amplitude_transfer(ctx.encoder(panel), response, sigma)
+            encoder = ctx.encoder(panel)
+            edges, realised = amplitude_transfer(encoder, response, sigma)
+            fit.info["encoder_dither"] = bool(encoder.dither)
             fit.arrays["amplitude_transfer_edges"] = edges
             fit.arrays["amplitude_transfer"] = realised
             fit.info["amplitude_transfer"] = ("programmed fraction A realises amplitude_transfer[searchsorted("

@@ -129,7 +129,7 @@ def push_weights(bench, weights: list, luts: dict, w_max: float | None = None) -
             "slm": name, "layer": f"/weights/layer{k}", "weights_shape": list(np.shape(w)),
             "panel_shape": list(slm.shape), "bit_depth": slm.bit_depth, "layout": layout.to_dict(),
             "w_max": float(enc.last_w_max), "max_abs_weight": float(np.max(np.abs(w))),
-            "lut": source, "lut_bins": lut.n_bins,
+            "lut": source, "lut_bins": lut.n_bins, "dither_ranks": enc.dither_ranks,
             "levels_min": int(frame.min()), "levels_max": int(frame.max()),
             "frame_index": token.frame_index, "settled_s": token.settled_s,
         })
@@ -188,4 +188,4 @@ def print_result(result: dict, as_json: bool) -> None:
         shape = "x".join(map(str, r["weights_shape"]))
         print(f"  {r['slm']} <- {r['layer']}: {shape} (n_out x n_in), w_max {r['w_max']:.6g} "
               f"(full amplitude), levels {r['levels_min']}..{r['levels_max']}, frame {r['frame_index']}, "
-              f"LUT: {r['lut']}")
+              f"{r['dither_ranks']} dither ranks per level step, LUT: {r['lut']}")

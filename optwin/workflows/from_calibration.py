@@ -112,9 +112,11 @@ def bench_system_from_calibration(bench, cal: CalibrationSet, probe_fraction: fl
     from hwio.readout import SpotReadout
     from hwio.response import InverseLUT
 
-    luts = {}
+    luts, dither = {}, {}
     for slm, fit_name in (("slm1", "slm"), ("slm2", "slm.slm2"), ("probe_input", "slm.probe_input")):
         fit = _need(cal, fit_name, "slm")
+        # the encoding the file's transfer tables describe (files from before dithering: plain)
+        dither[slm] = bool(fit.info.get("encoder_dither", False))
         levels = fit.arrays.get("inverse_lut")
         grid = fit.arrays.get("inverse_lut_phase_rad")
         if levels is None or grid is None:
@@ -144,5 +146,5 @@ def bench_system_from_calibration(bench, cal: CalibrationSet, probe_fraction: fl
         scales[cam] = float(q.value)
     w_max = [float(_need(cal, name, "mvm").quantities["w_max"].value) for name in ("mvm1", "mvm2")]
     bc = BenchCalibration(luts=luts, readouts=readouts, lo_amplitudes=lo, scales=scales, w_max=w_max,
-                          probe_fraction=probe_fraction)
+                          probe_fraction=probe_fraction, dither=dither)
     return BenchSystem(bench, bc)

@@ -129,3 +129,27 @@ def test_unknown_panel_is_refused():
         measure_slm(ctx, panels=("slm9",))
     with pytest.raises(ValueError, match="run the readout procedure first"):
         measure_slm(ctx, panels=("slm1",))
+
+
+def test_encoder_follows_the_fits_encoding(calibrated):
+    """The SLM fit records that its staircase is the dithered encoder's, and later procedures
+    encode that way; a fit from before dithering (no ``encoder_dither``) is encoded plain, and
+    so is a panel not calibrated yet (nominal LUT: its levels' phases are unknown)."""
+    import copy
+    from hwio.encoding import amplitude_transfer
+    bench, ctx, fits = calibrated
+    assert not any(CalContext(bench).encoder(panel).dither for panel in PANELS)
+    for panel, name in PANELS.items():
+        fit = fits[name]
+        enc = ctx.encoder(panel)
+        assert fit.info["encoder_dither"] is True and enc.dither and enc.dither_ranks > 1
+        np.testing.assert_array_equal(amplitude_transfer(enc, ctx.response(panel))[0],
+                                      fit.arrays["amplitude_transfer_edges"])
+        old = copy.copy(fit)
+        old.info = {k: v for k, v in fit.info.items() if k != "encoder_dither"}
+        try:
+            ctx.add(old)
+            assert not ctx.encoder(panel).dither
+        finally:
+            ctx.add(fit)
+        assert ctx.encoder(panel).dither

@@ -15,8 +15,48 @@ from hwio.response import InverseLUT, PhaseResponse
 TWO_PI = 2 * math.pi
 
 
-def reference_frame(layout, shape, lut, w, w_max, background, reference=None):
-    """Pixel-by-pixel double-phase rule, written independently of the vectorised encoder."""
+def run_around(lut, k):
+    """(level, start, stop) of the run of equal LUT levels holding bin k (unwrapped bins, stop exclusive)."""
+    n, lv = lut.n_bins, lut.levels
+    start, stop = k, k + 1
+    while start > k - n + 1 and lv[(start - 1) % n] == lv[k % n]:
+        start -= 1
+    while stop < start + n and lv[stop % n] == lv[k % n]:
+        stop += 1
+    return lv[k % n], start, stop
+
+
+def dithered_level(lut, phase, rank, n_ranks):
+    """Level of a pixel of dither rank ``rank`` (of ``n_ranks``) aiming at ``phase``, walking the LUT.
+
+    Levels stand at the centres of their runs (grid coordinates); the target, resolved to the
+    middle of its 1/16 of a grid bin, lies between two such centres at fraction f, and the
+    pixels of rank < rint(f n_ranks) take the upper level.
+    """
+    y = ((phase - lut.phase_min_rad) * lut.bins_per_rad + 0.5) % lut.n_bins
+    y = (math.floor(y * 16) + 0.5) / 16            # resolved to 1/16 of a grid bin
+    k = int(math.floor(y))
+    lev, start, stop = run_around(lut, k)
+    centre = 0.5 * (start + stop)
+    if y - k >= centre - k:
+        lo, c_lo = lev, centre
+        hi, s2, e2 = run_around(lut, stop)
+        c_hi = 0.5 * (s2 + e2)
+    else:
+        hi, c_hi = lev, centre
+        lo, s2, e2 = run_around(lut, start - 1)
+        c_lo = 0.5 * (s2 + e2)
+    count = np.rint((y - c_lo) / (c_hi - c_lo) * n_ranks)
+    return hi if rank < count else lo
+
+
+def reference_frame(layout, shape, lut, w, w_max, background, reference=None, dither=True):
+    """Pixel-by-pixel double-phase rule, written independently of the vectorised encoder.
+
+    With ``dither`` the pixel pairs (row parity q, pair b // 2) of a block get ranks
+    0..R-1 (R = min(8, 2 n_pairs)) by scaling a 2 x n_pairs Bayer order; each pixel dithers
+    between the two levels around its target phase (:func:`dithered_level`).
+    """
     if background == "zero":
         rr, cc = np.indices(shape)
         frame = np.where((rr + cc) % 2 == 0, lut(np.array(math.pi / 2)), lut(np.array(-math.pi / 2)))
@@ -32,10 +72,18 @@ def reference_frame(layout, shape, lut, w, w_max, background, reference=None):
             theta = math.acos(min(abs(vals[i, j]) / w_max, 1.0))
             s = math.pi if vals[i, j] < 0 else 0.0
             rs, cs = layout.active_slices(i, j)
-            for a in range(rs.stop - rs.start):
-                for b in range(cs.stop - cs.start):
+            n_act, width = rs.stop - rs.start, cs.stop - cs.start
+            n_pairs = (width + 1) // 2
+            n_ranks = min(8, 2 * n_pairs)
+            ranks = bayer_ranks((2, n_pairs)) * n_ranks // (2 * n_pairs)
+            for a in range(n_act):
+                for b in range(width):
                     phase = s + theta if (a + b) % 2 == 0 else s - theta
-                    frame[rs.start + a, cs.start + b] = lut(np.array(phase))
+                    if dither and n_act > 1:
+                        level = dithered_level(lut, phase, ranks[a % 2, b // 2], n_ranks)
+                    else:
+                        level = lut(np.array(phase))
+                    frame[rs.start + a, cs.start + b] = level
     return frame
 
 
@@ -48,20 +96,21 @@ LAYOUTS = [
 ]
 
 
+@pytest.mark.parametrize("dither", [True, False])
 @pytest.mark.parametrize("background", ["zero", 3])
 @pytest.mark.parametrize("bits", [8, 10])
 @pytest.mark.parametrize("case", range(len(LAYOUTS)))
-def test_encoder_matches_pixel_rule(bits, case, background):
+def test_encoder_matches_pixel_rule(bits, case, background, dither):
     layout, shape = LAYOUTS[case]
     lut = PhaseResponse.power_law(bits, 2.3 * math.pi, 1.3, -0.5).inverse()
-    enc = PhaseEncoder(layout, shape, lut, background=background)
+    enc = PhaseEncoder(layout, shape, lut, background=background, dither=dither)
     rng = np.random.default_rng(case + bits)
     w = rng.standard_normal((layout.n_rows, layout.n_cols))
     ref = rng.standard_normal(layout.n_rows) if layout.reference_col else None
     w_max = 1.5 * max(np.abs(w).max(), 0 if ref is None else np.abs(ref).max())
     got = enc.encode(w, w_max=w_max, reference=ref)
     assert got.dtype == lut.level_dtype and got.shape == shape
-    np.testing.assert_array_equal(got, reference_frame(layout, shape, lut, w, w_max, background, ref))
+    np.testing.assert_array_equal(got, reference_frame(layout, shape, lut, w, w_max, background, ref, dither))
     # writing into a caller's buffer gives the same frame and overwrites every pixel
     out = np.full(shape, 7, dtype=lut.level_dtype)
     enc.encode(w, w_max=w_max, reference=ref, out=out)
@@ -73,7 +122,7 @@ def test_round_trip_within_quantisation_bound(bits, gamma, range_rad):
     response = PhaseResponse.power_law(bits, range_rad, gamma, 0.3)
     lut = response.inverse()
     layout = BlockLayout(16, 12, block_px=(6, 8), pitch_px=(6, 8))
-    enc = PhaseEncoder(layout, (100, 100), lut)
+    enc = PhaseEncoder(layout, (100, 100), lut, dither=False)
     w = np.random.default_rng(bits).uniform(-2.0, 2.0, (16, 12))
     frame = enc.encode(w)
     w_max = enc.last_w_max
@@ -84,6 +133,11 @@ def test_round_trip_within_quantisation_bound(bits, gamma, range_rad):
     assert err.max() <= bound + 1e-12
     # the bound is not vacuous: quantisation errors reach a good part of it
     assert err.max() > 0.2 * bound
+    # dithering the 6 rows of a block over neighbouring levels: several times smaller errors
+    dithered = PhaseEncoder(layout, (100, 100), lut)
+    err_d = np.abs(dithered.decode(dithered.encode(w), response, w_max=w_max) - w)
+    assert err_d.max() <= bound + 1e-12
+    assert np.sqrt(np.mean(err_d ** 2)) < np.sqrt(np.mean(err ** 2)) / 2
     # the bound shrinks with bit depth as expected: about half a level step
     assert lut.max_phase_error_rad(response) < 0.6 * response.max_step_rad + 2 * lut.bin_width_rad
 
@@ -92,7 +146,7 @@ def test_signs_and_extremes():
     response = PhaseResponse.linear(12)
     lut = response.inverse()
     layout = BlockLayout(1, 5, block_px=(4, 4), pitch_px=(4, 4))
-    enc = PhaseEncoder(layout, (4, 20), lut)
+    enc = PhaseEncoder(layout, (4, 20), lut, dither=False)
     w = np.array([[1.0, -1.0, 0.0, 0.5, -0.5]])
     frame = enc.encode(w)
     # full positive weight: every pixel at phase 0; full negative: every pixel at phase pi
@@ -102,6 +156,14 @@ def test_signs_and_extremes():
     np.testing.assert_allclose(field.real, w, atol=1e-3)
     np.testing.assert_allclose(field.imag, 0.0, atol=1e-3)  # even pixel count: no imaginary part
     assert np.array_equal(np.sign(field.real[0, [0, 1, 3, 4]]), [1, -1, 1, -1])
+    # dithered rows: neighbouring levels (phase 0 may show as 2 pi), the same fields
+    dith = PhaseEncoder(layout, (4, 20), lut)
+    frame = dith.encode(w)
+    assert len(np.unique(frame[:, 12:14])) > 1
+    np.testing.assert_allclose(np.cos(response.phase(frame[:, 0:4])), 1.0, atol=1e-5)
+    field = dith.decode(frame, response, complex_field=True)
+    np.testing.assert_allclose(field.real, w, atol=1e-3)
+    np.testing.assert_allclose(field.imag, 0.0, atol=1e-3)
 
 
 def test_odd_pixel_count_keeps_real_part():
@@ -318,11 +380,12 @@ def test_dmd_errors():
         DMDEncoder(layout, (4, 12), on_level=1, off_level=1)
 
 
-def test_amplitude_transfer_is_what_the_encoder_realises():
+@pytest.mark.parametrize("dither", [False, True])
+def test_amplitude_transfer_is_what_the_encoder_realises(dither):
     from hwio.encoding import amplitude_transfer
     layout = BlockLayout(3, 2, block_px=(8, 8), pitch_px=(10, 10), origin_px=(2, 2), guard_px=1)
     resp = PhaseResponse.power_law(8, 7.0, gamma=1.12)
-    enc = PhaseEncoder(layout, (40, 30), resp.inverse())
+    enc = PhaseEncoder(layout, (40, 30), resp.inverse(), dither=dither)
     edges, values = amplitude_transfer(enc, resp, 0.0)
     assert np.all(np.diff(edges) > 0) and values.size == edges.size + 1
     # any programmed amplitude, also right next to a step, realises the tabulated value
@@ -335,9 +398,28 @@ def test_amplitude_transfer_is_what_the_encoder_realises():
     fine = np.linspace(-1, 1, 2001)
     err8 = np.sqrt(np.mean((values[np.searchsorted(edges, fine, side="right")] - fine) ** 2))
     resp12 = PhaseResponse.power_law(12, 7.0, gamma=1.12)
-    e12, v12 = amplitude_transfer(PhaseEncoder(layout, (40, 30), resp12.inverse()), resp12, 0.0)
+    e12, v12 = amplitude_transfer(PhaseEncoder(layout, (40, 30), resp12.inverse(), dither=dither), resp12, 0.0)
     err12 = np.sqrt(np.mean((v12[np.searchsorted(e12, fine, side="right")] - fine) ** 2))
-    assert 1e-3 < err8 < 0.02 and err12 < err8 / 8 and e12.size > 8 * edges.size
+    assert err12 < err8 / 8 and e12.size > 8 * edges.size
+    if dither:
+        # 6 active rows dithered over neighbouring levels: ~6x the steps, ~1/6 of the error
+        plain = PhaseEncoder(layout, (40, 30), resp.inverse(), dither=False)
+        e0, v0 = amplitude_transfer(plain, resp, 0.0)
+        err0 = np.sqrt(np.mean((v0[np.searchsorted(e0, fine, side="right")] - fine) ** 2))
+        assert edges.size > 5 * e0.size and err8 < err0 / 4
+    else:
+        assert 1e-3 < err8 < 0.02
     # fringing crosstalk loses amplitude at the block edges: full scale drops, sign kept
-    _, vx = amplitude_transfer(enc, resp, 0.6)
+    ex, vx = amplitude_transfer(enc, resp, 0.6)
     assert 0.8 < vx[-1] < 0.97 and -0.97 < vx[0] < -0.8
+    # ... and every step's value is the full-frame blur of that step's block, isolated
+    np.testing.assert_array_equal(ex, edges)
+    bounds = np.concatenate([[-1.0], edges, [1.0]])
+    reps = 0.5 * (bounds[:-1] + bounds[1:])
+    reps[0], reps[-1] = -1.0, 1.0
+    pick = rng.choice(reps.size, 30, replace=False)
+    single = BlockLayout(1, 1, block_px=(8, 8), pitch_px=(8, 8), origin_px=(12, 12), guard_px=1)
+    for i in pick:
+        one = PhaseEncoder(single, (32, 32), resp.inverse(), dither=dither)
+        blurred = realised_weights(one.encode(np.array([[reps[i]]]), w_max=1.0), single, resp, 1.0, 0.6)
+        assert blurred[0, 0] == pytest.approx(vx[i], abs=1e-12)

@@ -41,6 +41,30 @@ def test_bench_system_reads_in_twin_units(calibrated):
     assert s["activation_rmse"] < 0.05 * np.abs(ag["arrays"]["a1"]).max()
 
 
+def test_bench_encodes_as_its_calibration_file_says(calibrated):
+    from calibration.calset import CalibrationSet
+    from hwio.encoding import PhaseEncoder, amplitude_transfer
+    from hwio.response import PhaseResponse
+    bench, cal = calibrated
+    system = bench_system_from_calibration(bench, cal)
+    fits = {"slm1": "slm", "slm2": "slm.slm2", "probe_input": "slm.probe_input"}
+    for panel, name in fits.items():
+        enc, fit = system.encoders[panel], cal.fits[name]
+        assert enc.dither and enc.dither_ranks > 1 and fit.info["encoder_dither"] is True
+        # the file's staircase is the one of the encoder the bench uses: same steps, and
+        # several times as many as a plain encoder has
+        response = PhaseResponse(np.maximum.accumulate(np.asarray(fit.arrays["phase_response_rad"])))
+        edges, _ = amplitude_transfer(enc, response)
+        np.testing.assert_array_equal(edges, fit.arrays["amplitude_transfer_edges"])
+        plain_edges, _ = amplitude_transfer(PhaseEncoder(enc.layout, enc.shape, enc.lut, dither=False), response)
+        assert edges.size > 4 * plain_edges.size
+    # a file written before dithering (no encoder_dither) is encoded plain, as its tables were
+    old = CalibrationSet.load(cal.path)
+    for name in fits.values():
+        old.fits[name].info.pop("encoder_dither")
+    assert not any(e.dither for e in bench_system_from_calibration(bench, old).encoders.values())
+
+
 def test_optical_training_recovers_the_reality_gap_and_keeps_calibrated_weights(calibrated):
     bench, cal = calibrated
     system = bench_system_from_calibration(bench, cal)

@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - depends on the other engineers'
     pytest.skip(f"the simulated bench is not available ({exc}); push needs hwio.bench and hwio.sim",
                 allow_module_level=True)
 
-from hwio.encoding import realised_weights
+from hwio.encoding import PhaseEncoder, realised_weights
 from hwio.response import PhaseResponse
 from optwin.cli import main
 from optwin.commands.push import LAYER_SLMS, load_luts, push_weights
@@ -67,6 +67,12 @@ def test_push_realises_the_weights_through_the_true_panel_physics(bench, tmp_pat
         ideal_field = realised_weights(levels, layout, true_resp) / 1.0
         bound = luts[name][0].max_phase_error_rad(true_resp)
         assert np.abs(ideal_field - weights[k] / w_max).max() <= bound + 1e-12
+        # the pushed frame dithers between neighbouring levels: its rms error is well below a
+        # plain (nearest-level) encode's
+        plain = PhaseEncoder(layout, slm.shape, luts[name][0], dither=False).encode(weights[k], w_max=w_max)
+        rms_plain = np.sqrt(np.mean((realised_weights(plain, layout, true_resp) - weights[k] / w_max) ** 2))
+        rms = np.sqrt(np.mean((ideal_field - weights[k] / w_max) ** 2))
+        assert rep["dither_ranks"] > 1 and rms < rms_plain / 2
         # the twin's model (blur + block mean) times illumination equals the simulator's panel physics
         crosstalk = truth.slms[name].crosstalk_px
         illum = truth.realised["illumination"][name]
