@@ -199,11 +199,14 @@ class PhaseEncoder:
                 break
         self.pixels_per_word = k
         self._word_dtype = np.dtype(_WORD_DTYPES[k * itemsize]) if k > 1 else self.dtype
-        if self.dither and k == 2:
-            # a level times these fills the first / second pixel of a pair word
-            lo_first = np.little_endian
-            self._c_even = self._word_dtype.type(1 if lo_first else 1 << (8 * itemsize))
-            self._c_odd = self._word_dtype.type(1 << (8 * itemsize) if lo_first else 1)
+        if k > 1:
+            # a level times these fills the even / odd pixels of a word
+            shifts = 8 * itemsize * np.arange(k)
+            if not np.little_endian:  # pragma: no cover - big-endian hosts
+                shifts = shifts[::-1]
+            wdt = self._word_dtype.type
+            self._c_even = wdt(sum(1 << int(v) for v in shifts[0::2]))
+            self._c_odd = wdt(sum(1 << int(v) for v in shifts[1::2]))
         # pattern rows live in a buffer shifted by `shift` columns so blocks start on word boundaries
         self._shift = (-c0) % k
         wb = -(-(W + self._shift) // k) * k
@@ -224,13 +227,7 @@ class PhaseEncoder:
             # entry j: word starting at an even block-local column; entry nbc: background
             self._col_index = np.where(inside, j, nbc).astype(np.intp)
             n_entries = nbc + 1
-            shifts = 8 * itemsize * np.arange(k)
-            if not np.little_endian:  # pragma: no cover - big-endian hosts
-                shifts = shifts[::-1]
-            wdt = self._word_dtype.type
-            c_even = wdt(sum(1 << int(v) for v in shifts[0::2]))
-            c_odd = wdt(sum(1 << int(v) for v in shifts[1::2]))
-            self._c_even, self._c_odd = c_even, c_odd     # a level times these fills the even / odd pixels
+            c_even, c_odd = self._c_even, self._c_odd
             first_col_parity = (-self._shift) % 2         # every word starts on this panel column parity
             bg_words = [wdt(int(bg_pixel(g, first_col_parity))) * c_even
                         + wdt(int(bg_pixel(g, first_col_parity + 1))) * c_odd for g in (0, 1)]
