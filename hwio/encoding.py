@@ -289,10 +289,6 @@ class PhaseEncoder:
         self._rows = rows.view(self.dtype)[:, self._shift:self._shift + W]
 
     # ----------------------------------------------------------------------------------
-    def _element_levels(self, weights, w_max, reference):
-        """Levels (plus, minus), each (n_rows, n_block_cols, dither_ranks), and the w_max used."""
-        return self._levels(_prepare_values(weights, self.layout, reference, f"{self.name}: weights"), w_max)
-
     def _levels(self, w: np.ndarray, w_max):
         """Levels (plus, minus) of finite values ``w`` (any shape; + a rank axis), and the w_max used."""
         absw = np.abs(w)
@@ -342,7 +338,7 @@ class PhaseEncoder:
         of ``s - theta``; the last index is the dither rank (``R = dither_ranks``, 1 without
         dithering): the pixel pairs of rank r show levels ``[..., r]``.
         """
-        return self._element_levels(weights, w_max, reference)
+        return self._levels(_prepare_values(weights, self.layout, reference, f"{self.name}: weights"), w_max)
 
     def encode(self, weights, w_max: float | None = None, reference=None, out: np.ndarray | None = None):
         """Level frame (``shape``, ``lut.level_dtype``) showing ``weights`` (n_rows, n_cols).
@@ -357,7 +353,7 @@ class PhaseEncoder:
             ``reference_col``; default 0, no field).
         out : optional C-contiguous frame to write into (every pixel is written).
         """
-        lp, lm, w_max = self._element_levels(weights, w_max, reference)
+        lp, lm, w_max = self.levels_for(weights, w_max, reference)
         rows = self._dithered_rows(lp, lm) if self.dither else self._plain_rows(lp[..., 0], lm[..., 0])
         if out is None:
             out = np.empty(self.shape, dtype=self.dtype)

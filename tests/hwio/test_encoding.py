@@ -419,7 +419,7 @@ def test_amplitude_transfer_is_what_the_encoder_realises(dither):
     reps[0], reps[-1] = -1.0, 1.0
     pick = rng.choice(reps.size, 30, replace=False)
     single = BlockLayout(1, 1, block_px=(8, 8), pitch_px=(8, 8), origin_px=(12, 12), guard_px=1)
+    one = PhaseEncoder(single, (32, 32), resp.inverse(), dither=dither)
     for i in pick:
-        one = PhaseEncoder(single, (32, 32), resp.inverse(), dither=dither)
         blurred = realised_weights(one.encode(np.array([[reps[i]]]), w_max=1.0), single, resp, 1.0, 0.6)
         assert blurred[0, 0] == pytest.approx(vx[i], abs=1e-12)
