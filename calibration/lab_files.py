@@ -31,6 +31,7 @@ are allowed); without one the file must have exactly the listed columns in this 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Sequence
@@ -40,7 +41,7 @@ import numpy as np
 from calibration.camera_fit import CameraPoint
 
 __all__ = ["LabFileError", "read_camera_h5", "read_csv_columns", "read_slm_csv", "read_absorber_pump_csv",
-           "read_absorber_probe_csv"]
+           "read_absorber_probe_csv", "file_provenance"]
 
 
 class LabFileError(ValueError):
@@ -240,3 +241,18 @@ def read_absorber_probe_csv(path):
     if np.any(d["pump"] < 0):
         raise LabFileError(f"{os.fspath(path)}: column pump must hold powers >= 0")
     return d["pump"], d["probe_transmission"]
+
+
+# ----------------------------------------------------------------------------- provenance
+def file_provenance(path) -> dict:
+    """Where a fit's data came from: ``{'path': absolute path, 'sha256': hex digest of the
+    file's bytes, 'size_bytes': int}`` (stored in the fit's info when the fit is saved)."""
+    path = os.fspath(path)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise LabFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    return {"path": os.path.abspath(path), "sha256": h.hexdigest(), "size_bytes": os.path.getsize(path)}

@@ -6,6 +6,12 @@ an existing output file) on an opened bench through a
 :class:`~calibration.procedures.context.CalContext` and writes one
 :class:`~calibration.calset.CalibrationSet`.
 
+Operating exposures: the bench file's exposures are a starting point.  The slm part ends by
+choosing every camera's operating exposure (:mod:`calibration.procedures.exposure`, fit
+``exposure``; the brightest patterns need the calibrated encoders), which re-measures the dark
+maps and LO amplitudes there; the absorber and MVM parts measure at it.  A context built from
+earlier fits (``--resume``, ``--only``) sets the recorded exposures before it measures.
+
 Files (``out = cal.h5``)
 ------------------------
 ``cal.h5``
@@ -40,11 +46,14 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from calibration.calset import CalibrationFileError, CalibrationSet
+from calibration.deploy import DeployError
+from calibration.fingerprint import bench_fingerprint, check_bench
 from calibration.procedures.context import CalContext
 
 __all__ = ["PARTS", "calibrate_bench", "parse_only", "part_of", "state_paths", "run_info", "CalibrationRunError"]
@@ -52,6 +61,9 @@ __all__ = ["PARTS", "calibrate_bench", "parse_only", "part_of", "state_paths", "
 #: calibration parts in the order they run
 PARTS = ("camera", "registration", "readout", "slm", "absorber", "mvm")
 _PROCEDURE = {part: (f"calibration.procedures.{part}", f"measure_{part}") for part in PARTS}
+#: steps that end a part: the slm part chooses the operating exposures (they need the calibrated
+#: encoders, and the absorber and MVM parts measure at them)
+_THEN = {"slm": (("calibration.procedures.exposure", "measure_exposure"),)}
 #: parts whose fits a part needs (loaded from the output file when not run now)
 REQUIRES = {"camera": (), "registration": (), "readout": ("registration",),
             "slm": ("registration", "readout"), "absorber": ("registration", "readout", "slm"),
@@ -77,7 +89,7 @@ def part_of(fit_name: str) -> str | None:
         return "registration"
     if fit_name.startswith("readout."):
         return "readout"
-    if fit_name == "slm" or fit_name.startswith("slm."):
+    if fit_name == "slm" or fit_name.startswith("slm.") or fit_name == "exposure":
         return "slm"
     if fit_name in ("absorber", "scale"):
         return "absorber"
@@ -113,12 +125,18 @@ def state_paths(out_path) -> dict:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` as JSON to ``path`` through a uniquely named temporary file (two writers
+    never share one), then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _load_state(paths: dict, bench_name: str) -> tuple[dict, dict]:
@@ -176,7 +194,11 @@ def _run_part(part: str, ctx: CalContext, progress: bool) -> list:
     fn = _procedure(part)
     if part in ("absorber", "mvm"):
         return fn(ctx, progress=progress)
-    return fn(ctx)
+    out = list(fn(ctx))
+    for module, func in _THEN.get(part, ()):
+        ctx.add(*out)
+        out += list(getattr(importlib.import_module(module), func)(ctx))
+    return out
 
 
 def _bar(parts, progress: bool):
@@ -213,6 +235,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
         raise CalibrationRunError(f"{out}: the directory {out.parent} does not exist; create it or choose another --out")
     parts = parse_only(only)
     paths = state_paths(out)
+    fingerprint = bench_fingerprint(bench)
     progress = bool(progress) and sys.stderr.isatty()
     t_start = time.perf_counter()
 
@@ -223,6 +246,10 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
         try:
             old = CalibrationSet.load(out)
         except CalibrationFileError as exc:
+            raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
+        try:
+            check_bench(old, bench, source=str(out))
+        except DeployError as exc:
             raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
         existing = dict(old.fits)
         earlier_raw = list(run_info(old).get("raw_files", []))
@@ -250,7 +277,14 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
             raw_path = out.with_name(f"{out.name}.raw.{'-'.join(parts)}.h5")
         state = {"version": STATE_VERSION, "bench": bench.name, "parts": list(parts), "parts_done": [],
                  "started_utc": _now(), "timings_s": {}, "out": str(out), "raw_file": raw_path.name}
-    raw_path = out.with_name(state["raw_file"])
+        if raw_path.exists():
+            # an earlier calibration's raw data stay until the new calibration file is complete:
+            # record beside them, rename the recording over them at the end
+            state["recording"] = f"{raw_path.stem}.new-{uuid.uuid4().hex[:8]}.h5"
+    final_raw = out.with_name(state["raw_file"])
+    raw_path = out.with_name(state.get("recording") or state["raw_file"])
+    if raw_path != final_raw and not raw_path.exists() and state.get("parts_done"):
+        raw_path = final_raw         # renamed already: the run ended between that and its state update
     state["resumed_utc"] = _now() if resume and done else None
 
     # -- raw recorder: keep what an interrupted run committed
@@ -261,7 +295,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
         recorder = Recorder(raw_path, resume=resume and raw_path.exists(), overwrite=True,
                             attrs={"bench": bench.name, "purpose": "optwin calibration raw data"})
     except (RecordingError, FileExistsError, OSError) as exc:
-        raise CalibrationRunError(f"cannot open the raw recording {paths['raw']}: {exc}") from None
+        raise CalibrationRunError(f"cannot open the raw recording {raw_path}: {exc}") from None
 
     ctx = CalContext(bench, recorder=recorder, fits=fits)
     ctx.info["recorded"] = recorded
@@ -286,7 +320,8 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
             state["parts_done"].append(part)
             state.setdefault("finished_utc_by_part", {})[part] = _now()
             state["current"] = None
-            CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config).save(paths["fits"])
+            CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config,
+                           bench_fingerprint=fingerprint).save(paths["fits"])
             _write_json_atomic(paths["state"], state)
             if bar is not None:
                 bar.update(1)
@@ -306,17 +341,38 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     summary = {"parts": list(parts), "timings_s": state["timings_s"], "wall_s": state["wall_s"],
                 "resumed": bool(resume and done), "parts_loaded_on_resume": done,
                 "device_retries": ctx.info.get("retries", 0), "stale_frames": ctx.info.get("stale_frames", 0),
-                "frames_grabbed": ctx.n_grabs, "warnings": warnings, "raw_file": raw_path.name,
-                "raw_files": [r for r in earlier_raw if r != raw_path.name] + [raw_path.name]}
+                "frames_grabbed": ctx.n_grabs, "warnings": warnings, "raw_file": final_raw.name,
+                "raw_files": [r for r in earlier_raw if r != final_raw.name] + [final_raw.name]}
     cal = CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config,
-                         raw={"raw_file": np.bytes_(raw_path.name.encode()),
+                         bench_fingerprint=fingerprint, raw={"raw_file": np.bytes_(final_raw.name.encode()),
                               "run_info": np.bytes_(json.dumps(summary).encode())})
-    cal.save(out)
+    _save_with_raw(cal, out, raw_path, final_raw)
+    state.pop("recording", None)
     _write_json_atomic(paths["state"], state)
     if report_dir is not None:
         from calibration.report import write_report
         write_report(cal, report_dir, truth=report_truth)
     return cal
+
+
+def _save_with_raw(cal: CalibrationSet, out: Path, recording: Path, final_raw: Path) -> None:
+    """Write the calibration file; a recording made beside an earlier calibration's raw data
+    replaces them now, together with the file (which names ``final_raw``), never before.
+    Recordings of earlier runs that were abandoned (killed, then started afresh) are removed."""
+    if recording == final_raw:
+        cal.save(out)
+    else:
+        staged = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.new")
+        try:
+            cal.save(staged)                 # the slow part first: the renames follow at once
+            os.replace(recording, final_raw)
+            os.replace(staged, out)
+        finally:
+            if staged.exists():
+                staged.unlink()
+    import glob
+    for stale in out.parent.glob(f"{glob.escape(final_raw.stem)}.new-*.h5"):
+        stale.unlink(missing_ok=True)
 
 
 def run_info(cal: CalibrationSet) -> dict:

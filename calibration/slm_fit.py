@@ -25,6 +25,13 @@ Diffractive data determine the phase only where the range exceeds about pi; with
 smaller range the amplitude ``A`` and the range are nearly degenerate (pass a known
 ``amplitude``).
 
+Phase ranges below 2 pi: the LUT still covers one uniform turn (phases in the unreachable gap
+map to the nearer end level) and the fit records what double-phase encoding keeps
+(:class:`hwio.response.DoublePhaseRange`): ``info['double_phase']`` (gap centre and width,
+``amplitude_max``, ``phase_offset_rad``), the quantity ``amplitude_max = cos((2 pi - range) / 2)``
+with the standard error ``sin((2 pi - range) / 2) / 2`` times that of ``phase_range_rad``, and a
+warning in ``info['warnings']`` (once per fit; the calibration summary prints it).
+
 Other fits: the illumination profile (2-D Gaussian over the panel,
 :func:`fit_illumination`) and the pixel-crosstalk blur (:func:`fit_crosstalk`).
 :func:`combine_slm` assembles the ``Fit(name='slm')`` of a calibration.
@@ -43,10 +50,11 @@ from sklearn.isotonic import IsotonicRegression
 from threadpoolctl import threadpool_limits
 
 from calibration.quantities import Fit, Quantity
+from hwio.response import DoublePhaseRange
 
 __all__ = ["power_law_phase", "fit_diffractive_response", "fit_phase_response", "fringe_phases",
            "FringePhases", "inverse_lut", "fit_regions", "fit_illumination", "grating_first_order",
-           "fit_crosstalk", "combine_slm", "transfer_table", "realise_amplitudes"]
+           "fit_crosstalk", "combine_slm", "transfer_table", "realise_amplitudes", "amplitude_max_quantity"]
 
 TWO_PI = 2.0 * math.pi
 
@@ -478,6 +486,11 @@ def _fit_response(levels, y, *, bits, kind, sigma=None, amplitude=None, backgrou
         "warnings": warnings,
     }
     grid, lut = _lut_arrays(resp, bits)
+    dp = DoublePhaseRange.of_table(np.maximum.accumulate(resp))
+    info["double_phase"] = dp.as_dict()
+    if not dp.full:
+        quantities["amplitude_max"] = amplitude_max_quantity(quantities["phase_range_rad"])
+        warnings.append(_short_range_warning(dp))
     arrays = {
         "phase_response_rad": resp,
         "phase_response_stderr_rad": resp_se,
@@ -508,13 +521,30 @@ def _law_se(levels, R, gam, max_level, res):
 
 
 def _lut_arrays(resp, bits):
+    """Uniform grid of one turn and the nearest level on the circle for each grid phase (for
+    a range short of 2 pi, phases in the gap take the nearer end level)."""
     n = 2 ** bits
     span = float(resp.max() - resp.min())
     if span >= TWO_PI:
         grid = np.arange(n) * (TWO_PI / n)
     else:
-        grid = float(resp.min()) + np.arange(n) * (span / (n - 1))
-    return grid, inverse_lut(resp, grid, wrap=span >= TWO_PI)
+        grid = float(resp.min()) + np.arange(n) * (TWO_PI / n)
+    return grid, inverse_lut(resp, grid, wrap=True)
+
+
+def amplitude_max_quantity(phase_range: Quantity) -> Quantity:
+    """``amplitude_max = cos((2 pi - R) / 2)`` of a panel with phase range ``R`` (< 2 pi), with the
+    standard error ``sin((2 pi - R) / 2) / 2 * stderr(R)`` (1 for ``R >= 2 pi``)."""
+    gap = max(TWO_PI - float(phase_range.value), 0.0)
+    se = 0.5 * math.sin(0.5 * gap) * float(phase_range.stderr) if gap > 0 else 0.0
+    return Quantity(math.cos(0.5 * gap), se, "fraction of full amplitude")
+
+
+def _short_range_warning(dp: DoublePhaseRange) -> str:
+    return (f"phase range {TWO_PI - dp.gap_width_rad:.3f} rad is below 2 pi: double-phase encoding "
+            f"keeps amplitudes up to amplitude_max = {dp.amplitude_max:.4f} of full scale (gap of "
+            f"{dp.gap_width_rad:.3f} rad centred on phase {dp.gap_centre_rad:.3f} rad; weights are encoded "
+            f"around phase {dp.phase_offset_rad:.3f} rad)")
 
 
 # ----------------------------------------------------------------------------- public fits
@@ -898,12 +928,16 @@ def combine_slm(response: Fit, *, illumination: Fit | None = None, crosstalk: Fi
     """One ``Fit(name='slm')`` from the response fit and the optional illumination, crosstalk
     and per-region fits.
 
-    Quantities ``phase_range_rad``, ``gamma`` (from ``response``), ``illumination_waist``
+    Quantities ``phase_range_rad``, ``gamma``, ``amplitude_max`` (ranges below 2 pi; from
+    ``response``), ``illumination_waist``
     (with ``illumination_x0``, ``illumination_y0``) and ``crosstalk_px`` when given; arrays of
     the response plus ``illumination_map``, and per region ``region_phase_response_rad`` /
     ``region_inverse_lut`` (n_regions, 2**bits) with the names in ``info['regions']``.
     """
     q = {k: response.quantities[k] for k in ("phase_range_rad", "gamma")}
+    if "amplitude_max" in response.quantities:
+        # from the final range (a procedure may have widened its error after the fit)
+        q["amplitude_max"] = amplitude_max_quantity(q["phase_range_rad"])
     arrays = dict(response.arrays)
     info = dict(response.info)
     if illumination is not None:

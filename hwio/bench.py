@@ -1,6 +1,6 @@
 """Benches from TOML files: :func:`open_bench` builds the devices and the geometry.
 
-A bench file has these tables (see ``datasets/benches/sim.toml``)::
+A bench file has these tables (see ``hwio/benches/sim.toml``)::
 
     [bench]                 name, n_in, n_hidden, n_out (network sizes), description
     [devices.<name>]        backend ("sim" or a real driver: "window", "pylon", "genicam",
@@ -16,7 +16,35 @@ A bench file has these tables (see ``datasets/benches/sim.toml``)::
 Device names are fixed by the optical design (``docs/dev/sim-bench-design.md``): SLMs
 ``input`` (DMD), ``slm1``, ``slm2``, ``probe_input``, ``lo``, ``flat_source``; cameras
 ``cam_z1``, ``cam_a1``, ``cam_out``, ``cam_back``.  A real bench may add devices of its
-own when it names their ``kind``.
+own when it names their ``kind``.  ``flat_source`` is optional (without it the camera
+calibration uses the laser, :mod:`calibration.procedures.camera`).
+
+Topology as data: a physical device may hold several logical ones as regions
+(:mod:`hwio.regions`).  Declare the physical device under a name of its own with its
+``kind`` (``slm`` or ``camera``) and backend, and each logical device as a region of it::
+
+    [devices.cam]              # one camera imaging all four planes
+    kind = "camera"
+    backend = "sim"
+    shape = [160, 160]
+    bit_depth = 12
+    exposure_s = 1e-3
+
+    [devices.cam_z1]
+    region_of = "cam"
+    region_px = [0, 0]         # [row0, col0] of the region on the physical device
+    shape = [80, 80]           # the region's size; [spots.cam_z1] positions are region pixels
+    exposure_s = 1e-3          # cameras only: the region's own exposure (default: the camera's)
+
+A region takes backend, bit depth, pixel pitch and settle time (SLMs) or grab timeout,
+readout time and stale-frame retries (cameras) from its physical device; it must fit
+inside it and regions of one device may not overlap.  Only standard devices can be
+regions, and regions cannot hold regions.  ``lo`` is required, as its own phase stepper
+(``shape = [1, n_channels]``) or, where a lab has no LO stepper, as a region of a phase
+panel (the homodyne reference comes from the panel: the region is split into one block
+of columns per channel, ``shape = [rows, k * n_channels]``, and the LO phase follows the
+panel's calibrated phase response).  On a simulated bench the physical devices use the
+``sim`` backend and ``[truth.camera.<physical camera>]`` describes the sensor.
 
 Every problem in a file is reported as a one-line ``ValueError`` naming the file and
 the key, e.g. ``sim.toml: [devices.slm1].bit_depth must be an integer, got 'eight'``.
@@ -38,8 +66,9 @@ from hwio.layout import BlockLayout, SpotLayout
 __all__ = ["open_bench", "load_bench_config", "describe_bench", "Bench", "BenchSizes", "BenchConfig",
            "TableReader", "BENCH_DIR", "SLM_NAMES", "CAMERA_NAMES", "REAL_BACKENDS"]
 
-#: Directory of the bench files that ``open_bench(name)`` finds by name.
-BENCH_DIR = Path(__file__).resolve().parents[1] / "datasets" / "benches"
+#: Directory of the bench files that ``open_bench(name)`` finds by name (package data: it ships
+#: with an installed optwin, so ``--bench sim`` works outside a checkout).
+BENCH_DIR = Path(__file__).resolve().parent / "benches"
 
 SLM_NAMES = ("input", "slm1", "slm2", "probe_input", "lo", "flat_source")
 CAMERA_NAMES = ("cam_z1", "cam_a1", "cam_out", "cam_back")
@@ -55,6 +84,11 @@ REAL_BACKENDS: dict[str, tuple[str, str]] = {
 
 _TOP_TABLES = ("bench", "devices", "layout", "spots", "truth")
 _COMMON_KEYS = ("backend", "kind", "shape", "bit_depth", "options")
+_REGION_KEYS = ("region_of", "region_px")
+#: settings a region takes from its physical device (per kind)
+_INHERITED = {"slm": ("backend", "bit_depth", "pixel_pitch_m", "settle_time_s"),
+              "camera": ("backend", "bit_depth", "timeout_s", "readout_s", "max_stale_retries")}
+OPTIONAL_NAMES = ("flat_source",)
 _SLM_KEYS = ("pixel_pitch_m", "settle_time_s", "channels")
 _CAMERA_KEYS = ("exposure_s", "timeout_s", "readout_s", "max_stale_retries")
 _MISSING = object()
@@ -283,16 +317,17 @@ def _read_toml(path: Path, label: str) -> dict:
         raise ValueError(f"{label}: cannot read the bench file ({exc.strerror})") from None
 
 
-def _parse_device(label: str, name: str, table) -> dict:
+def _parse_device(label: str, name: str, table, base_dir=None) -> dict:
     r = TableReader(label, f"devices.{name}", table)
     backend = r.str("backend", hint="'sim' or a driver: " + ", ".join(REAL_BACKENDS))
     if backend != "sim" and backend not in REAL_BACKENDS:
         raise r.error("backend", f"must be 'sim' or one of {', '.join(map(repr, REAL_BACKENDS))}, "
                                  f"got {backend!r}")
     fixed = "slm" if name in SLM_NAMES else "camera" if name in CAMERA_NAMES else None
-    if backend == "sim" and not fixed:
+    if backend == "sim" and not fixed and not r.has("kind"):
         raise r.error(None, f"the simulated bench has no device {name!r}; its devices are "
-                            f"{', '.join(SLM_NAMES + CAMERA_NAMES)}")
+                            f"{', '.join(SLM_NAMES + CAMERA_NAMES)} (a physical device holding some of them "
+                            f"as regions needs kind = 'slm' or 'camera')")
     kind = r.str("kind", fixed if fixed else _MISSING, choices=("slm", "camera"),
                  hint="'slm' or 'camera'; devices outside the standard set must say which")
     if fixed and kind != fixed:
@@ -309,14 +344,11 @@ def _parse_device(label: str, name: str, table) -> dict:
         dev["pixel_pitch_m"] = r.float("pixel_pitch_m", 8e-6, lo=0, lo_open=True)
         dev["settle_time_s"] = r.float("settle_time_s", 0.0, lo=0)
         if name == "lo" or r.has("channels"):
-            channels = r.strings("channels", list(LO_CAMERAS_DEFAULT))
-            for c in channels:
-                if c not in CAMERA_NAMES:
-                    raise r.error("channels", f"names unknown camera {c!r}; LO channels are cameras "
-                                              f"({', '.join(CAMERA_NAMES)})")
-            if len(set(channels)) != len(channels):
-                raise r.error("channels", f"lists a camera twice: {channels}")
-            dev["channels"] = channels
+            dev["channels"] = _parse_channels(r)
+        if r.has("wavefront_map"):   # flatness map (hwio.wavefront), path relative to the bench file
+            from hwio.wavefront import parse_wavefront_entry
+            entry, _ = r._get("wavefront_map", None)
+            dev["wavefront_map"] = parse_wavefront_entry(entry, base_dir, r.where("wavefront_map"))
     else:
         dev["exposure_s"] = r.float("exposure_s", 1e-3, lo=0, lo_open=True)
         dev["timeout_s"] = r.float("timeout_s", 2.0, lo=0, lo_open=True)
@@ -335,6 +367,93 @@ def _parse_device(label: str, name: str, table) -> dict:
     if name == "flat_source" and dev["shape"] is not None and dev["shape"] != [1, 1]:
         raise r.error("shape", f"must be [1, 1] for the flat lamp, got {dev['shape']}")
     return dev
+
+
+def _parse_channels(r: TableReader) -> list:
+    channels = r.strings("channels", list(LO_CAMERAS_DEFAULT))
+    for c in channels:
+        if c not in CAMERA_NAMES:
+            raise r.error("channels", f"names unknown camera {c!r}; LO channels are cameras "
+                                      f"({', '.join(CAMERA_NAMES)})")
+    if len(set(channels)) != len(channels):
+        raise r.error("channels", f"lists a camera twice: {channels}")
+    return channels
+
+
+def _parse_region(label: str, name: str, table) -> dict:
+    """A standard device declared as a region of a physical device (settings it may set itself)."""
+    r = TableReader(label, f"devices.{name}", table)
+    fixed = "slm" if name in SLM_NAMES else "camera" if name in CAMERA_NAMES else None
+    if fixed is None:
+        raise r.error("region_of", f"is only for the standard devices ({', '.join(SLM_NAMES + CAMERA_NAMES)}); "
+                                   f"{name!r} is not one of them")
+    if name == "flat_source":
+        raise r.error("region_of", "is not allowed: the flat lamp is a light source, not a panel region")
+    parent = r.str("region_of", hint="name of the physical device")
+    origin = r.numbers("region_px", length=2, integer=True, lo=0,
+                       hint="[row0, col0] of the region's top-left pixel on the physical device")
+    shape = r.numbers("shape", length=2, integer=True, lo=1, hint="[rows, cols] of the region in pixels")
+    kind = r.str("kind", fixed, choices=("slm", "camera"))
+    if kind != fixed:
+        raise r.error("kind", f"must be {fixed!r} for the standard device {name!r}, got {kind!r}")
+    for key in _INHERITED[kind] + ("options",):
+        if r.has(key):
+            raise r.error(key, f"is set by the physical device [devices.{parent}]; remove it here")
+    dev: dict[str, Any] = {"kind": kind, "region_of": parent, "region_px": origin, "shape": shape}
+    if kind == "slm":
+        if name == "lo" or r.has("channels"):
+            dev["channels"] = _parse_channels(r)
+    else:
+        dev["exposure_s"] = r.float("exposure_s", None, lo=0, lo_open=True)
+    r.finish()
+    if name == "lo" and shape[1] % len(dev["channels"]):
+        raise r.error("shape", f"has {shape[1]} columns, which do not split into one block per LO channel "
+                               f"({len(dev['channels'])}: {dev['channels']}); use a multiple of "
+                               f"{len(dev['channels'])}")
+    return dev
+
+
+def _resolve_regions(label: str, devices: dict) -> None:
+    """Fill every region's inherited settings from its physical device; check fit and overlaps."""
+    from hwio.regions import check_region, regions_overlap
+    standard = SLM_NAMES + CAMERA_NAMES
+    held: dict[str, list] = {}
+    for name, d in devices.items():
+        if "region_of" not in d:
+            continue
+        parent = d["region_of"]
+        where = f"{label}: [devices.{name}].region_of"
+        if parent not in devices:
+            raise ValueError(f"{where} names no device {parent!r} of this bench; declare [devices.{parent}] "
+                             f"with kind, backend and shape")
+        pd = devices[parent]
+        if "region_of" in pd:
+            raise ValueError(f"{where} names {parent!r}, which is itself a region; regions cannot hold regions")
+        if parent in standard:
+            raise ValueError(f"{where} names the standard device {parent!r}; declare the physical device under "
+                             f"a name of its own (e.g. [devices.panel] kind = '{pd['kind']}') and make "
+                             f"{parent} a region of it too")
+        if pd["kind"] != d["kind"]:
+            raise ValueError(f"{where} names {parent!r}, a {pd['kind']}, but {name} is a {d['kind']}")
+        for key in _INHERITED[d["kind"]]:
+            d[key] = pd.get(key)
+        if d["kind"] == "camera" and d["exposure_s"] is None:
+            d["exposure_s"] = pd["exposure_s"]
+        if pd["shape"] is not None:
+            problem = check_region(d["region_px"], d["shape"], pd["shape"])
+            if problem:
+                raise ValueError(f"{label}: [devices.{name}].region_px: the region {problem} "
+                                 f"[devices.{parent}]; move it or fix its shape")
+        for other, o_origin, o_shape in held.get(parent, []):
+            if regions_overlap(o_origin, o_shape, d["region_px"], d["shape"]):
+                raise ValueError(f"{label}: [devices.{name}].region_px: the region overlaps {other} on {parent} "
+                                 f"({other} at {o_origin} size {o_shape}, {name} at {d['region_px']} size "
+                                 f"{d['shape']}); regions of one device may not overlap")
+        held.setdefault(parent, []).append((name, d["region_px"], d["shape"]))
+    for name, d in devices.items():
+        if name not in standard and "region_of" not in d and d["backend"] == "sim" and name not in held:
+            raise ValueError(f"{label}: [devices.{name}] is a simulated {d['kind']} that holds no region; make "
+                             f"standard devices regions of it (region_of = {name!r}) or remove it")
 
 
 def _layout_sizes(sizes: BenchSizes) -> dict[str, tuple[int, int]]:
@@ -408,11 +527,18 @@ def _parse(doc: dict, path: Path, label: str) -> BenchConfig:
     dr = TableReader(label, "devices", doc["devices"])
     devices = {}
     for dname in dr.table:
-        devices[dname] = _parse_device(label, dname, dr.table[dname])
+        tab = dr.table[dname]
+        region = isinstance(tab, dict) and "region_of" in tab
+        devices[dname] = _parse_region(label, dname, tab) if region else _parse_device(label, dname, tab, path.parent)
     for dname in SLM_NAMES + CAMERA_NAMES:
-        if dname not in devices:
+        if dname not in devices and dname not in OPTIONAL_NAMES:
+            need = [n for n in SLM_NAMES if n not in OPTIONAL_NAMES]
+            hint = ("; a lab without an LO stepper declares lo as a region of a phase panel "
+                    "(region_of, region_px, shape)") if dname == "lo" else ""
             raise ValueError(f"{label}: missing device [devices.{dname}]; a bench needs "
-                             f"{', '.join(SLM_NAMES)} (SLMs) and {', '.join(CAMERA_NAMES)} (cameras)")
+                             f"{', '.join(need)} (SLMs) and {', '.join(CAMERA_NAMES)} (cameras), each its own "
+                             f"device or a region of one{hint}")
+    _resolve_regions(label, devices)
 
     need = _layout_sizes(sizes)
     lt = TableReader(label, "layout", doc.get("layout", {}))
@@ -467,8 +593,8 @@ def load_bench_config(path_or_name) -> BenchConfig:
 
     Parameters
     ----------
-    path_or_name : path of a TOML file, or the name of a file in ``datasets/benches``
-        (``"sim"`` -> ``datasets/benches/sim.toml``).
+    path_or_name : path of a TOML file, or the name of a file in ``hwio/benches``
+        (``"sim"`` -> ``hwio/benches/sim.toml``).
     """
     path, label = _resolve(path_or_name)
     return _parse(_read_toml(path, label), path, label)
@@ -489,7 +615,10 @@ class Bench:
     name : bench name.
     path : the TOML file it came from.
     sizes : :class:`BenchSizes` (n_in, n_hidden, n_out).
-    slms, cameras : dicts name -> device (:class:`hwio.devices.SLM` / :class:`~hwio.devices.Camera`).
+    slms, cameras : dicts name -> device (:class:`hwio.devices.SLM` / :class:`~hwio.devices.Camera`);
+        the logical devices (a region of a physical device is a :class:`hwio.regions.RegionSLM` /
+        :class:`~hwio.regions.RegionCamera`).
+    physical : dict name -> the physical devices that hold regions (not in ``slms``/``cameras``).
     layouts : dict SLM name -> :class:`hwio.layout.BlockLayout`.
     spots : dict camera name -> :class:`hwio.layout.SpotLayout`.
     timeline : the devices' shared :class:`hwio.devices.Timeline` (virtual clock on simulated benches).
@@ -497,7 +626,8 @@ class Bench:
     simulated : whether any device is simulated.
     """
 
-    def __init__(self, cfg: BenchConfig, slms: dict, cameras: dict, timeline: Timeline, sim=None):
+    def __init__(self, cfg: BenchConfig, slms: dict, cameras: dict, timeline: Timeline, sim=None,
+                 physical: dict | None = None):
         self.name = cfg.name
         self.path = cfg.path
         self.sizes = cfg.sizes
@@ -505,6 +635,7 @@ class Bench:
         self.spots = dict(cfg.spots)
         self.slms = slms
         self.cameras = cameras
+        self.physical = dict(physical or {})
         self.timeline = timeline
         self.simulated = cfg.simulated
         self._cfg = cfg
@@ -517,14 +648,25 @@ class Bench:
 
     @property
     def lo_channels(self) -> list[str]:
-        """Cameras in the order of the ``lo`` device's columns."""
+        """Cameras in the order of the ``lo`` device's columns (column blocks for an LO region)."""
         return list(self._cfg.devices["lo"]["channels"])
+
+    def region_of(self, name: str) -> str | None:
+        """The physical device that holds device ``name`` as a region (None for a device of its own)."""
+        return self._cfg.devices.get(name, {}).get("region_of")
+
+    def sharing(self, name: str) -> list[str]:
+        """The other logical devices that are regions of the same physical device as ``name``."""
+        parent = self.region_of(name)
+        if parent is None:
+            return []
+        return [n for n, d in self._cfg.devices.items() if n != name and d.get("region_of") == parent]
 
     def describe(self) -> dict:
         """Plain-data summary (devices with their actual shapes, layouts, spots, sizes); no truth."""
         info = describe_config(self._cfg)
         for d in info["devices"]:
-            dev = self.slms.get(d["name"]) or self.cameras.get(d["name"])
+            dev = self.slms.get(d["name"]) or self.cameras.get(d["name"]) or self.physical.get(d["name"])
             d["shape"] = list(dev.shape)
             d["bit_depth"] = dev.bit_depth
         return info
@@ -535,7 +677,7 @@ class Bench:
             return
         self._closed = True
         errors = []
-        for dev in list(self.cameras.values()) + list(self.slms.values()):
+        for dev in list(self.cameras.values()) + list(self.slms.values()) + list(self.physical.values()):
             try:
                 dev.close()
             except Exception as exc:  # close everything, report the first failure
@@ -611,7 +753,7 @@ def open_bench(path_or_name) -> Bench:
     Parameters
     ----------
     path_or_name : a path to a ``.toml`` file, or the name of a built-in bench in
-        ``datasets/benches`` (``"sim"`` is the embedded simulated bench).
+        ``hwio/benches`` (``"sim"`` is the embedded simulated bench).
 
     Returns
     -------
@@ -639,18 +781,35 @@ def _open(cfg: BenchConfig) -> Bench:
     else:
         timeline = Timeline()
     plans = {name: _real_plan(cfg, name, dev, timeline)
-             for name, dev in cfg.devices.items() if dev["backend"] != "sim"}
+             for name, dev in cfg.devices.items() if dev["backend"] != "sim" and "region_of" not in dev}
+    holders = {dev["region_of"] for dev in cfg.devices.values() if "region_of" in dev}
     slms: dict[str, SLM] = {}
     cameras: dict[str, Camera] = {}
+    physical: dict = {}
     opened = []
     try:
         for name, dev in cfg.devices.items():
+            if "region_of" in dev:
+                continue
             if dev["backend"] == "sim":
                 device = sim.make_device(name, dev)
             else:
                 device = _open_real(cfg, name, dev, *plans[name])
             opened.append(device)
-            (slms if dev["kind"] == "slm" else cameras)[name] = device
+            if name in holders:
+                physical[name] = device
+            else:
+                (slms if dev["kind"] == "slm" else cameras)[name] = device
+        regions = {}
+        for name, dev in cfg.devices.items():
+            if "region_of" in dev:
+                regions[name] = _open_region(cfg, name, dev, physical[dev["region_of"]])
+        # logical devices in the order of the file
+        for name, dev in cfg.devices.items():
+            if name in regions:
+                (slms if dev["kind"] == "slm" else cameras)[name] = regions[name]
+        slms = {n: slms[n] for n in cfg.devices if n in slms}
+        cameras = {n: cameras[n] for n in cfg.devices if n in cameras}
     except BaseException:
         for d in opened:
             try:
@@ -659,8 +818,20 @@ def _open(cfg: BenchConfig) -> Bench:
                 pass
         raise
     if sim is not None:
-        sim.attach(slms, cameras)
-    return Bench(cfg, slms, cameras, timeline, sim)
+        sim.attach(slms, cameras, physical)
+    return Bench(cfg, slms, cameras, timeline, sim, physical)
+
+
+def _open_region(cfg: BenchConfig, name: str, dev: dict, parent):
+    """The region device ``name`` of the opened physical device ``parent``."""
+    from hwio.regions import RegionCamera, RegionSLM, check_region
+    problem = check_region(dev["region_px"], dev["shape"], parent.shape)
+    if problem:
+        raise ValueError(f"{cfg.label}: [devices.{name}].region_px: the region {problem} "
+                         f"[devices.{dev['region_of']}] as the device reports it; move it or fix its shape")
+    if dev["kind"] == "slm":
+        return RegionSLM(name, parent, dev["region_px"], dev["shape"])
+    return RegionCamera(name, parent, dev["region_px"], dev["shape"], exposure_s=dev.get("exposure_s"))
 
 
 def describe_config(cfg: BenchConfig) -> dict:
@@ -669,7 +840,8 @@ def describe_config(cfg: BenchConfig) -> dict:
     for name, d in cfg.devices.items():
         entry = {"name": name, "kind": d["kind"], "backend": d["backend"],
                  "shape": d["shape"], "bit_depth": d["bit_depth"]}
-        for key in ("settle_time_s", "pixel_pitch_m", "exposure_s", "timeout_s", "channels"):
+        for key in ("settle_time_s", "pixel_pitch_m", "exposure_s", "timeout_s", "channels", "region_of",
+                    "region_px"):
             if key in d:
                 entry[key] = d[key]
         devices.append(entry)

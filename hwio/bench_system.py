@@ -54,6 +54,9 @@ class BenchCalibration:
     dither : per phase panel, whether its encoder dithers pixel pairs over neighbouring
         levels (:class:`hwio.encoding.PhaseEncoder`); must match what the calibration's
         amplitude transfer tables were computed for.  Missing panels: dithered (the default).
+    encoders : optional ready :class:`hwio.encoding.PhaseEncoder` per phase panel (what
+        ``calibration.deploy`` builds: LUT, dithering and wavefront map); used instead of
+        building one from ``luts`` and ``dither``.
     """
 
     luts: dict
@@ -64,6 +67,7 @@ class BenchCalibration:
     probe_fraction: float = 0.5
     info: dict = field(default_factory=dict)
     dither: dict = field(default_factory=dict)
+    encoders: dict = field(default_factory=dict)
 
 
 class BenchSystem:
@@ -81,14 +85,29 @@ class BenchSystem:
         for cam in FORWARD_CAMERAS + ("cam_back",):
             if cam not in cal.readouts or cam not in cal.lo_amplitudes or cam not in cal.scales:
                 raise ValueError(f"bench calibration lacks the readout of {cam}; run registration and readout")
-        self.encoders = {name: PhaseEncoder(bench.layouts[name], bench.slms[name].shape, cal.luts[name],
-                                            name=name, dither=bool(cal.dither.get(name, True)))
-                         for name in ("slm1", "slm2", "probe_input")}
+        # encoders built by the calibration layer (calibration.deploy: LUT, dithering, wavefront
+        # map) when given; else from the LUTs and dither flags
+        self.encoders = {name: cal.encoders.get(name) or PhaseEncoder(
+            bench.layouts[name], bench.slms[name].shape, cal.luts[name], name=name,
+            dither=bool(cal.dither.get(name, True))) for name in ("slm1", "slm2", "probe_input")}
         self.dmd = DMDEncoder(bench.layouts["input"], bench.slms["input"].shape,
                               on_level=bench.slms["input"].max_level, name="input")
         lo = bench.slms["lo"]
+        # LO phases 0 and pi: level 0 and, for an LO phase stepper (phase = 2 pi level / 2**bits),
+        # level 2**(bits-1).  An LO that is a region of a phase panel (no stepper) follows the
+        # panel's calibrated response: the level the LUT of a phase SLM on the same panel (slm1
+        # first) gives for pi above level 0's phase.
+        lo_panel = getattr(bench, "region_of", lambda name: None)("lo")
+        pi_level = 2 ** (lo.bit_depth - 1)
+        if lo_panel is not None:
+            mate = next((s for s in ("slm1", "slm2", "probe_input") if s in bench.sharing("lo")), None)
+            if mate is None:
+                raise ValueError(f"lo is a region of {lo_panel!r}, which holds no phase SLM with a calibrated "
+                                 f"LUT; put the LO region on the panel of slm1, slm2 or probe_input")
+            lut = cal.luts[mate]
+            pi_level = int(lut(lut.phase_min_rad + np.pi))
         self._lo_frames = {0: np.zeros(lo.shape, dtype=np.int64),
-                           1: np.full(lo.shape, 2 ** (lo.bit_depth - 1), dtype=np.int64)}
+                           1: np.full(lo.shape, pi_level, dtype=np.int64)}
         self._weights = [np.zeros((self.sizes[1], self.sizes[0])), np.zeros((self.sizes[2], self.sizes[1]))]
         self._zero_probe = self.encoders["probe_input"].encode(np.zeros((1, self.sizes[2])), w_max=1.0)
         self._probe_on = True   # unknown state: blank it before the first forward

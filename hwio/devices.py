@@ -162,6 +162,20 @@ class SLM(abc.ABC):
 
     def show(self, levels: np.ndarray) -> ShowToken:
         """Display an integer level frame of shape ``self.shape``; returns a :class:`ShowToken`."""
+        arr = self.checked_levels(levels)
+        self._show_hw(arr)
+        self._frame_index += 1
+        self.last_levels = arr
+        shown = self.timeline.now()
+        settled = shown + self.settle_time_s
+        self.timeline.note_settle(settled)
+        return ShowToken(self.name, self._frame_index, shown, settled)
+
+    def checked_levels(self, levels) -> np.ndarray:
+        """``levels`` validated (integer, ``self.shape``, 0..max_level) as a contiguous ``level_dtype`` array.
+
+        Raises TypeError for non-integer frames and ValueError for a wrong shape or range.
+        """
         arr = np.asarray(levels)
         if arr.dtype.kind not in "iu":
             raise TypeError(f"{self.name}: SLM levels must be an integer array, got dtype {arr.dtype} "
@@ -171,14 +185,7 @@ class SLM(abc.ABC):
         if arr.size and (arr.min() < 0 or arr.max() > self.max_level):
             raise ValueError(f"{self.name}: levels must lie in 0..{self.max_level} "
                              f"({self.bit_depth} bit), got {arr.min()}..{arr.max()}")
-        arr = np.ascontiguousarray(arr, dtype=self.level_dtype)
-        self._show_hw(arr)
-        self._frame_index += 1
-        self.last_levels = arr
-        shown = self.timeline.now()
-        settled = shown + self.settle_time_s
-        self.timeline.note_settle(settled)
-        return ShowToken(self.name, self._frame_index, shown, settled)
+        return np.ascontiguousarray(arr, dtype=self.level_dtype)
 
     @abc.abstractmethod
     def _show_hw(self, levels: np.ndarray) -> None:

@@ -11,7 +11,19 @@ active (non-guard) pixels of its block as a checkerboard of two phases::
     s = pi if w < 0 else 0,   theta = arccos(|w| / w_max)
 
 so the zero order of the block is ``exp(i s) cos(theta) = w / w_max`` (times the
-illumination).  Phases go through an :class:`hwio.response.InverseLUT`, which wraps
+illumination).
+
+Panels whose phase range is short of 2 pi (:class:`hwio.response.DoublePhaseRange`, from the
+LUT's ``double_phase`` or the ``double_phase`` argument) encode with the largest amplitude the
+range allows, ``A_max = cos(g / 2)`` for a gap of ``g = 2 pi - range``, around the offset phase
+``phi0`` that centres the gap on one sign's centre phase::
+
+    s = phi0 (w >= 0) or phi0 + pi (w < 0),   theta = arccos(A_max |w| / w_max)
+
+so ``w_max`` shows amplitude ``A_max`` and the block's field is ``exp(i phi0) A_max w / w_max``;
+no pixel phase then falls into the gap.  The zero-field background is ``phi0 +- pi/2``.  A
+full-range panel has ``A_max = 1``, ``phi0 = 0`` (the rule above).  ``amplitude_max`` and
+``phase_offset_rad`` are attributes of the encoder.  Phases go through an :class:`hwio.response.InverseLUT`, which wraps
 them modulo 2 pi into ``[phase_min_rad, phase_min_rad + 2 pi)`` and picks the
 nearest level.  Guard pixels, gaps between blocks and pixels outside the layout
 hold the background: by default a zero-field checkerboard (phases +pi/2, -pi/2 by the
@@ -34,6 +46,8 @@ switched first spread over the block.  The block mean then moves in ``R`` sub-st
 per level (6 on the simulated bench's 6 x 6 active pixels: amplitude steps of
 <= 0.005 instead of 0.026).  The target position is resolved to 1/16 of a grid bin
 (``DITHER_SUBBINS``) through a precomputed (grid position, rank) -> level table.
+The two levels at the edges of an unreachable gap (short ranges) stand at
+their own phases (the gap's edges), not at the centres of their runs, which reach into the gap.
 What any encoder really realises, dithered or not, is tabulated by
 :func:`amplitude_transfer`; the calibration stores that table and whether the
 encoder dithered (``encoder_dither``), and the bench system encodes the same way.
@@ -52,6 +66,30 @@ pair words (or pixels, for odd widths) are gathered by rank straight into a patt
 buffer whose gaps hold the background, then copied into the frame the same way.
 ``benchmarks/encode_readout.py`` measures both against a frame copy.
 
+Wavefront correction (``wavefront_rad=``)
+-----------------------------------------
+A panel's flatness map ``m`` (rad, one value per panel pixel, :mod:`hwio.wavefront`) is
+added to the target phase of every pixel before the inverse LUT: pixel ``p`` with target
+``phi`` shows ``lut(phi + m[p])``, wrapped modulo one turn (2 pi, the LUT grid) like any
+target.  This holds for block pixels (plus and minus phases, each dither rank) and for the
+zero-field background (targets +pi/2, -pi/2); a fixed-level background stays at its level.
+The map enters at the encoder's phase resolution: it is rounded once, when the encoder is
+built, to whole steps of 1/``DITHER_SUBBINS`` of a LUT grid bin (2 pi / 65536 for a
+4096-bin LUT); with that rounding the result is exact, for plain and dithered encoders
+(the grid position of ``phi + m`` is the target's grid position, floor(16 x), plus an
+integer, so floor and wrap commute with the addition).  A zero map gives the same frame as
+no map.  Fast path: the map's steps, each pixel's dither rank (or plain / fixed column) and
+the zero-field background are folded, once, into one table index per pixel ``K[p]``; an
+encode computes the per-element grid positions ``E`` (two pattern rows per block row, as
+above), adds them to ``K`` over the block rows in one broadcast add (rows outside the blocks
+keep ``K``), and reads every pixel's level from one table: an integer add and a table gather
+over the frame instead of one row copy.  The gather (about 2 ns a pixel in numpy) makes a
+map-corrected encode of a 1152 x 1920 panel some 4-8 ms, 15-35 frame copies
+(``benchmarks/encode_readout.py``, ``encode_map_*``): well under a video frame, but not within
+2 copies, which a per-pixel table lookup cannot reach in numpy.  :meth:`PhaseEncoder.decode` and :func:`realised_weights` take the map
+back out (the panel's own aberration is minus the map), and :meth:`PhaseEncoder.levels_for`
+gives the levels of a flat panel.
+
 DMD input encoder (``input``, bit depth 1)
 ------------------------------------------
 Value ``x`` in [0, 1] switches on ``round(x * n_active)`` pixels of the block, chosen
@@ -66,7 +104,7 @@ import math
 import numpy as np
 
 from hwio.layout import BlockLayout
-from hwio.response import InverseLUT, PhaseResponse
+from hwio.response import DoublePhaseRange, InverseLUT, PhaseResponse
 
 __all__ = ["PhaseEncoder", "DMDEncoder", "realised_weights", "bayer_ranks"]
 
@@ -137,6 +175,14 @@ class PhaseEncoder:
         block's pixel pairs (module notes), for ~R x finer amplitude steps; the attribute
         ``dither`` is False when it cannot apply (blocks of one active row, a LUT of one
         level).  ``dither_ranks`` is R (1 when plain).
+    wavefront_rad : optional wavefront-correction map (rad), shape ``slm_shape``: added to
+        every pixel's target phase modulo 2 pi before the LUT (module notes); kept (as
+        read, float64) in the attribute ``wavefront_rad``.  Non-finite values or another
+        shape raise ValueError.
+    double_phase : :class:`hwio.response.DoublePhaseRange` of the panel (default: the LUT's
+        ``double_phase``): a range short of 2 pi encodes ``w_max`` as amplitude
+        ``amplitude_max`` = cos(gap / 2) around ``phase_offset_rad`` (module notes); both are
+        attributes of the encoder.
 
     Notes
     -----
@@ -149,10 +195,16 @@ class PhaseEncoder:
     """
 
     def __init__(self, layout: BlockLayout, slm_shape, lut: InverseLUT, background: int | str = "zero",
-                 name: str = "SLM", dither: bool = True):
+                 name: str = "SLM", dither: bool = True, wavefront_rad=None, double_phase=None):
         if not isinstance(lut, InverseLUT):
             raise TypeError(f"{name}: lut must be an hwio.response.InverseLUT (build one with "
                             f"PhaseResponse.inverse()), got {type(lut).__name__}")
+        if double_phase is not None and not isinstance(double_phase, DoublePhaseRange):
+            raise TypeError(f"{name}: double_phase must be an hwio.response.DoublePhaseRange "
+                            f"(PhaseResponse.double_phase_range()), got {type(double_phase).__name__}")
+        self.double_phase = lut.double_phase if double_phase is None else double_phase
+        self.amplitude_max = self.double_phase.amplitude_max
+        self.phase_offset_rad = phi0 = self.double_phase.phase_offset_rad
         self.name = name
         self.layout = layout
         self.shape = _check_shape(slm_shape)
@@ -163,8 +215,8 @@ class PhaseEncoder:
         if isinstance(background, str):
             if background != "zero":
                 raise ValueError(f"{name}: background must be 'zero' or a level 0..{max_level}, got {background!r}")
-            # zero-field checkerboard: phases +pi/2 where (row + col) is even, -pi/2 where odd
-            bg_even, bg_odd = (int(v) for v in lut(np.array([math.pi / 2, -math.pi / 2])))
+            # zero-field checkerboard: phases phi0 + pi/2 where (row + col) is even, phi0 - pi/2 where odd
+            bg_even, bg_odd = (int(v) for v in lut(np.array([phi0 + math.pi / 2, phi0 - math.pi / 2])))
         else:
             if isinstance(background, bool) or int(background) != background or not 0 <= background <= max_level:
                 raise ValueError(f"{name}: background must be 'zero' or a level 0..{max_level}, got {background!r}")
@@ -179,7 +231,7 @@ class PhaseEncoder:
         # dithering: the pixel pairs of a block (local row parity q, pair b // 2) get dither
         # ranks 0..R-1 (R = min(8, pairs)) from a 2 x n_pairs Bayer order, so the pairs
         # switched first spread evenly over the block
-        runs = _dither_tables(lut) if dither and bh > 1 else None
+        runs = _dither_tables(lut, self.double_phase) if dither and bh > 1 else None
         self.dither = runs is not None
         n_pairs = -(-bw // 2)
         self.dither_ranks = min(8, 2 * n_pairs) if self.dither else 1
@@ -255,8 +307,108 @@ class PhaseEncoder:
         self._row_src = _row_source(layout, H, 2, parity=True, bg_by_parity=True)
         lut_n = lut.n_bins
         # grid index of phase s +- theta = floor(base_s +- theta * bins_per_rad), base_s > lut_n > theta bins
-        self._base0 = (0.0 - lut.phase_min_rad) * lut.bins_per_rad % lut_n + 0.5 + lut_n
-        self._base_pi = (math.pi - lut.phase_min_rad) * lut.bins_per_rad % lut_n + 0.5 + lut_n
+        self._base0 = (phi0 - lut.phase_min_rad) * lut.bins_per_rad % lut_n + 0.5 + lut_n
+        self._base_pi = (phi0 + math.pi - lut.phase_min_rad) * lut.bins_per_rad % lut_n + 0.5 + lut_n
+        self.wavefront_rad = None
+        if wavefront_rad is not None:
+            self._init_wavefront(wavefront_rad, bg_even, bg_odd)
+
+    def _init_wavefront(self, wavefront_rad, bg_even, bg_odd):
+        """Precompute the per-pixel table offsets ``K`` and the pattern-row plumbing of the map path."""
+        from hwio.wavefront import check_wavefront
+        wf = check_wavefront(wavefront_rad, self.shape, self.name)
+        lut, layout, S = self.lut, self.layout, DITHER_SUBBINS
+        nf = lut.n_bins * S
+        H, W = self.shape
+        r0, c0, bh, bw = _active_geometry(layout)
+        nbc = layout.n_block_cols
+        # the map in whole 1/S grid bins, wrapped into one turn
+        steps = np.rint(wf * (lut.bins_per_rad * S)).astype(np.int64) % nf
+        # table columns: the dither ranks (dithered), the plain LUT, a fixed background level
+        cols = [self._fine_levels[:, r] for r in range(self.dither_ranks)] if self.dither else []
+        plain_col = len(cols)
+        cols.append(lut.levels[np.arange(nf) // S])
+        fixed_col = len(cols)
+        if not isinstance(self.background, str):
+            cols.append(np.full(nf, self.background, dtype=self.dtype))
+        n_cols = len(cols)
+        table = np.stack(cols, axis=1).astype(self.dtype)                 # (nf, n_cols)
+        # twice the turn: E + K indexes up to 2 nf - 1 without a modulo
+        self._wf_table = np.ascontiguousarray(np.concatenate([table, table]).ravel())
+        self._wf_ncols = n_cols
+        # panel geometry: block row / local row of every panel row, block col / local col of every column
+        rr, cc = np.arange(H) - r0, np.arange(W) - c0
+        ri, ra = rr // layout.pitch_px[0], rr % layout.pitch_px[0]
+        cj, cb = cc // layout.pitch_px[1], cc % layout.pitch_px[1]
+        row_in = (rr >= 0) & (ri < layout.n_rows) & (ra < bh)
+        col_in = (cc >= 0) & (cj < nbc) & (cb < bw)
+        inside = row_in[:, None] & col_in[None, :]
+        if self.dither:
+            col = self._pair_rank[(ra % 2)[:, None], (np.minimum(cb, bw - 1) // 2)[None, :]]
+        else:
+            col = np.full((H, W), plain_col, dtype=np.int64)
+        K = steps * n_cols + col
+        if isinstance(self.background, str):
+            # zero-field background: +pi/2 / -pi/2 by panel parity, on the same grid as the LUT
+            rows_par = np.arange(H)[:, None] + np.arange(W)[None, :]
+            g_bg = []
+            for phase in (self.phase_offset_rad + math.pi / 2, self.phase_offset_rad - math.pi / 2):
+                y = (phase - lut.phase_min_rad) * lut.bins_per_rad + 0.5
+                g_bg.append(int(math.floor(y * S)) % nf)
+            g = np.where(rows_par % 2 == 0, g_bg[0], g_bg[1])
+            K_bg = ((g + steps) % nf) * n_cols + plain_col
+        else:
+            K_bg = np.full((H, W), fixed_col, dtype=np.int64)
+        self._wf_K = np.where(inside, K, K_bg).astype(np.intp)
+        # E: element grid position x n_cols, spread by two pattern rows per block row
+        self._wf_elem = np.zeros((layout.n_rows, 2 * nbc + 1), dtype=np.intp)    # last entry: 0
+        entry = np.full((2, W), 2 * nbc, dtype=np.intp)
+        for q in (0, 1):
+            entry[q, col_in] = 2 * cj[col_in] + (q + cb[col_in]) % 2             # 2 j + (0 plus, 1 minus)
+        self._wf_entry = entry.ravel()
+        self._wf_rows = np.zeros((layout.n_rows, 2, W), dtype=np.intp)
+        # table index E + K: rows outside the blocks have E = 0 and keep K for good; the block rows
+        # are strided views (block row, local row pair, parity, col) that one add fills per encode
+        self._wf_idx = self._wf_K.copy()
+        item = self._wf_idx.itemsize
+        pairs, rest = divmod(bh, 2)
+
+        def block_rows(a, first, n_local, step):
+            return np.lib.stride_tricks.as_strided(
+                a[first:], shape=(layout.n_rows, n_local, 2, W),
+                strides=(layout.pitch_px[0] * W * item, step * W * item, W * item, item))
+
+        self._wf_views = []
+        if pairs:
+            self._wf_views.append((block_rows(self._wf_K, r0, pairs, 2), block_rows(self._wf_idx, r0, pairs, 2),
+                                   self._wf_rows[:, None, :, :]))
+        if rest:   # odd block heights: the last local row (parity 0)
+            last = np.lib.stride_tricks.as_strided
+            self._wf_views.append((last(self._wf_K[r0 + bh - 1:], shape=(layout.n_rows, W),
+                                        strides=(layout.pitch_px[0] * W * item, item)),
+                                   last(self._wf_idx[r0 + bh - 1:], shape=(layout.n_rows, W),
+                                        strides=(layout.pitch_px[0] * W * item, item)),
+                                   self._wf_rows[:, 0, :]))
+        self.wavefront_rad = wf
+        self.wavefront_rad.setflags(write=False)
+
+    def _wavefront_frame(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Write the frame of grid coordinates ``x`` (2, n_rows, n_block_cols) with the map into ``out``."""
+        nf = self.lut.n_bins * DITHER_SUBBINS
+        g = (x * DITHER_SUBBINS).astype(np.intp)            # floor: x > 0
+        if nf & (nf - 1) == 0:
+            g &= nf - 1
+        else:
+            g %= nf
+        g *= self._wf_ncols
+        nbc = self.layout.n_block_cols
+        self._wf_elem[:, 0:2 * nbc:2] = g[0]
+        self._wf_elem[:, 1:2 * nbc:2] = g[1]
+        n_rows = self.layout.n_rows
+        np.take(self._wf_elem, self._wf_entry, axis=1, out=self._wf_rows.reshape(n_rows, -1), mode="clip")
+        for k_view, idx_view, pattern in self._wf_views:
+            np.add(k_view, pattern, out=idx_view)
+        np.take(self._wf_table, self._wf_idx, out=out, mode="clip")
 
     def _init_dither_rows(self, row_parity, bg_pixel, W):
         """Pattern-row buffer of a dithered encoder: blocks are written in place, gaps keep background.
@@ -289,8 +441,8 @@ class PhaseEncoder:
         self._rows = rows.view(self.dtype)[:, self._shift:self._shift + W]
 
     # ----------------------------------------------------------------------------------
-    def _levels(self, w: np.ndarray, w_max):
-        """Levels (plus, minus) of finite values ``w`` (any shape; + a rank axis), and the w_max used."""
+    def _grid(self, w: np.ndarray, w_max):
+        """Grid coordinates (2, ...) of the phases s + theta, s - theta of finite ``w`` (> 0), and w_max."""
         absw = np.abs(w)
         peak = float(absw.max())
         if w_max is None:
@@ -302,8 +454,8 @@ class PhaseEncoder:
             if peak > w_max * (1 + 1e-12):
                 raise ValueError(f"{self.name}: |weights| reach {peak:.6g} > w_max = {w_max:.6g}; "
                                  f"raise w_max or rescale the weights")
-        absw *= 1.0 / w_max
-        np.minimum(absw, 1.0, out=absw)
+        absw *= self.amplitude_max / w_max
+        np.minimum(absw, self.amplitude_max, out=absw)
         theta_bins = np.arccos(absw, out=absw)
         theta_bins *= self.lut.bins_per_rad
         base = (w < 0) * (self._base_pi - self._base0)
@@ -311,6 +463,11 @@ class PhaseEncoder:
         x = np.empty((2,) + w.shape)            # grid coordinate of s + theta and s - theta (> 0)
         np.add(base, theta_bins, out=x[0])
         np.subtract(base, theta_bins, out=x[1])
+        return x, w_max
+
+    def _levels(self, w: np.ndarray, w_max):
+        """Levels (plus, minus) of finite values ``w`` (any shape; + a rank axis), and the w_max used."""
+        x, w_max = self._grid(w, w_max)
         n = self.lut.n_bins
         if self.dither:
             # the target's position to 1/DITHER_SUBBINS of a bin -> the level of every dither rank
@@ -336,7 +493,8 @@ class PhaseEncoder:
 
         ``plus`` is the level of phase ``s + theta`` (pixels with even ``a + b``), ``minus``
         of ``s - theta``; the last index is the dither rank (``R = dither_ranks``, 1 without
-        dithering): the pixel pairs of rank r show levels ``[..., r]``.
+        dithering): the pixel pairs of rank r show levels ``[..., r]``.  With a wavefront
+        map these are the levels of a flat panel (the frame adds the map pixel by pixel).
         """
         return self._levels(_prepare_values(weights, self.layout, reference, f"{self.name}: weights"), w_max)
 
@@ -346,20 +504,26 @@ class PhaseEncoder:
         Parameters
         ----------
         weights : signed matrix, any units; element (i, j) -> block (i, j).
-        w_max : weight that gets full amplitude (theta = 0); default ``max |weights|``
-            (1 if all are zero).  ``|weights| > w_max`` raises ValueError.  The value
+        w_max : weight that gets the full amplitude ``amplitude_max`` (theta = arccos of it:
+            0 on a full-range panel); default ``max |weights|`` (1 if all are zero).  ``|weights| > w_max`` raises ValueError.  The value
             used is kept in ``last_w_max``.
         reference : (n_rows,) values for the reference column (layouts with
             ``reference_col``; default 0, no field).
         out : optional C-contiguous frame to write into (every pixel is written).
         """
-        lp, lm, w_max = self.levels_for(weights, w_max, reference)
-        rows = self._dithered_rows(lp, lm) if self.dither else self._plain_rows(lp[..., 0], lm[..., 0])
         if out is None:
             out = np.empty(self.shape, dtype=self.dtype)
         elif out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
             raise ValueError(f"{self.name}: out must be a C-contiguous {self.dtype} array of shape {self.shape}, "
                              f"got {out.dtype} {out.shape}")
+        values = _prepare_values(weights, self.layout, reference, f"{self.name}: weights")
+        if self.wavefront_rad is not None:
+            x, w_max = self._grid(values, w_max)
+            self._wavefront_frame(x, out)
+            self.last_w_max = w_max
+            return out
+        lp, lm, w_max = self._levels(values, w_max)
+        rows = self._dithered_rows(lp, lm) if self.dither else self._plain_rows(lp[..., 0], lm[..., 0])
         np.take(rows, self._row_src, axis=0, out=out, mode="clip")
         self.last_w_max = w_max
         return out
@@ -403,21 +567,25 @@ class PhaseEncoder:
 
     def decode(self, levels, response: PhaseResponse, w_max: float = 1.0, crosstalk_px: float = 0.0,
                complex_field: bool = False, include_reference: bool = False) -> np.ndarray:
-        """Realised weights of a level frame; see :func:`realised_weights`."""
+        """Realised weights of a level frame on this encoder's panel; see :func:`realised_weights`.
+
+        With a wavefront map the panel's aberration (minus the map) is part of the field.
+        """
         return realised_weights(levels, self.layout, response, w_max, crosstalk_px, complex_field,
-                                include_reference)
+                                include_reference, wavefront_rad=self.wavefront_rad)
 
     def __repr__(self):
         return (f"PhaseEncoder(name={self.name!r}, shape={self.shape}, matrix=({self.layout.n_rows}, "
                 f"{self.layout.n_cols}), bit_depth={self.lut.bit_depth}, pixels_per_word={self.pixels_per_word}, "
-                f"dither={self.dither})")
+                f"dither={self.dither}, wavefront={self.wavefront_rad is not None})")
 
 
-def _dither_tables(lut: InverseLUT) -> dict | None:
+def _dither_tables(lut: InverseLUT, double_phase: DoublePhaseRange | None = None) -> dict | None:
     """Lookup tables for dithering between neighbouring levels (None: the LUT has one level).
 
     A run is the stretch of grid bins the LUT maps to one level; its centre stands for that
-    level's phase.  Per bin g (grid coordinates relative to the bin's left edge):
+    level's phase, except for the two runs at the edges of an unreachable gap
+    (``double_phase``), which stand at the gap's edges (their levels' phases).  Per bin g (grid coordinates relative to the bin's left edge):
     ``centre[g]`` is the centre of g's run.  Per index 2 g + h (h = 1 when the target lies
     at or above that centre): ``lower`` / ``upper`` levels, the ``start`` (lower centre)
     and ``inv_span`` (1 / distance between the two centres) of the segment between them.
@@ -429,6 +597,14 @@ def _dither_tables(lut: InverseLUT) -> dict | None:
         return None
     lengths = np.diff(np.r_[starts, starts[0] + n])
     centres = starts + 0.5 * lengths                              # unwrapped from starts[0]
+    if double_phase is not None and not double_phase.full:
+        # the runs holding the gap's edges reach into the gap: put them at the edges themselves
+        ends = starts + lengths
+        for edge in (double_phase.gap_centre_rad - 0.5 * double_phase.gap_width_rad,
+                     double_phase.gap_centre_rad + 0.5 * double_phase.gap_width_rad):
+            u = ((edge - lut.phase_min_rad) * lut.bins_per_rad + 0.5 - starts[0]) % n + starts[0]
+            k = int(np.clip(np.searchsorted(ends, u, side="right"), 0, starts.size - 1))
+            centres[k] = u
     run_level = lv[starts]
     k = np.repeat(np.arange(starts.size), lengths)                # run of bins starts[0], starts[0] + 1, ...
     bins = starts[0] + np.arange(n)                               # unwrapped bin positions
@@ -473,7 +649,7 @@ def _fine_level_table(d: dict, n_ranks: int) -> np.ndarray:
 
 def realised_weights(levels, layout: BlockLayout, response: PhaseResponse, w_max: float = 1.0,
                      crosstalk_px: float = 0.0, complex_field: bool = False,
-                     include_reference: bool = False) -> np.ndarray:
+                     include_reference: bool = False, wavefront_rad=None) -> np.ndarray:
     """Weights a level frame realises on a phase-only panel (model for the twin).
 
     Element field = ``w_max`` x mean over the block's active pixels of
@@ -491,6 +667,9 @@ def realised_weights(levels, layout: BlockLayout, response: PhaseResponse, w_max
     complex_field : return the complex zero-order field instead of its real part
         (the real part is what homodyne readout at LO phase 0 measures).
     include_reference : also return the reference column (layouts with ``reference_col``).
+    wavefront_rad : the wavefront-correction map (rad, the frame's shape) the frame was
+        encoded with: the panel adds its aberration, minus the map, to every pixel's phase
+        (None: a flat panel).
 
     Returns
     -------
@@ -502,7 +681,13 @@ def realised_weights(levels, layout: BlockLayout, response: PhaseResponse, w_max
     layout.check_fits(lv.shape, response.name)
     if not (math.isfinite(crosstalk_px) and crosstalk_px >= 0):
         raise ValueError(f"crosstalk_px must be a finite number >= 0, got {crosstalk_px}")
-    field = np.exp(1j * response.phase(lv))
+    phase = response.phase(lv)
+    if wavefront_rad is not None:
+        wf = np.asarray(wavefront_rad, dtype=float)
+        if wf.shape != lv.shape:
+            raise ValueError(f"{response.name}: wavefront map is {wf.shape}, the frame {lv.shape}; use the panel's map")
+        phase = phase - wf
+    field = np.exp(1j * phase)
     if crosstalk_px > 0:
         from scipy.ndimage import gaussian_filter
         field = gaussian_filter(field, crosstalk_px, mode="constant", cval=0.0)
@@ -525,7 +710,7 @@ def _single_blocks(encoder: "PhaseEncoder", n: int, crosstalk_px: float):
                          guard_px=lay.guard_px)
     shape = (margin + n * pitch[0], margin + pitch[1])
     return PhaseEncoder(single, shape, encoder.lut, background=encoder.background, name=f"{encoder.name} (table)",
-                        dither=encoder.dither)
+                        dither=encoder.dither, double_phase=encoder.double_phase)
 
 
 def amplitude_transfer(encoder: "PhaseEncoder", response: PhaseResponse, crosstalk_px: float = 0.0,
@@ -535,10 +720,14 @@ def amplitude_transfer(encoder: "PhaseEncoder", response: PhaseResponse, crossta
     The encoder maps a programmed fraction ``A`` in [-1, 1] to a pair of levels, so what an
     element realises is a staircase in ``A``.  Its steps are located by scanning ``n_scan``
     values with the encoder itself and bisecting every change to ``tol``; the value of each
-    step is the realised element field (:func:`realised_weights`, real part: what homodyne
-    detection at LO phase 0 reads) for the given phase ``response`` and pixel
+    step is the realised element field (:func:`realised_weights`) along the encoder's sign axis
+    ``exp(i phase_offset_rad)`` (the real part, what homodyne detection at LO phase 0 reads, on a
+    full-range panel) for the given phase ``response`` and pixel
     ``crosstalk_px``, with isolated blocks (LUT rounding, response residuals and the fringing
     loss at the block edge; no neighbour leakage).
+
+    On a panel short of 2 pi the programmed fraction ``A`` shows amplitude ``amplitude_max * A``,
+    so the values end near ``+-amplitude_max`` (times the fringing loss).
 
     Returns
     -------
@@ -577,7 +766,7 @@ def amplitude_transfer(encoder: "PhaseEncoder", response: PhaseResponse, crossta
     # realised values, a chunk of isolated blocks at a time (bounded memory)
     chunk = min(reps.size, 1024)
     enc = _single_blocks(encoder, chunk, crosstalk_px)
-    cos_level = np.cos(response.phase_rad)
+    cos_level = np.cos(response.phase_rad - encoder.phase_offset_rad)
     values = np.empty(reps.size)
     padded = np.zeros((chunk, 1))
     for start in range(0, reps.size, chunk):

@@ -8,11 +8,33 @@ whose phase is nearest on the circle.  Encoding wraps any target phase modulo
 2 pi onto that grid (rounding to the nearest grid point), so a lookup is two
 vectorised operations.
 
-Wrapping rule: targets are taken modulo 2 pi into ``[phase_min_rad, phase_min_rad
-+ 2 pi)``; when the measured range exceeds 2 pi, a level beyond ``phase_min_rad +
-2 pi`` is used where it lies nearer (on the circle) to the target.  A measured
-range shorter than 2 pi (less one level step) cannot reach every phase, so signed
-double-phase encoding is impossible: :meth:`PhaseResponse.inverse` raises.
+Wrapping rule (ranges above 2 pi): targets are taken modulo 2 pi into ``[phase_min_rad,
+phase_min_rad + 2 pi)``; when the measured range exceeds 2 pi, a level beyond
+``phase_min_rad + 2 pi`` is used where it lies nearer (on the circle) to the target.  Where
+two turns of the table overlap their levels interleave on the circle, so the LUT sees up to
+twice the phase resolution of one turn (a 4 pi table of 256 levels resolves the circle like
+a 2 pi table of 256 levels).  A rule that instead keeps a block's two pixel levels in one
+continuous turn (no level jump of a turn inside a block) was measured against this one on
+the simulator's crosstalk model (a Gaussian blur of the complex pixel field, where levels a
+turn apart give the same field): it realises 1.0-1.5x *larger* weight errors (it loses the
+interleaving), so the nearest-on-the-circle rule stays.
+
+Ranges below 2 pi (:class:`DoublePhaseRange`).  A double-phase element shows ``A exp(i s)``
+as the two pixel phases ``s +- delta``, ``A = cos(delta)``, with ``s = phi0`` (positive) or
+``phi0 + pi`` (negative).  For ``|A| <= A_max`` the pixel phases cover the circle except two
+opposite arcs ``(phi0 - d, phi0 + d)`` and ``(phi0 + pi - d, phi0 + pi + d)``, ``d =
+arccos(A_max)``.  The panel cannot reach the gap ``(phase_max, phase_min + 2 pi)`` of width
+``g = 2 pi - range``; every target stays reachable iff the gap lies inside one of those arcs,
+i.e. ``2 d >= g``, so the largest common amplitude range is
+
+    A_max = cos(g / 2),   with the gap centred on one sign's centre phase
+
+(any other offset needs ``d >= g / 2 + |offset from the centre|``).  The offset ``phi0`` is the
+gap centre or the gap centre minus pi, whichever lies nearer phase 0 (the panel's level-0
+phase: the positive weights keep the phase they have on a full-range panel, up to
+``|phi0| <= g / 2``).  Targets with ``|A| <= A_max`` never fall into the gap; the LUT maps
+the gap to the nearer end level (level 0 or the top level) like any unreachable phase.  A
+range within one level step of 2 pi counts as a full turn (``A_max = 1``, ``phi0 = 0``).
 
 File format (the calibration file stores this under ``/slm/<name>/inverse_lut``):
 an integer dataset of ``n_bins`` levels with attributes ``phase_min_rad``,
@@ -21,10 +43,11 @@ an integer dataset of ``n_bins`` levels with attributes ``phase_min_rad``,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PhaseResponse", "InverseLUT"]
+__all__ = ["PhaseResponse", "InverseLUT", "DoublePhaseRange", "FULL_RANGE"]
 
 TWO_PI = 2.0 * math.pi
 
@@ -34,6 +57,73 @@ def _bit_depth_for(n_levels: int) -> int:
     if 2 ** bits != n_levels or not 1 <= bits <= 16:
         raise ValueError(f"a response table needs 2**bit_depth entries (bit_depth 1..16), got {n_levels}")
     return bits
+
+
+@dataclass(frozen=True)
+class DoublePhaseRange:
+    """What a panel's phase range leaves for double-phase encoding (module notes).
+
+    Parameters
+    ----------
+    gap_centre_rad : centre of the unreachable phase arc (rad, in (-pi, pi]).
+    gap_width_rad : width ``g`` of that arc (rad, 0 <= g < 2 pi); 0 for a full turn.
+
+    Attributes (derived)
+    --------------------
+    amplitude_max : ``cos(g / 2)``, the largest ``|A|`` both signs reach.
+    phase_offset_rad : ``phi0``, the centre phase of positive weights (rad, ``|phi0| <= pi / 2``).
+    """
+
+    gap_centre_rad: float = 0.0
+    gap_width_rad: float = 0.0
+
+    def __post_init__(self):
+        if not (math.isfinite(self.gap_centre_rad) and math.isfinite(self.gap_width_rad)
+                and 0.0 <= self.gap_width_rad < TWO_PI):
+            raise ValueError(f"double-phase range needs a finite gap centre and a gap width in [0, 2 pi), "
+                             f"got {self.gap_centre_rad}, {self.gap_width_rad}")
+
+    @classmethod
+    def of_table(cls, phase_rad) -> "DoublePhaseRange":
+        """The range of a non-decreasing phase table (rad per level); a full turn within one
+        level step gives :data:`FULL_RANGE`."""
+        t = np.asarray(phase_rad, dtype=float)
+        span = float(t[-1] - t[0])
+        step = float(np.max(np.diff(t))) if t.size > 1 else 0.0
+        if span + step >= TWO_PI - 1e-9:
+            return FULL_RANGE
+        centre = float(np.angle(np.exp(1j * (t[-1] + 0.5 * (TWO_PI - span)))))
+        return cls(centre, TWO_PI - span)
+
+    @property
+    def full(self) -> bool:
+        """Whether every phase is reachable (no gap)."""
+        return self.gap_width_rad == 0.0
+
+    @property
+    def amplitude_max(self) -> float:
+        return math.cos(0.5 * self.gap_width_rad)
+
+    @property
+    def phase_offset_rad(self) -> float:
+        if self.full:
+            return 0.0
+        other = float(np.angle(np.exp(1j * (self.gap_centre_rad - math.pi))))
+        return self.gap_centre_rad if abs(self.gap_centre_rad) <= abs(other) else other
+
+    def as_dict(self) -> dict:
+        """JSON-able record (what a calibration stores under ``info['double_phase']``)."""
+        return {"gap_centre_rad": self.gap_centre_rad, "gap_width_rad": self.gap_width_rad,
+                "amplitude_max": self.amplitude_max, "phase_offset_rad": self.phase_offset_rad}
+
+    @classmethod
+    def from_dict(cls, record) -> "DoublePhaseRange":
+        """Inverse of :meth:`as_dict` (only the gap enters; the rest is derived)."""
+        return cls(float(record["gap_centre_rad"]), float(record["gap_width_rad"]))
+
+
+FULL_RANGE = DoublePhaseRange()
+"""A panel that reaches every phase: ``amplitude_max`` 1, ``phase_offset_rad`` 0."""
 
 
 class PhaseResponse:
@@ -134,13 +224,11 @@ class PhaseResponse:
         """Inverse LUT (phase -> nearest level on the circle) on ``n_bins`` grid phases.
 
         ``n_bins`` defaults to ``max(4096, 8 * n_levels)`` so the grid adds at most
-        1/16 of a level step to the quantisation error.  Raises ValueError when the
-        response spans less than 2 pi (signed weights need every phase).
+        1/16 of a level step to the quantisation error.  A response spanning less than
+        2 pi gives a LUT whose ``double_phase`` (:class:`DoublePhaseRange`) records the gap,
+        the reduced amplitude range ``amplitude_max`` and the offset phase the encoder uses
+        (module notes); phases in the gap map to the nearer end level.
         """
-        if not self.covers_full_turn():
-            raise ValueError(f"{self.name}: measured phase range {self.range_rad:.3f} rad is below 2 pi "
-                             f"({TWO_PI:.3f} rad), so signs (phase pi) and amplitudes cannot be encoded by "
-                             f"double-phase; raise the panel's drive voltage/LUT range and re-calibrate")
         n = int(n_bins) if n_bins is not None else max(4096, 8 * self.n_levels)
         if n < 2:
             raise ValueError(f"{self.name}: n_bins must be >= 2, got {n}")
@@ -157,7 +245,12 @@ class PhaseResponse:
                 better = err < best_err
                 best[better] = cand[better]
                 best_err[better] = err[better]
-        return InverseLUT(best, self.phase_min_rad, self.bit_depth, name=self.name)
+        return InverseLUT(best, self.phase_min_rad, self.bit_depth, name=self.name,
+                          double_phase=self.double_phase_range())
+
+    def double_phase_range(self) -> DoublePhaseRange:
+        """The gap, ``amplitude_max`` and offset phase of double-phase encoding on this panel."""
+        return DoublePhaseRange.of_table(self.phase_rad)
 
     def to_hdf5(self, group, name: str = "phase_table_rad"):
         """Store the table as dataset ``name`` of ``group`` (units rad)."""
@@ -186,9 +279,13 @@ class InverseLUT:
     levels : integer array (n_bins,), the level to use at each grid phase.
     phase_min_rad : phase of grid point 0 (rad).
     bit_depth : bit depth of the panel the levels are for.
+    double_phase : :class:`DoublePhaseRange` of the panel (default :data:`FULL_RANGE`): a
+        panel short of 2 pi encodes with ``amplitude_max`` < 1 around ``phase_offset_rad``
+        (:class:`hwio.encoding.PhaseEncoder` reads it from here).
     """
 
-    def __init__(self, levels, phase_min_rad: float = 0.0, bit_depth: int = 8, name: str = "SLM"):
+    def __init__(self, levels, phase_min_rad: float = 0.0, bit_depth: int = 8, name: str = "SLM",
+                 double_phase: DoublePhaseRange | None = None):
         lv = np.asarray(levels)
         if lv.ndim != 1 or lv.size < 2:
             raise ValueError(f"{name}: inverse LUT must be a 1-D table of >= 2 levels, got shape {lv.shape}")
@@ -209,6 +306,10 @@ class InverseLUT:
         self.levels.setflags(write=False)
         self.phase_min_rad = float(phase_min_rad)
         self.bins_per_rad = self.levels.size / TWO_PI
+        if double_phase is not None and not isinstance(double_phase, DoublePhaseRange):
+            raise TypeError(f"{name}: double_phase must be an hwio.response.DoublePhaseRange, "
+                            f"got {type(double_phase).__name__}")
+        self.double_phase = FULL_RANGE if double_phase is None else double_phase
 
     @property
     def n_bins(self) -> int:
@@ -249,10 +350,15 @@ class InverseLUT:
         d.attrs["units"] = "level"
         d.attrs["description"] = ("level for target phase phase_min_rad + 2*pi*k/n_bins (k = index); "
                                   "targets are wrapped modulo 2*pi and rounded to the nearest k")
+        if not self.double_phase.full:
+            d.attrs["gap_centre_rad"] = self.double_phase.gap_centre_rad
+            d.attrs["gap_width_rad"] = self.double_phase.gap_width_rad
+            d.attrs["amplitude_max"] = self.double_phase.amplitude_max
         return d
 
     @classmethod
-    def from_grid(cls, levels, phase_grid_rad, bit_depth: int, name: str = "SLM") -> "InverseLUT":
+    def from_grid(cls, levels, phase_grid_rad, bit_depth: int, name: str = "SLM",
+                  double_phase: DoublePhaseRange | None = None) -> "InverseLUT":
         """Table given with its grid of target phases; the grid must be uniform over one turn.
 
         ``phase_grid_rad[k]`` must equal ``phase_grid_rad[0] + 2 pi k / n`` (a grid spanning
@@ -266,9 +372,9 @@ class InverseLUT:
         if not np.allclose(grid, expected, rtol=0, atol=1e-6 * TWO_PI):
             span = float(grid[-1] - grid[0]) * grid.size / (grid.size - 1)
             raise ValueError(f"{name}: inverse LUT grid covers {span:.3f} rad, not one uniform turn of 2 pi; "
-                             f"the measured phase range is too short to encode signed weights "
-                             f"(raise the panel's phase range and re-calibrate)")
-        return cls(lv, float(grid[0]), bit_depth, name)
+                             f"re-run the SLM calibration ('optwin calibrate --only slm'), which writes a "
+                             f"full-turn grid for any phase range")
+        return cls(lv, float(grid[0]), bit_depth, name, double_phase)
 
     @classmethod
     def from_hdf5(cls, dataset, bit_depth: int | None = None, name: str = "SLM") -> "InverseLUT":
@@ -287,7 +393,10 @@ class InverseLUT:
             raise ValueError(f"{name}: inverse LUT {dataset.name} is for {bits} bit, the panel has {bit_depth} bit; "
                              f"use the calibration of this panel")
         if "phase_min_rad" in dataset.attrs:
-            return cls(dataset[()], float(dataset.attrs["phase_min_rad"]), bits, name)
+            dp = None
+            if "gap_width_rad" in dataset.attrs:
+                dp = DoublePhaseRange(float(dataset.attrs["gap_centre_rad"]), float(dataset.attrs["gap_width_rad"]))
+            return cls(dataset[()], float(dataset.attrs["phase_min_rad"]), bits, name, dp)
         grid_name = dataset.name + "_phase_rad"
         parent = dataset.parent
         if grid_name in parent.file:
@@ -296,5 +405,6 @@ class InverseLUT:
                          f"{grid_name} grid; write it with hwio.response.InverseLUT.to_hdf5")
 
     def __repr__(self):
+        gap = "" if self.double_phase.full else f", amplitude_max={self.double_phase.amplitude_max:.4f}"
         return (f"InverseLUT(name={self.name!r}, n_bins={self.n_bins}, bit_depth={self.bit_depth}, "
-                f"phase_min_rad={self.phase_min_rad:.4f})")
+                f"phase_min_rad={self.phase_min_rad:.4f}{gap})")

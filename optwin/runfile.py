@@ -44,12 +44,25 @@ def _attr(value):
 
 def save_run(path, weights, settings: dict, curves: dict, optimizer_state: dict | None = None,
              extra_weights: dict | None = None) -> Path:
-    """Write a run file atomically (temporary file, then rename); returns the path.
+    """Write a run file atomically (uniquely named temporary file, then rename); returns the path.
 
     ``extra_weights``: named further weight sets, e.g. with early stopping the best epoch's
-    and the last epoch's (``--resume`` needs both)."""
+    and the last epoch's (``--resume`` needs both).  Whether ``path`` may be replaced is the
+    command's check (:func:`optwin.outputs.guard_output`), made before training starts."""
+    from optwin.outputs import temp_path
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
+    try:
+        _write_run(tmp, weights, settings, curves, optimizer_state, extra_weights)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write_run(tmp: Path, weights, settings: dict, curves: dict, optimizer_state, extra_weights) -> None:
+    """The run file's content into the new file ``tmp`` (layout in the module docstring)."""
     with h5py.File(tmp, "w") as f:
         f.attrs["kind"] = "optwin-run"
         f.attrs["schema_version"] = RUN_SCHEMA_VERSION
@@ -84,8 +97,6 @@ def save_run(path, weights, settings: dict, curves: dict, optimizer_state: dict 
             for k, w in enumerate(ws):
                 b.create_dataset(f"layer{k}", data=np.asarray(w, dtype=np.float64))
         f.flush()
-    os.replace(tmp, path)
-    return path
 
 
 def load_run(path) -> dict:

@@ -12,7 +12,11 @@ hidden neuron ``k`` then sees ``z1_k ~ f sum_j G_kj``: the sweep reaches as far 
 saturation as the optics allow (``info['saturation_reached']``, a warning below 10 x i_sat).
 Before the sweep the exposures are lengthened as far as the brightest state allows
 (:func:`boost_exposures`; homodyne values scale exactly with the exposure and are divided
-back).  At every step, LO phases 0 and pi, ``repeats`` frame pairs:
+back).  A wide input layer can saturate the cell already at one DMD pixel per block: when
+the weakest pump of the first pass lies above ``weak_s`` x i_sat (:class:`AbsorberPlan`), the
+weak end is extended once with one pixel on fewer and fewer input blocks (those nearest the
+middle of the layout, down to a single pixel), each such step at its own exposure.  At every
+step, LO phases 0 and pi, ``repeats`` frame pairs:
 
 * ``cam_z1`` (field before the cell) and ``cam_a1`` (after it): ``P_in = h_z1^2``,
   ``P_out = h_a1^2`` per neuron (the mean's square minus its variance, so noise does not bias
@@ -68,6 +72,7 @@ from scipy import stats
 
 from calibration.absorber_fit import (MODELS, derivative_mismatch, estimate_noise, fit_absorber,
                                       runs_test_z)
+from calibration.procedures.exposure import kept_exposures
 from calibration.quantities import Fit, Quantity
 from twin.absorber import TabulatedAbsorber, make_absorber
 
@@ -823,6 +828,10 @@ class AbsorberPlan:
         :func:`boost_exposures`; 1 keeps the operating exposures).
     max_passes, bic_margin : the sweep is repeated (all steps again, new rows) while the best
         law leads the next one by less than ``bic_margin`` in BIC, at most ``max_passes`` times.
+    weak_s, n_weak : when the weakest pump of the sweep lies above ``weak_s`` x i_sat (the fit's),
+        up to ``n_weak`` weaker steps are added once: one DMD pixel on ``m`` input blocks, ``m``
+        geometric from 1 to n_in - 1 (meta ``inputs_on``; recorded as steps
+        ``WEAK_STEP0 + j``).
     """
 
     counts: np.ndarray
@@ -833,6 +842,8 @@ class AbsorberPlan:
     exposure_boost_max: float = 4.0
     max_passes: int = 3
     bic_margin: float = 10.0
+    weak_s: float = 0.1
+    n_weak: int = 10
 
     @property
     def fills(self) -> np.ndarray:
@@ -858,10 +869,27 @@ def absorber_plan(bench, n_geometric: int = 10, n_linear: int = 24, repeats: int
 
 
 ABSORBER_PARTS = ("cam_z1", "cam_a1", "back_off", "back_on")
+#: step index of the first weak-end step (after every pass's indices)
+WEAK_STEP0 = 1_000_000
+
+
+def weak_inputs(n_in: int, n_weak: int) -> list:
+    """Numbers of input blocks (one DMD pixel each) of the weak-end steps: geometric, 1 to n_in - 1."""
+    if n_in < 2 or n_weak < 1:
+        return []
+    return sorted({int(v) for v in np.rint(np.geomspace(1, n_in - 1, n_weak))})
+
+
+def middle_inputs(n_in: int, m: int, fill: float) -> np.ndarray:
+    """Fills (n_in,): ``fill`` on the ``m`` input blocks nearest the middle of the layout, 0 elsewhere."""
+    order = np.argsort(np.abs(np.arange(n_in) - 0.5 * (n_in - 1)), kind="stable")
+    out = np.zeros(n_in)
+    out[order[:int(m)]] = fill
+    return out
 
 
 def boost_exposures(ctx, cams, probe_on, k_max: float = 4.0, fill_target: float = 0.7,
-                    k_min: float = 1.0 / 32.0) -> dict:
+                    k_min: float = 1.0 / 1024.0, inputs=None) -> dict:
     """Set the exposures for the sweeps from the brightest state: as long as it allows, and
     shorter than the operating exposure when that would saturate.
 
@@ -872,42 +900,26 @@ def boost_exposures(ctx, cams, probe_on, k_max: float = 4.0, fill_target: float 
     as 1/sqrt(k); homodyne values grow by exactly ``k`` (photon counts; the background cancels
     in ``P0 - Ppi``), so dividing by the returned factor gives operating-exposure units.  A
     strong drive can saturate the spots at the operating exposure: the sweep then runs shorter
-    (k < 1) rather than recording clipped pixels.
+    (k < 1) rather than recording clipped pixels.  The range finding is
+    :func:`calibration.procedures.exposure.find_exposure`, the one that chooses the operating
+    exposures.
+
+    ``inputs`` (n_in,) fills replace the strongest pump's (every input on) for a weaker state.
 
     Returns cam -> factor (exposure used / operating exposure).
     """
+    from calibration.procedures.exposure import find_exposure, frame_peaks
     bench = ctx.bench
     n_in = bench.sizes.n_in
-    ctx.show_inputs(np.ones(n_in))
+    ctx.show_inputs(np.ones(n_in) if inputs is None else np.asarray(inputs, float))
     ctx.show("probe_input", probe_on)
     out = {}
     for cam in cams:
-        camera = bench.cameras[cam]
-        nominal = float(camera.exposure_s)
-        dark = ctx.dark_map(cam)
-        offset = float(np.median(dark)) if np.ndim(dark) else float(dark)
-        room = float(camera.max_adu) - offset
-        fit = ctx.fits.get("camera" if cam == "cam_out" else f"camera.{cam}")
-        if fit is not None and "saturation_e" in fit.quantities and "gain_adu_per_e" in fit.quantities:
-            sat = fit.quantities["saturation_e"].value * fit.quantities["gain_adu_per_e"].value
-            if np.isfinite(sat) and sat > 0:
-                room = min(room, sat)
-        lo_k, hi_k = min(k_min, 1.0), max(k_max, 1.0)
-        k = 1.0
-        for _ in range(8):          # a clipped peak underestimates the light: iterate
-            peak = 0.0
-            for phase in (0.0, math.pi):
-                ctx.set_lo(phase)
-                img = ctx.grab(cam).astype(np.float64) - dark
-                peak = max(peak, float(np.max(img)))
-            if peak <= 0:
-                break
-            want = k * (0.25 if peak >= 0.9 * room else fill_target * room / peak)
-            want = float(np.clip(want, lo_k, hi_k))
-            if abs(want / k - 1.0) < 0.05:
-                break
-            k = ctx.set_exposure(cam, nominal * want) / nominal
-        out[cam] = k
+        nominal = float(bench.cameras[cam].exposure_s)
+        t, _, _ = find_exposure(ctx, cam, lambda cam=cam: frame_peaks(ctx, [cam], (0.0, math.pi))[cam],
+                                fill=fill_target, t_min=nominal * min(k_min, 1.0), t_max=nominal * max(k_max, 1.0),
+                                max_iter=8)
+        out[cam] = t / nominal
     ctx.show("probe_input", ctx.zero_levels("probe_input"))
     return out
 
@@ -952,6 +964,56 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
     lo = {c: ctx.lo_amplitude(c) for c in cams}
     cam_of = {"cam_z1": "cam_z1", "cam_a1": "cam_a1", "back_off": "cam_back", "back_on": "cam_back"}
     fit = None
+    weak = []                           # (step, m) of the weak-end steps, once they are added
+
+    def measure(step, count, inputs, k):
+        """One step: pump, probe off and on at the exposure factors ``k``; the stored rows."""
+        fill = float(count) / plan.n_active
+        ctx.show_inputs(np.full(n_in, fill) if inputs is None else middle_inputs(n_in, inputs, fill))
+        ctx.show("probe_input", probe_off)
+        t_before = float(bench.timeline.now())
+        pump_peak, back_peak = {}, {}
+        p = repeated_powers(ctx, ("cam_z1", "cam_a1"), plan.repeats, pump_peak)
+        t_mid = 0.5 * (t_before + float(bench.timeline.now()))
+        p_off = repeated_powers(ctx, ("cam_back",), plan.probe_repeats, back_peak)
+        ctx.show("probe_input", probe_on)
+        p_on = repeated_powers(ctx, ("cam_back",), plan.probe_repeats, back_peak)
+        ctx.show("probe_input", probe_off)
+        if count == 0:      # the quadrature of z1 (stray light): the cell saturates on |z1|
+            pq = [ctx.spot_powers(["cam_z1"], (0.5 * math.pi, 1.5 * math.pi), 1)["cam_z1"]
+                  for _ in range(plan.repeats)]
+            qstore.save(step, {"z1_quadrature": np.stack(pq)}, k_z1=k["cam_z1"])
+        extra = {} if inputs is None else {"inputs_on": int(inputs)}
+        return store.save(step, {"cam_z1": p["cam_z1"], "cam_a1": p["cam_a1"],
+                                 "back_off": p_off["cam_back"], "back_on": p_on["cam_back"]},
+                          fill=fill if inputs is None else fill * inputs / n_in, t_s=t_mid, k_z1=k["cam_z1"],
+                          k_a1=k["cam_a1"], k_back=k["cam_back"], sat_pump=float(saturated(ctx, pump_peak)),
+                          sat_back=float(saturated(ctx, back_peak)), **extra)
+
+    def keep(step, count, got):
+        rows.append(got)
+        sat_flags.append((bool(store.meta(step, "sat_pump")), bool(store.meta(step, "sat_back"))))
+        counts.append(count)
+        times.append(store.meta(step, "t_s"))
+        factors.append({c: store.meta(step, key) or 1.0
+                        for c, key in (("cam_z1", "k_z1"), ("cam_a1", "k_a1"), ("cam_back", "k_back"))})
+
+    def measure_weak():
+        """The weak-end steps, each at its own exposures (restored to the sweep's afterwards)."""
+        with kept_exposures(ctx, cams):
+            for step, m in _progress(weak, len(weak), "absorber (weak end)", progress):
+                got = store.get(step)
+                if got is None:
+                    ctx.blank_all()
+                    ctx.show("slm1", full_pump_levels(ctx))
+                    ctx.show("slm2", ctx.weight_levels("slm2", np.ones((n_out, n_h)), 1.0))
+                    for c in cams:
+                        ctx.set_exposure(c, nominal[c])
+                    k = boost_exposures(ctx, cams, probe_on, k_max=1024.0,
+                                        inputs=middle_inputs(n_in, m, 1.0 / plan.n_active))
+                    got = measure(step, 1, m, k)
+                keep(step, 1, got)
+
     try:
         for n_pass in range(max(1, int(plan.max_passes))):
             steps = [(n_pass * n_steps + i, int(c)) for i, c in enumerate(plan.counts)]
@@ -964,32 +1026,8 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
                         ctx.show("slm1", full_pump_levels(ctx))
                         ctx.show("slm2", ctx.weight_levels("slm2", np.ones((n_out, n_h)), 1.0))
                         gain = boost_exposures(ctx, cams, probe_on, plan.exposure_boost_max)
-                    fill = float(count) / plan.n_active
-                    ctx.show_inputs(np.full(n_in, fill))
-                    ctx.show("probe_input", probe_off)
-                    t_before = float(bench.timeline.now())
-                    pump_peak, back_peak = {}, {}
-                    p = repeated_powers(ctx, ("cam_z1", "cam_a1"), plan.repeats, pump_peak)
-                    t_mid = 0.5 * (t_before + float(bench.timeline.now()))
-                    p_off = repeated_powers(ctx, ("cam_back",), plan.probe_repeats, back_peak)
-                    ctx.show("probe_input", probe_on)
-                    p_on = repeated_powers(ctx, ("cam_back",), plan.probe_repeats, back_peak)
-                    ctx.show("probe_input", probe_off)
-                    if count == 0:      # the quadrature of z1 (stray light): the cell saturates on |z1|
-                        pq = [ctx.spot_powers(["cam_z1"], (0.5 * math.pi, 1.5 * math.pi), 1)["cam_z1"]
-                              for _ in range(plan.repeats)]
-                        qstore.save(step, {"z1_quadrature": np.stack(pq)}, k_z1=gain["cam_z1"])
-                    got = store.save(step, {"cam_z1": p["cam_z1"], "cam_a1": p["cam_a1"],
-                                            "back_off": p_off["cam_back"], "back_on": p_on["cam_back"]},
-                                     fill=fill, t_s=t_mid, k_z1=gain["cam_z1"], k_a1=gain["cam_a1"],
-                                     k_back=gain["cam_back"], sat_pump=float(saturated(ctx, pump_peak)),
-                                     sat_back=float(saturated(ctx, back_peak)))
-                rows.append(got)
-                sat_flags.append((bool(store.meta(step, "sat_pump")), bool(store.meta(step, "sat_back"))))
-                counts.append(count)
-                times.append(store.meta(step, "t_s"))
-                factors.append({c: store.meta(step, key) or 1.0
-                                for c, key in (("cam_z1", "k_z1"), ("cam_a1", "k_a1"), ("cam_back", "k_back"))})
+                    got = measure(step, count, None, gain)
+                keep(step, count, got)
             # homodyne values scale with the exposure: back to the operating exposure's units
             h = {part: [homodyne_of(r[part], lo[cam_of[part]]) / f[cam_of[part]] for r, f in zip(rows, factors)]
                  for part in ABSORBER_PARTS}
@@ -1004,6 +1042,23 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
                                     probe_repeats=plan.probe_repeats, probe_amplitude=plan.probe_amplitude)
             fit = reduce_absorber(h, all_plan, None if any(t is None for t in times) else times,
                                   spot_models=spot_models, saturated=np.array(sat_flags, dtype=bool))
+            s_min = fit.info.get("weakest_pump_s", 0.0)
+            if not weak and s_min > plan.weak_s and n_in > 1:
+                # a wide layer saturates the cell at one pixel per block: fewer inputs, once
+                weak = [(WEAK_STEP0 + j, m) for j, m in enumerate(weak_inputs(n_in, plan.n_weak))]
+                measure_weak()
+                continue_fit = True
+            else:
+                continue_fit = False
+            if continue_fit:
+                h = {part: [homodyne_of(r[part], lo[cam_of[part]]) / f[cam_of[part]] for r, f in zip(rows, factors)]
+                     for part in ABSORBER_PARTS}
+                h["z1_quadrature"] = quad
+                all_plan = AbsorberPlan(counts=np.asarray(counts), n_active=plan.n_active, repeats=plan.repeats,
+                                        probe_repeats=plan.probe_repeats, probe_amplitude=plan.probe_amplitude)
+                fit = reduce_absorber(h, all_plan, None if any(t is None for t in times) else times,
+                                      spot_models=spot_models, saturated=np.array(sat_flags, dtype=bool))
+                fit.info["weak_end"] = {"inputs_on": [m for _, m in weak], "weakest_pump_s_before": s_min}
             fit.info["passes"] = n_pass + 1
             margin = law_margin(fit)
             fit.info["bic_margin"] = margin
@@ -1085,7 +1140,8 @@ def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: b
     warnings = []
     if sat[on, 0].any():
         warnings.append(f"{int(sat[on, 0].sum())} of {int(on.sum())} pump steps saturated cam_z1 or cam_a1 and "
-                        "were left out; lower the operating exposure or the laser power")
+                        "were left out (clipped even at the sweep's shortest exposure); lower the laser power to "
+                        "keep the strongest pumps")
     if sat[on, 1].any():
         warnings.append(f"{int(sat[on, 1].sum())} of {int(on.sum())} probe steps saturated cam_back and were "
                         "left out of the probe fit")
@@ -1137,6 +1193,7 @@ def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: b
     i_sat = fit.quantities["i_sat"].value
     s_max = float(np.max(fit.x) / i_sat) if fit.x is not None else float(x.max() / i_sat)
     fit.info["saturation_reached"] = s_max
+    fit.info["weakest_pump_s"] = float(np.min(fit.x) / i_sat) if fit.x is not None else float(x.min() / i_sat)
     fit.info["pump_points"] = int(x.size)
     fit.info["probe_points"] = 0 if probe_x is None else int(probe_x.size)
     fit.info["probe_amplitude"] = plan.probe_amplitude

@@ -26,25 +26,17 @@ from typing import Iterable
 
 import numpy as np
 
+from calibration.deploy import REFERENCE_CAMERA, SLM_FIT_NAMES, camera_fit_name, phase_encoder
 from calibration.quantities import Fit
 from hwio.devices import CameraFrame, DeviceError, FrameError
 from hwio.encoding import DMDEncoder, PhaseEncoder
 from hwio.readout import SpotReadout
-from hwio.response import InverseLUT, PhaseResponse
+from hwio.response import PhaseResponse
 
 __all__ = ["CalContext", "REFERENCE_CAMERA", "SLM_FIT_NAMES", "PHASE_SLMS", "camera_fit_name"]
 
-#: camera whose EMVA fit is called 'camera' (the others are 'camera.<cam>')
-REFERENCE_CAMERA = "cam_out"
-#: phase panel -> name of its fit
-SLM_FIT_NAMES = {"slm1": "slm", "slm2": "slm.slm2", "probe_input": "slm.probe_input"}
 PHASE_SLMS = tuple(SLM_FIT_NAMES)
 DEFAULT_ROI_RADIUS_PX = 3.0
-
-
-def camera_fit_name(cam: str) -> str:
-    """Name of the camera fit holding ``cam``'s dark map: 'camera' for the reference camera."""
-    return "camera" if cam == REFERENCE_CAMERA else f"camera.{cam}"
 
 
 class CalContext:
@@ -78,8 +70,22 @@ class CalContext:
         self.n_grabs = 0
         self.n_shows = 0
         self.peak_adu: dict[str, float] = {}
+        self.apply_exposures()
 
     # ------------------------------------------------------------------ fits
+    def apply_exposures(self) -> dict:
+        """Set the cameras to the operating exposures of the 'exposure' fit, if there is one.
+
+        Readout scales, LO amplitudes and dark maps hold at the exposure they were measured at,
+        so a context that starts from earlier fits (``--resume``, ``--only``) measures there.
+        Called by ``__init__`` and by ``add`` when an 'exposure' fit arrives.  Returns camera ->
+        exposure set (s); empty without the fit.
+        """
+        if "exposure" not in self.fits:
+            return {}
+        from calibration.deploy import apply_exposures
+        return apply_exposures(self.bench, self.fits)
+
     def add(self, *fits: Fit) -> None:
         """Register fits (a later fit of the same name replaces the earlier one)."""
         for f in fits:
@@ -89,6 +95,8 @@ class CalContext:
             if not isinstance(f, Fit):
                 raise TypeError(f"CalContext.add takes Fit objects, got {type(f).__name__}")
             self.fits[f.name] = f
+            if f.name == "exposure":
+                self.apply_exposures()
 
     def need(self, name: str, procedure: str) -> Fit:
         """The fit ``name``; a ValueError naming the procedure to run first when it is missing."""
@@ -184,24 +192,9 @@ class CalContext:
         hit = self._enc_cache.get(slm_name)
         enc = hit[1] if hit is not None and hit[0] is fit else None
         if enc is None:
-            slm = self.bench.slms[slm_name]
-            lut = None
-            if fit is not None and "inverse_lut" in fit.arrays and "inverse_lut_phase_rad" in fit.arrays:
-                try:
-                    lut = InverseLUT.from_grid(np.asarray(fit.arrays["inverse_lut"]),
-                                               np.asarray(fit.arrays["inverse_lut_phase_rad"]),
-                                               bit_depth=slm.bit_depth, name=slm_name)
-                except ValueError:
-                    lut = None
-            # dithering splits targets between the LUT's neighbouring levels, which only helps
-            # once the LUT is calibrated: the nominal one encodes plain.  A finished SLM fit
-            # fixes the encoding its transfer table describes (older files: plain).
-            dither = lut is not None
-            if lut is None:
-                lut = self.response(slm_name).inverse()
-            if fit is not None and "amplitude_transfer" in fit.arrays:
-                dither = bool(fit.info.get("encoder_dither", False))
-            enc = PhaseEncoder(self.bench.layouts[slm_name], slm.shape, lut, name=slm_name, dither=dither)
+            # the deploy module builds every encoder from the fits (push and training do the
+            # same); before the SLM calibration the nominal response encodes plain
+            enc, _ = phase_encoder(self.fits, self.bench, slm_name, fallback_lut=self.response(slm_name).inverse())
             self._enc_cache[slm_name] = (fit, enc)      # keeps the fit alive: identity stays meaningful
         return enc
 
@@ -256,9 +249,20 @@ class CalContext:
 
     # ------------------------------------------------------------------ local oscillator
     def lo_level(self, phase_rad: float) -> int:
-        """``lo`` level of an LO phase (phase = 2 pi level / 2**bits)."""
+        """``lo`` level of an LO phase (rad).
+
+        An LO phase stepper: phase = 2 pi level / 2**bits.  An LO that is a region of a phase
+        panel (:mod:`calibration.lo_region`): the level whose calibrated phase (relative to
+        level 0) is nearest to ``phase_rad`` on the circle -- the panel's SLM fit (slm1's when
+        the panel holds slm1), else the camera part's ``camera.lo_phase``; before either
+        exists, the linear law above.
+        """
+        from calibration.lo_region import lo_phase_table
         n = 2 ** self.bench.slms["lo"].bit_depth
-        return int(round(float(phase_rad) / (2 * math.pi) * n)) % n
+        table = lo_phase_table(self.bench, self.fits)
+        if table is None:
+            return int(round(float(phase_rad) / (2 * math.pi) * n)) % n
+        return int(np.argmin(np.abs(np.angle(np.exp(1j * (table - float(phase_rad)))))))
 
     def set_lo(self, phase_rad: float) -> None:
         """Put every LO channel at ``phase_rad``."""

@@ -25,8 +25,8 @@ Inputs and outputs in twin units: layer 1 input = DMD fill fraction (exact), out
 ``z1 = z1_per_h h_z1``; layer 2 input ``a1 = a1_per_h h_a1`` (measured at the same time),
 output ``h_out``; backward input = probe amplitude fraction ``d2`` (``w_max`` of the probe
 panel is 1, as :class:`hwio.bench_system.BenchSystem` drives it), output ``h_back`` with
-the cell pumped by every hidden neuron at full amplitude; ``t(z1)`` from the absorber
-fit's probe law at the measured ``z1``.
+the cell pumped by every hidden neuron at full amplitude (every input on; a wide input layer
+at the weaker input the exposure step chose, ``exposure.backward_pump_fill``); ``t(z1)`` from the absorber fit's probe law at the measured ``z1``.
 
 Conventions that fix the free scales:
 
@@ -84,8 +84,57 @@ def predict_mvm(x, amps, gain, mixing=None, stray=None, *, side: str = "output",
 
 
 def _lstsq(design, target):
+    """Least-squares solution; a tall, well-conditioned design (a wide bench's tens of thousands of
+    readings) through the normal equations, an SVD solve costing seconds per iteration."""
+    m, n = design.shape
+    if m > 20000 and m > 50 * n:
+        gram = design.T @ design
+        if np.linalg.cond(gram) < 1e10:
+            return np.linalg.solve(gram, design.T @ target)
     sol, *_ = np.linalg.lstsq(design, target, rcond=None)
     return sol
+
+
+#: above this many gain and stray parameters an output-side fit solves the gains row by row
+DENSE_MAX_PARAMS = 600
+
+
+def _row_designs(x, a, F, mix, side):
+    """Per output row i: (design (S, n_in + 1), target transform) of the gain/stray solve.
+
+    Input side: rows are independent (exact).  Output side (large problems only): in the frame
+    whitened by the mixing, ``L^-1 y = (G*A) x + L^-1 s``, rows are independent too (least
+    squares in that frame; ``L`` is near the identity, so it is the ordinary fit to within the
+    crosstalk's square).
+    """
+    v = x if side == "output" else x @ mix.T
+    S, n_out, n_in = a.shape
+    return [np.column_stack([F[:, i, None] * a[:, i, :] * v, np.ones(S)]) for i in range(n_out)]
+
+
+def _solve_rows(x, a, y, F, mix, side):
+    """Gains and stray from independent per-row least squares (see :func:`_row_designs`)."""
+    S, n_out, n_in = a.shape
+    target = np.linalg.solve(mix, y.T).T if side == "output" else y
+    gain = np.empty((n_out, n_in))
+    stray = np.empty(n_out)
+    for i, d in enumerate(_row_designs(x, a, F, mix, side)):
+        sol = _lstsq(d, target[:, i])
+        gain[i], stray[i] = sol[:-1], sol[-1]
+    if side == "output":
+        stray = mix @ stray
+    return gain, stray
+
+
+def _rows_se(x, a, F, mix, side, sigma2):
+    """Standard errors of the per-row solve (gain (n_out, n_in), stray (n_out,))."""
+    S, n_out, n_in = a.shape
+    g_se = np.empty((n_out, n_in))
+    s_se = np.empty(n_out)
+    for i, d in enumerate(_row_designs(x, a, F, mix, side)):
+        se = _param_se(d, sigma2)
+        g_se[i], s_se[i] = se[:-1], se[-1]
+    return g_se, s_se
 
 
 def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: bool = True,
@@ -139,23 +188,30 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
     if S * n_out <= p_g + p_c:
         raise ValueError(f"{S} samples x {n_out} outputs cannot determine {p_g + p_c} parameters; "
                          f"measure more probes")
+    # rows solved one by one: exact on the input side; on the output side only for large
+    # problems (the joint solve costs S n_out p_g^2: a 64-input, 32-neuron layer is hours)
+    rows = side == "input" or (factor is None and p_g > DENSE_MAX_PARAMS)
+    g_design = None
     it = 0
     prev = np.inf
     for it in range(1, n_iter + 1):
         # -- gains and stray, mixing fixed
-        if side == "output":
+        if rows:
+            gain, stray = _solve_rows(x, a, y, F, mix, side)
+        elif side == "output":
             v = x
             coef = np.einsum("si,ik,skj,sj->sikj", F, mix, a, v)
         else:
             v = x @ mix.T
             coef = np.einsum("si,sij,sj->sij", F, a, v)
             coef = np.einsum("sij,ik->sikj", coef, eye_out)
-        design = np.concatenate([coef.reshape(S * n_out, n_out * n_in),
-                                 np.tile(eye_out, (S, 1))], axis=1)
-        sol = _lstsq(design, y.ravel())
-        gain = sol[:n_out * n_in].reshape(n_out, n_in)
-        stray = sol[n_out * n_in:]
-        g_design = design
+        if not rows:
+            design = np.concatenate([coef.reshape(S * n_out, n_out * n_in),
+                                     np.tile(eye_out, (S, 1))], axis=1)
+            sol = _lstsq(design, y.ravel())
+            gain = sol[:n_out * n_in].reshape(n_out, n_in)
+            stray = sol[n_out * n_in:]
+            g_design = design
         if not crosstalk:
             break
         # -- mixing and stray, gains fixed
@@ -188,7 +244,9 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
             break
         prev = rss
     # final linear solve for gains with the final mixing (consistent stray), then uncertainties
-    if crosstalk:
+    if crosstalk and rows:
+        gain, stray = _solve_rows(x, a, y, F, mix, side)
+    elif crosstalk:
         if side == "output":
             coef = np.einsum("si,ik,skj,sj->sikj", F, mix, a, x)
         else:
@@ -201,9 +259,12 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
     r = y - predict_mvm(x, a, gain, mix if crosstalk else None, stray, side=side, factor=F)
     dof = max(S * n_out - p_g - p_c, 1)
     sigma2 = float(np.sum(r ** 2)) / dof
-    g_se = _param_se(g_design, sigma2)
-    gain_se = g_se[:n_out * n_in].reshape(n_out, n_in)
-    stray_se = g_se[n_out * n_in:]
+    if rows:
+        gain_se, stray_se = _rows_se(x, a, F, mix, side, sigma2)
+    else:
+        g_se = _param_se(g_design, sigma2)
+        gain_se = g_se[:n_out * n_in].reshape(n_out, n_in)
+        stray_se = g_se[n_out * n_in:]
     mix_se = np.zeros_like(mix)
     if crosstalk:
         if side == "output":
@@ -409,20 +470,65 @@ class _Panels:
             self.last["input"] = key
 
 
-def _measure(ctx, name, plan, cams, repeats, setup, progress):
-    """Measure every step of ``plan``; returns (rows, store, keep): ``keep`` is False for steps
-    during which a camera saturated (clipped pixels: the step leaves the fit)."""
+def _measure(ctx, name, plan, cams, repeats, setup, progress, fill: float = 0.7, dim=None, max_dim: int = 16):
+    """Measure every step of ``plan``; returns (rows, store, keep).
+
+    A step that clips a camera at the operating exposure (single elements at full pump are far
+    brighter than the probes the exposure was chosen for) is measured again at a shorter
+    exposure of that camera (:func:`calibration.procedures.exposure.find_exposure`: the
+    brightest pixel at ``fill`` of the room); the factor (exposure used / operating one) is
+    recorded with the step (meta ``k_<cam>``) and the powers in ``rows`` are divided by it
+    (operating-exposure units: the camera is linear).  When even the shortest exposure clips
+    and ``dim(step, level)`` is given (a step whose inputs the fit measures, so a weaker drive
+    changes nothing but the light), the step is shown dimmer (``level`` halvings of its input,
+    meta ``dim_level``) and measured again.  The next step of the same kind starts at the
+    dimming and factors this one needed.  ``keep`` is False for steps that clipped even so
+    (the step leaves the fit).
+    """
     from calibration.procedures.absorber import StepStore, _progress, repeated_powers, saturated
+    from calibration.procedures.exposure import find_exposure, frame_peaks, kept_exposures, saturation_room
     store = StepStore(ctx, name, cams)
+    nominal = {c: float(ctx.bench.cameras[c].exposure_s) for c in cams}
+    start = {}                          # (kind, cam) -> exposure factor to start the next step at
+    start_dim = {}                      # kind -> dimming level to start the next step at
     rows, keep = [], []
+
+    def attempt(st, level):
+        if level:
+            dim(st, level)
+        for c in cams:
+            ctx.set_exposure(c, nominal[c] * start.get((st["kind"], c), 1.0))
+        peaks = {}
+        p = repeated_powers(ctx, cams, repeats, peaks)
+        clipped = [c for c in cams if peaks[c] >= ctx.saturation_adu(c)]
+        if clipped:
+            for c in clipped:
+                find_exposure(ctx, c, lambda c=c: frame_peaks(ctx, [c], (0.0, math.pi))[c], fill=fill,
+                              t_max=nominal[c])
+            peaks = {}
+            p = repeated_powers(ctx, cams, repeats, peaks)
+        return p, peaks
+
     for idx, st in _progress(list(enumerate(plan)), len(plan), name, progress):
         got = store.get(idx)
         if got is None:
             setup(st)
-            peaks = {}
-            p = repeated_powers(ctx, cams, repeats, peaks)
-            got = store.save(idx, p, kind=_KIND_CODE[st["kind"]], sat=float(saturated(ctx, peaks)))
-        rows.append(got)
+            level = start_dim.get(st["kind"], 0) if dim is not None else 0
+            with kept_exposures(ctx, cams):
+                p, peaks = attempt(st, level)
+                while dim is not None and saturated(ctx, peaks) and level < max_dim:
+                    level += 1
+                    p, peaks = attempt(st, level)
+                k = {c: float(ctx.bench.cameras[c].exposure_s) / nominal[c] for c in cams}
+            start_dim[st["kind"]] = level
+            for c in cams:              # would this step clip at the operating exposure? then so will the next
+                room, dark = saturation_room(ctx, c)
+                at_one = (peaks[c] - dark) / k[c]
+                start[(st["kind"], c)] = min(1.0, fill * room / at_one) if at_one >= 0.9 * room else 1.0
+            got = store.save(idx, p, kind=_KIND_CODE[st["kind"]], sat=float(saturated(ctx, peaks)),
+                             dim_level=level, **{f"k_{c}": k[c] for c in cams})
+        factor = {c: store.meta(idx, f"k_{c}") or 1.0 for c in cams}
+        rows.append({c: np.asarray(got[c]) / factor[c] for c in cams})
         keep.append(not store.meta(idx, "sat"))
     return rows, store, np.array(keep, dtype=bool)
 
@@ -432,10 +538,10 @@ def _unsaturated(plan, rows, keep, fit_name: str, notes: list):
     if keep.all():
         return plan, rows
     if keep.sum() < 0.5 * keep.size:
-        raise ValueError(f"{fit_name}: {int((~keep).sum())} of {keep.size} steps saturated a camera; lower the "
-                         f"operating exposure or the laser power and calibrate again")
-    notes.append(f"{fit_name}: {int((~keep).sum())} of {keep.size} steps saturated a camera and were left out; "
-                 f"lower the operating exposure or the laser power")
+        raise ValueError(f"{fit_name}: {int((~keep).sum())} of {keep.size} steps saturated a camera even at its "
+                         f"shortest exposure; lower the laser power and calibrate again")
+    notes.append(f"{fit_name}: {int((~keep).sum())} of {keep.size} steps saturated a camera even at its shortest "
+                 f"exposure and were left out; lower the laser power")
     return [st for st, k in zip(plan, keep) if k], [r for r, k in zip(rows, keep) if k]
 
 
@@ -449,6 +555,7 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     ``mvm2.cam_a1``, ``mvm2.cam_out``, ``mvm2_backward.cam_back`` and ``mvm2_backward.pump``.
     """
     from calibration.absorber_fit import absorber_from_fit
+    from calibration.procedures.exposure import backward_pump_fill, input_fills
     from calibration.procedures.absorber import (StepStore, boost_exposures, full_pump_levels, homodyne_of,
                                                  repeated_powers, saturated)
 
@@ -484,7 +591,15 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         panels.weights("slm1", st["A1"])
         panels.inputs(st["x"])
         panels.weights("slm2", st["A2"])
-    rows2, store2, keep2 = _measure(ctx, "mvm2", plans["mvm2"], ("cam_a1", "cam_out"), repeats, setup2, progress)
+
+    def dim2(st, level):
+        """The MVM-2 input a1 is measured, so a clipping step may run at a weaker pump: its input
+        fills halved ``level`` times (a uniform pump below one pixel per block on fewer inputs)."""
+        x = np.asarray(st["x"], float)
+        scale = 0.5 ** int(level)
+        panels.inputs(input_fills(ctx, float(x[0]) * scale) if np.ptp(x) == 0 else x * scale)
+    rows2, store2, keep2 = _measure(ctx, "mvm2", plans["mvm2"], ("cam_a1", "cam_out"), repeats, setup2, progress,
+                                    dim=dim2)
     plans["mvm2"], rows2 = _unsaturated(plans["mvm2"], rows2, keep2, "mvm2", notes)
     a1 = np.stack([homodyne_of(r["cam_a1"], lo["cam_a1"]) for r in rows2]) * a1_per_h.value     # (S, R, n_h)
     hout = np.stack([homodyne_of(r["cam_out"], lo["cam_out"]) for r in rows2])                 # (S, R, n_out)
@@ -501,25 +616,27 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
     # ---------------------------------------------------------------- MVM-2 backward
     pstore = StepStore(ctx, "mvm2_backward", ("pump",))
     pump_levels = full_pump_levels(ctx)
+    pump_inputs = input_fills(ctx, backward_pump_fill(ctx))
 
     def pump_z1(step):
-        """z1 homodyne of the full pump (operating-exposure units); measured at a shorter
+        """z1 homodyne of the pump (operating-exposure units); measured at a shorter
         exposure when the operating one would clip the brightest spots."""
         got = pstore.get(step)
         if got is None:
             panels.frame("slm1", pump_levels, "full")
-            panels.inputs(np.ones(n_in))
+            panels.inputs(pump_inputs)
             panels.frame("probe_input", ctx.zero_levels("probe_input"), "zero")
             nominal = float(bench.cameras["cam_z1"].exposure_s)
             try:
-                k = boost_exposures(ctx, ("cam_z1",), ctx.zero_levels("probe_input"), k_max=1.0)["cam_z1"]
+                k = boost_exposures(ctx, ("cam_z1",), ctx.zero_levels("probe_input"), k_max=1.0,
+                                    inputs=pump_inputs)["cam_z1"]
                 peaks = {}
                 got = pstore.save(step, {"pump": repeated_powers(ctx, ("cam_z1",), pump_repeats, peaks)["cam_z1"]},
                                   k_z1=k, sat=float(saturated(ctx, peaks)))
             finally:
                 ctx.set_exposure("cam_z1", nominal)
         if pstore.meta(step, "sat"):
-            notes.append("mvm2_backward: the full pump saturated cam_z1 even at the shortest exposure; the "
+            notes.append("mvm2_backward: the pump saturated cam_z1 even at the shortest exposure; the "
                          "probe transmission at the pump is uncertain")
         return homodyne_of(got["pump"], lo["cam_z1"]) / (pstore.meta(step, "k_z1") or 1.0)
 
@@ -527,7 +644,7 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
 
     def setupb(st):
         panels.frame("slm1", pump_levels, "full")
-        panels.inputs(np.ones(n_in))
+        panels.inputs(pump_inputs)
         panels.weights("slm2", st["A2"])
         u = np.asarray(st["u"], float)
         panels.frame("probe_input", ctx.weight_levels("probe_input", u[None, :], 1.0), ("u", u.tobytes()))

@@ -29,13 +29,16 @@ __all__ = ["measure_readout", "spot_backgrounds"]
 
 
 def spot_backgrounds(mean_image, centers_px, roi_radius_px: float, dark_adu=0.0, inner_gap_px: float | None = None,
-                     width_px: float = 3.0) -> np.ndarray:
+                     width_px: float = 3.0, min_px: int = 32) -> np.ndarray:
     """Median background level per pixel (ADU) in an annulus around every spot.
 
     The annulus runs from ``roi_radius_px + inner_gap_px`` (default gap: half the ROI radius,
     i.e. 4.5 PSF sigmas out for a 3-sigma ROI, where the spot's own wings are negligible) to
-    that plus ``width_px`` and leaves out pixels that close to any spot; with fewer than 8
-    such pixels the median of every pixel away from all spots is used.
+    that plus ``width_px`` and leaves out pixels that close to any spot.  A spot hemmed in by
+    its neighbours gets a wider annulus (``width_px`` more at a time, at most four times as
+    wide) until it holds ``min_px`` pixels: the median of a few pixels is noisy, and the ROI
+    sums that many pixels' worth of it (a short exposure leaves few electrons of LO).  Still
+    fewer than 8 pixels: the median of every pixel away from all spots.
     """
     if inner_gap_px is None:
         inner_gap_px = 0.5 * roi_radius_px
@@ -48,12 +51,15 @@ def spot_backgrounds(mean_image, centers_px, roi_radius_px: float, dark_adu=0.0,
     glob = float(np.median(img[away])) if away.any() else 0.0
     out = np.empty(len(c))
     for k in range(len(c)):
-        sel = away & (d[k] <= r_in + width_px)
+        for grow in range(1, 5):
+            sel = away & (d[k] <= r_in + grow * width_px)
+            if sel.sum() >= min_px:
+                break
         out[k] = float(np.median(img[sel])) if sel.sum() >= 8 else glob
     return out
 
 
-def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16) -> list[Fit]:
+def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16, stream: str = "readout") -> list[Fit]:
     """LO amplitude per spot for every camera with an LO channel.
 
     Parameters
@@ -61,6 +67,8 @@ def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16) -> list[F
     ctx : calibration context with the 'registration' fit (and camera dark maps).
     cameras : camera names (default: every camera of the bench).
     n_avg : frames per LO phase.
+    stream : prefix of the raw streams (``<stream>.<cam>``; a second measurement in the same run,
+        e.g. at the operating exposure chosen later, records under another prefix).
 
     Returns
     -------
@@ -68,7 +76,8 @@ def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16) -> list[F
     ``background_adu_per_px`` (mean laser-on background per pixel), ``residual_field_ratio``
     (largest |E| / |LO| left with the signal blocked); arrays ``lo_amplitude`` (n_spots,) in
     sqrt(readout power) units, ``lo_amplitude_stderr``, ``background_power`` (n_spots,) (the
-    background's share of each ROI sum), ``centers_px`` (the ROI centres used).
+    background's share of each ROI sum), ``centers_px`` (the ROI centres used); ``info`` with
+    the exposure (``exposure_s``) and the bench-clock time (``t_s``) it was measured at.
     """
     bench = ctx.bench
     ctx.need("registration", "registration")
@@ -77,6 +86,7 @@ def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16) -> list[F
     fits = []
     with ctx.timed("readout"):
         ctx.blank_all()
+        t_start = float(bench.timeline.now())
         measured = [c for c in cams if c in lo_cams]
         phases = (0.0, 0.5 * math.pi, math.pi, 1.5 * math.pi)
         powers = {c: [] for c in measured}
@@ -88,7 +98,8 @@ def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16) -> list[F
                 p = ctx.readout(c).power(stack)                   # (n_avg, n_spots)
                 powers[c].append(p)
                 means[c] = means[c] + stack.mean(axis=0, dtype=np.float64) / len(phases)
-                ctx.record(f"readout.{c}", p, units="adu (ROI sum)", lo_phase_rad=ph, n_frames=int(n_avg))
+                ctx.record(f"{stream}.{c}", p, units="adu (ROI sum)", lo_phase_rad=ph, n_frames=int(n_avg))
+        t_mid = 0.5 * (t_start + float(bench.timeline.now()))
         for c in cams:
             ro = ctx.readout(c)
             radius = ctx.roi_radius_px(c)
@@ -123,6 +134,7 @@ def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16) -> list[F
                               "centers_px": ro.centers_px},
                       x=np.arange(len(lo), dtype=float), y=lo, y_fit=np.full(len(lo), float(lo.mean())),
                       info={"units": "sqrt(dark-subtracted ADU summed over the ROI)", "frames_per_phase": int(n_avg),
+                            "t_s": t_mid,
                             "lo_phases_rad": list(phases), "exposure_s": bench.cameras[c].exposure_s,
                             "homodyne": "h = (P_0 - P_pi) / (4 lo_amplitude), LO levels 0 and 2**(bits-1)"})
             fits.append(fit)

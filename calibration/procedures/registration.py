@@ -16,8 +16,10 @@ term ``4 |LO| (E_on - E_off)``, far above the shot noise of the LO even for the 
 probe); their projection on the dominant (I, Q) direction is the spot image, with a
 per-pixel variance from the scatter of the averaged frames.  A camera without an LO uses
 the intensity difference.  If a spot would saturate the camera the input amplitude is
-halved until it does not.  Spot images are flat-field corrected with the camera's PRNU map
-when the camera is calibrated.
+halved until it does not, down to one DMD pixel per block and then on fewer inputs down to a
+single pixel; beyond that the exposure of the saturating cameras is shortened (a quarter at a
+time; spot centres and widths do not depend on it) and restored at the end.  Spot images are
+flat-field corrected with the camera's PRNU map when the camera is calibrated.
 
 :func:`calibration.registration_fit.find_spot` gives each centre (sub-pixel, with standard
 errors) and the PSF sigma; :func:`calibration.registration_fit.fit_transform` fits the
@@ -31,6 +33,7 @@ import math
 import numpy as np
 
 from calibration.procedures.context import CalContext
+from calibration.procedures.exposure import input_fills, kept_exposures, min_input
 from calibration.quantities import Fit, Quantity
 from calibration.registration_fit import find_spot, fit_transform
 
@@ -109,7 +112,7 @@ class _Sequence:
 
     def setup(self, x: float) -> None:
         ctx, sz = self.ctx, self.ctx.bench.sizes
-        ctx.show_inputs(np.full(sz.n_in, x))
+        ctx.show_inputs(input_fills(ctx, x))
         if self.kind == "hidden":
             ctx.show("probe_input", ctx.weight_levels("probe_input", np.ones((1, sz.n_out))))
         else:
@@ -134,20 +137,29 @@ class _Sequence:
             ctx.show("slm2", ctx.weight_levels("slm2", w2))
 
 
-def _spot_images(ctx: CalContext, seq: _Sequence, n_avg, max_halvings: int = 6, x: float = 1.0):
-    """Spot images (on - off) of every neuron of a sequence: cam -> list of (image, variance)."""
-    for _ in range(max_halvings + 1):
+def _spot_images(ctx: CalContext, seq: _Sequence, n_avg, max_halvings: int = 24, x: float = 1.0,
+                 max_shortenings: int = 12):
+    """Spot images (on - off) of every neuron of a sequence: cam -> list of (image, variance).
+
+    Saturation halves the mean input fill ``x`` (at most ``max_halvings`` times; below one DMD
+    pixel per block fewer inputs are on, :func:`calibration.procedures.exposure.input_fills`,
+    down to one pixel on one input), then quarters the exposure of the saturating cameras (at
+    most ``max_shortenings`` times; the caller restores the exposures).
+    """
+    x_min = min_input(ctx)
+    halvings = shortenings = 0
+    while True:
         seq.setup(x)
         seq.light(None)
         off, _ = _state_images(ctx, seq.cams, n_avg)
         images = {c: [] for c in seq.cams}
-        saturated = False
+        saturated = set()
         for k in range(seq.n):
             seq.light(k)
             on, peak = _state_images(ctx, seq.cams, n_avg)
             for c in seq.cams:
                 if peak[c] >= ctx.saturation_adu(c):
-                    saturated = True
+                    saturated.add(c)
                 img, var = _spot_image(on[c], off[c])
                 images[c].append((img, var))
                 ctx.record(f"registration.{c}", img.astype(np.float32), units="adu (homodyne difference)",
@@ -156,9 +168,20 @@ def _spot_images(ctx: CalContext, seq: _Sequence, n_avg, max_halvings: int = 6, 
                 break
         if not saturated:
             return images, x
-        x *= 0.5
-    raise ValueError(f"registration: spots on {', '.join(seq.cams)} saturate even at input amplitude {x:.3g}; "
-                     f"shorten the exposure")
+        if halvings < max_halvings and 0.5 * x >= x_min * (1 - 1e-9):
+            x *= 0.5
+            halvings += 1
+            continue
+        shorter = False
+        if shortenings < max_shortenings:
+            for c in saturated:
+                t = float(ctx.bench.cameras[c].exposure_s)
+                shorter |= ctx.set_exposure(c, 0.25 * t) < t
+            shortenings += 1
+        if not shorter:
+            exp = ", ".join(f"{c} {ctx.bench.cameras[c].exposure_s:.3g} s" for c in sorted(saturated))
+            raise ValueError(f"registration: spots on {', '.join(sorted(saturated))} saturate even at input "
+                             f"amplitude {x:.3g} and exposure {exp}; lower the laser power")
 
 
 def _fit_spots(ctx: CalContext, cam: str, imgs) -> list:
@@ -207,7 +230,7 @@ def measure_registration(ctx: CalContext, *, n_avg: int = 8, outlier_px: float =
     arrays: dict[str, np.ndarray] = {}
     info: dict = {"models": {}, "input_amplitude": {}, "outliers": {}}
     xs, ys, yfit = [], [], []
-    with ctx.timed("registration"):
+    with ctx.timed("registration"), kept_exposures(ctx) as exposures:
         fits_by_cam = {}
         for kind in ("hidden", "output"):
             seq = _Sequence(ctx, kind)
@@ -230,6 +253,8 @@ def measure_registration(ctx: CalContext, *, n_avg: int = 8, outlier_px: float =
             for c in seq.cams:
                 info["input_amplitude"][c] = x
                 info.setdefault("frames_per_phase", {})[c] = n_cam[c]
+                info.setdefault("exposure_s", {})[c] = float(bench.cameras[c].exposure_s)
+                info.setdefault("exposure_factor", {})[c] = float(bench.cameras[c].exposure_s) / exposures[c]
             for cam in seq.cams:
                 spots_c = spots[cam]
                 centers = np.array([s.center_px for s in spots_c])

@@ -11,7 +11,12 @@ probe_input    cam_back    inputs on (bleaching the cell), slm1 and slm2 uniform
 =============  ==========  ==========================================================
 
 Spot fields are complex homodyne values from the LO phases 0, pi/2, pi, 3 pi/2
-(:meth:`CalContext.field_iq`).  The input amplitude is halved until no frame saturates.
+(:meth:`CalContext.field_iq`).  The input amplitude is halved until no frame saturates, down
+to one DMD pixel per block and then on fewer inputs down to a single pixel; beyond that the
+panel's camera runs at a shorter exposure (a
+quarter at a time) for this panel's measurements, restored afterwards.  Phases, crosstalk
+ratios and relative illumination do not depend on the exposure; the diffractive method's LO
+and background powers (readout fit, measured at the readout's exposure) are scaled to it.
 
 Phase response
 --------------
@@ -60,6 +65,7 @@ import numpy as np
 from scipy.optimize import least_squares, minimize_scalar
 
 from calibration.procedures.context import CalContext, SLM_FIT_NAMES
+from calibration.procedures.exposure import input_fills, kept_exposures, min_input
 from calibration.quantities import Fit, Quantity
 from calibration.slm_fit import combine_slm, fit_diffractive_response, fit_illumination, fit_phase_response
 from hwio.encoding import amplitude_transfer, realised_weights
@@ -186,7 +192,10 @@ class _Panel:
         ctx, sz = self.ctx, self.ctx.bench.sizes
         if x is not None:
             self.x = float(x)
-        xin = np.full(sz.n_in, self.x) if inputs is None else np.asarray(inputs, float) * self.x
+        if inputs is None:
+            xin = input_fills(ctx, self.x)
+        else:       # chosen inputs: at least one DMD pixel each (never brighter than input_fills(x))
+            xin = np.asarray(inputs, float) * max(self.x, 1.0 / ctx.dmd.n_active)
         ctx.show_inputs(xin)
         if self.name == "slm1":
             ctx.show("slm2", ctx.zero_levels("slm2"))
@@ -205,18 +214,40 @@ class _Panel:
     def saturated(self) -> bool:
         return any(self.ctx.peak_adu.get(c, 0.0) >= self.ctx.saturation_adu(c) for c in self.ctx.peak_adu)
 
-    def choose_input(self, max_halvings: int = 8) -> float:
-        """Largest input amplitude (1, 1/2, ...) at which the uniform panel does not saturate."""
+    def choose_input(self, max_halvings: int = 24, max_shortenings: int = 12) -> float:
+        """Largest mean input fill (1, 1/2, ...) at which the uniform panel does not saturate.
+
+        Below one DMD pixel per block fewer inputs are on
+        (:func:`calibration.procedures.exposure.input_fills`); below a single pixel the
+        camera's exposure is quartered instead (at most ``max_shortenings`` times;
+        :func:`measure_slm` restores it after the panel).
+        """
         x = 1.0
-        for _ in range(max_halvings + 1):
+        x_min = min_input(self.ctx)
+        halvings = shortenings = 0
+        while True:
             self.setup(x)
             self.ctx.show(self.name, self.ctx.uniform_levels(self.name, 0))
             self.ctx.peak_adu.clear()
             self.ctx.spot_powers([self.cam], (0.0, math.pi), 1)
             if not self.saturated():
                 return x
-            x *= 0.5
-        raise ValueError(f"{self.name}: {self.cam} saturates even at input amplitude {x:.3g}; shorten its exposure")
+            if halvings < max_halvings and 0.5 * x >= x_min * (1 - 1e-9):
+                x *= 0.5
+                halvings += 1
+                continue
+            t = float(self.ctx.bench.cameras[self.cam].exposure_s)
+            if shortenings >= max_shortenings or self.ctx.set_exposure(self.cam, 0.25 * t) >= t:
+                raise ValueError(f"{self.name}: {self.cam} saturates even at input amplitude {x:.3g} and exposure "
+                                 f"{t:.3g} s; lower the laser power")
+            shortenings += 1
+
+    def exposure_factor(self) -> float:
+        """The camera's exposure now over the one its readout fit (LO amplitudes, background) was measured at."""
+        ro = self.ctx.fits.get(f"readout.{self.cam}")
+        t_ro = ro.info.get("exposure_s") if ro is not None else None
+        t = float(self.ctx.bench.cameras[self.cam].exposure_s)
+        return t / float(t_ro) if t_ro else 1.0
 
 
 def _levels(bits: int, n_levels: int) -> np.ndarray:
@@ -254,11 +285,13 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
     interf.quantities["phase_range_rad"] = Quantity(rq.value, math.hypot(rq.stderr, circ["range_centre_stderr_rad"]),
                                                     rq.units)
     interf.info["range_centre_stderr_rad"] = circ["range_centre_stderr_rad"]
-    data = {"levels": levels, "phase_rad": phase, "phase_stderr_rad": se, "input_amplitude": x, "circle": circ}
+    data = {"levels": levels, "phase_rad": phase, "phase_stderr_rad": se, "input_amplitude": x, "circle": circ,
+            "exposure_s": float(ctx.bench.cameras[p.cam].exposure_s)}
     diff = None
     if diffractive:
-        lo2 = ctx.lo_amplitude(p.cam) ** 2
-        bg = ctx.fits[f"readout.{p.cam}"].arrays.get("background_power", 0.0)
+        k = p.exposure_factor()         # LO and background powers scale with the exposure
+        lo2 = k * ctx.lo_amplitude(p.cam) ** 2
+        bg = k * np.asarray(ctx.fits[f"readout.{p.cam}"].arrays.get("background_power", 0.0))
         power = np.empty(levels.size)
         power_se = np.empty(levels.size)
         for i, g in enumerate(levels):
@@ -439,7 +472,7 @@ def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 4, n_rep: 
             raise ValueError("probe_input illumination needs the forward slm2 element fields (measure slm2 first)")
         # backward through one slm2 element (i, j) at a time, probe element i alone
         n2r, n2c = ctx.bench.layouts["slm2"].n_rows, ctx.bench.layouts["slm2"].n_cols
-        ctx.show_inputs(np.full(sz.n_in, xin))
+        ctx.show_inputs(input_fills(ctx, xin))
         ctx.show("slm1", ctx.uniform_levels("slm1", 0))
         ratios = np.full((nc, n2c), np.nan, dtype=complex)
         sig = np.zeros((nc, n2c), dtype=complex)
@@ -510,7 +543,7 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
     for panel in panels:
         if panel not in SLM_FIT_NAMES:
             raise ValueError(f"unknown phase panel {panel!r}; choose from {', '.join(SLM_FIT_NAMES)}")
-        with ctx.timed(f"slm.{panel}"):
+        with ctx.timed(f"slm.{panel}"), kept_exposures(ctx):
             interf, diff, data = measure_phase_response(ctx, panel, n_levels=n_levels, n_avg=n_avg,
                                                         diffractive=diffractive)
             name = SLM_FIT_NAMES[panel]
@@ -534,6 +567,7 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
             fit.info["panel"] = panel
             fit.info["camera"] = PANEL_CAMERAS[panel]
             fit.info["input_amplitude"] = data["input_amplitude"]
+            fit.info["exposure_s"] = data["exposure_s"]
             fit.arrays["measured_levels"] = data["levels"].astype(np.float64)
             fit.arrays["measured_phase_rad"] = data["phase_rad"]
             fit.arrays["measured_phase_stderr_rad"] = data["phase_stderr_rad"]
@@ -557,6 +591,8 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
             encoder = ctx.encoder(panel)
             edges, realised = amplitude_transfer(encoder, response, sigma)
             fit.info["encoder_dither"] = bool(encoder.dither)
+            # the flatness map the panel was calibrated with (deploy refuses a bench with another)
+            fit.info.update(getattr(encoder, "wavefront_record", None) or {"wavefront_map_sha256": None})
             fit.arrays["amplitude_transfer_edges"] = edges
             fit.arrays["amplitude_transfer"] = realised
             fit.info["amplitude_transfer"] = ("programmed fraction A realises amplitude_transfer[searchsorted("

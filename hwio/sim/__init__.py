@@ -1,6 +1,6 @@
 """The simulated bench: a physical optical experiment in software.
 
-``hwio.open_bench("sim")`` builds it from ``datasets/benches/sim.toml``.  Drive it only
+``hwio.open_bench("sim")`` builds it from ``hwio/benches/sim.toml``.  Drive it only
 through ``slm.show(levels)``, ``camera.grab()`` and ``camera.exposure_s``; it renders camera
 images (spots, noise, faults) from the frames the panels show.  Its ground truth is
 private; tests read it with :func:`hwio.sim.testing.truth_of`.

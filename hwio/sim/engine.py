@@ -14,13 +14,33 @@ positive, fixed per spot), theta_c = 2 pi level / 2**bit_depth of column c of th
 device (columns in the order of ``[devices.lo].channels``), leak_k = pump_leak |a1_k|^2 on
 cam_back only.
 
-Flat lamp (``flat_source``, camera calibration): a flip mirror.  Showing a frame on
+LO as a region of a phase panel (no LO stepper): the LO beam of channel c reflects off
+column block c of the ``lo`` region; the camera sees its zero order, so ``exp(i theta_c)``
+above becomes ``mean over the block's pixels of exp(i phi(level))`` with phi the panel's
+TRUE phase law (the law of the phase SLMs that share the panel, else ``[truth.slm]``).  A
+uniform block gives ``exp(i phi(level))``.
+
+Physical devices holding regions (:mod:`hwio.regions`, ``region_of`` in the bench file):
+
+* a logical SLM that is a region reads its levels from its panel's current frame
+  (``panel.last_levels``) cropped to the region;
+* a physical camera renders one frame for all of its regions: every plane (cam_z1, ...)
+  places its spots, in its own region coordinates and registration, into its rectangle of
+  the frame (photon flux per pixel); background light covers the whole frame; one sensor
+  model (``[truth.camera.<physical>]``: gain, noise, PRNU, hot pixels, ...) digitises it.
+  The laser-power jitter is drawn once per physical exposure, so all planes of one frame
+  see the same laser power.
+
+Flat lamp (``flat_source``, camera calibration; optional): a flip mirror.  Showing a frame on
 ``flat_source`` flips the lamp in front of every camera and blocks the laser; the cameras
 then see a uniform ``flat_photons_per_s_per_level * level`` photons/s per pixel (level 0:
-dark frames).  Showing a frame on any laser-path panel (input, slm1, slm2, probe_input, lo)
-flips it out again.
+dark frames).  Showing a frame on any laser-path panel (input, slm1, slm2, probe_input, lo,
+or a physical panel holding them) flips it out again.
 """
 from __future__ import annotations
+
+import hashlib
+import json
 
 import numpy as np
 
@@ -42,6 +62,8 @@ _DEVICE_INDEX = {n: i for i, n in enumerate(("input", "slm1", "slm2", "probe_inp
 
 
 class _CameraState:
+    """One imaged plane (a logical camera): spots, PSF patches (region pixels), LO, tap."""
+
     def __init__(self, positions, psf, sensor, lo_amplitude, tap, lo_column, noise_rng):
         self.positions = positions
         self.psf = psf
@@ -51,6 +73,16 @@ class _CameraState:
         self.lo_column = lo_column
         self.noise_rng = noise_rng
         self.last = None      # (image, timestamp) of the last delivered frame
+
+
+class _PhysicalCamera:
+    """A sensor holding several planes: (logical name, (row0, col0), (rows, cols)) each."""
+
+    def __init__(self, sensor, noise_rng, planes):
+        self.sensor = sensor
+        self.noise_rng = noise_rng
+        self.planes = planes
+        self.last = None
 
 
 class SimEngine:
@@ -66,6 +98,10 @@ class SimEngine:
     def __init__(self, cfg, truth: Truth, timeline):
         self._truth = truth
         self._timeline = timeline
+        # the simulated hardware: every truth table but drift and faults, which describe how it
+        # behaves over time, not which hardware it is
+        hardware = {k: v for k, v in (getattr(cfg, "_truth_table", None) or {}).items() if k not in ("drift", "faults")}
+        self._hardware_id = hashlib.sha256(json.dumps(hardware, sort_keys=True, default=str).encode()).hexdigest()
         self._devices = cfg.devices
         self._sizes = cfg.sizes
         seed = truth.seed
@@ -92,12 +128,38 @@ class SimEngine:
         self._optics = NetworkOptics(truth.optics, truth.absorber, cfg.sizes.n_hidden, cfg.sizes.n_out,
                                      rng("stray"))
         realised["stray_field"] = {"layer1": self._optics.stray1.copy(), "layer2": self._optics.stray2.copy()}
+        # physical devices holding regions (after the standard ones in the random-stream indices)
+        holders = [n for n in cfg.devices if any(d.get("region_of") == n for d in cfg.devices.values())]
+        index = dict(_DEVICE_INDEX)
+        index.update({n: len(_DEVICE_INDEX) + k for k, n in enumerate(holders)})
+        # LO from a region of a phase panel: the panel's true phase law
+        lo_dev = cfg.devices["lo"]
+        self._lo_table = None
+        if "region_of" in lo_dev:
+            self._lo_table = np.asarray(truth.lo_phase_table_rad, dtype=float)
+            self._lo_block = lo_dev["shape"][1] // len(lo_dev["channels"])
+            realised["phase_table_rad"]["lo"] = self._lo_table
         # cameras
         channels = cfg.devices["lo"]["channels"]
         self._cams = {}
+        self._physical_cams = {}
         for i, cam in enumerate(CAMERA_NAMES):
             dev, ct = cfg.devices[cam], truth.cameras[cam]
             if dev["backend"] != "sim":
+                continue
+            if "region_of" in dev:
+                pos = truth.registration[cam].apply(cfg.spots[cam].positions_px)
+                n = len(pos)
+                lo_t = truth.lo[cam]
+                lo_amp = lo_t.amplitude * (1.0 + lo_t.spread * rng("lo", i).standard_normal(n))
+                lo_amp = np.maximum(lo_amp, 0.0)
+                if cam not in channels:
+                    lo_amp = np.zeros(n)
+                self._cams[cam] = _CameraState(pos, psf_matrix(pos, ct.psf_sigma_px, dev["shape"]), None, lo_amp,
+                                               truth.optics.tap[cam],
+                                               channels.index(cam) if cam in channels else None, None)
+                realised["spot_positions_px"][cam] = pos
+                realised["lo_amplitude"][cam] = lo_amp
                 continue
             pos = truth.registration[cam].apply(cfg.spots[cam].positions_px)
             n = len(pos)
@@ -114,7 +176,22 @@ class SimEngine:
             realised["lo_amplitude"][cam] = lo_amp
             realised["prnu_map"][cam] = sensor.prnu_map
             realised["dark_current_map"][cam] = sensor.dark_current_map
-        self._faults = FaultInjector(truth.faults, {n: rng("faults", i) for n, i in _DEVICE_INDEX.items()})
+            self._physical_cams[cam] = _PhysicalCamera(sensor, self._cams[cam].noise_rng,
+                                                       [(cam, (0, 0), tuple(dev["shape"]))])
+        for name in holders:
+            dev = cfg.devices[name]
+            if dev["kind"] != "camera" or dev["backend"] != "sim":
+                continue
+            sensor = Sensor(truth.sensors[name], dev["shape"], dev["bit_depth"], rng("sensor", index[name]))
+            planes = [(c, tuple(cfg.devices[c]["region_px"]), tuple(cfg.devices[c]["shape"]))
+                      for c in CAMERA_NAMES if cfg.devices[c].get("region_of") == name]
+            self._physical_cams[name] = _PhysicalCamera(sensor, rng("noise", index[name]), planes)
+            realised["prnu_map"][name] = sensor.prnu_map
+            realised["dark_current_map"][name] = sensor.dark_current_map
+            for c, (r0, c0), (nr, nc) in planes:
+                realised["prnu_map"][c] = sensor.prnu_map[r0:r0 + nr, c0:c0 + nc]
+                realised["dark_current_map"][c] = sensor.dark_current_map[r0:r0 + nr, c0:c0 + nc]
+        self._faults = FaultInjector(truth.faults, {n: rng("faults", i) for n, i in index.items()})
         alpha0 = truth.absorber.alpha0 if truth.absorber.model != "tabulated" else 0.0
         self._drift = Drift(truth.drift, alpha0, timeline.now())
         self._slms = {}
@@ -127,13 +204,19 @@ class SimEngine:
     def make_device(self, name: str, dev: dict):
         """Build the simulated device ``name`` from its normalised settings."""
         if dev["kind"] == "slm":
-            return SimSLM(name, dev["shape"], dev["bit_depth"], dev["pixel_pitch_m"], dev["settle_time_s"],
-                          self._timeline, self)
-        return SimCamera(name, dev["shape"], dev["bit_depth"], dev["exposure_s"], dev["timeout_s"],
-                         dev["readout_s"], dev["max_stale_retries"], self._timeline, self)
+            device = SimSLM(name, dev["shape"], dev["bit_depth"], dev["pixel_pitch_m"], dev["settle_time_s"],
+                            self._timeline, self)
+        else:
+            device = SimCamera(name, dev["shape"], dev["bit_depth"], dev["exposure_s"], dev["timeout_s"],
+                               dev["readout_s"], dev["max_stale_retries"], self._timeline, self)
+        # a serial number, as real drivers report one: the same simulated hardware (truth)
+        # gives the same number, other hardware another (the truth itself stays hidden)
+        device.serial = "sim-" + hashlib.sha256(f"{self._hardware_id}/{name}".encode()).hexdigest()[:12]
+        return device
 
-    def attach(self, slms: dict, cameras: dict) -> None:
-        """Give the engine the bench's SLM objects (it reads their ``last_levels``)."""
+    def attach(self, slms: dict, cameras: dict, physical: dict | None = None) -> None:
+        """Give the engine the bench's SLM objects (it reads their ``last_levels``; a region's
+        levels are its panel's frame cropped to the region)."""
         self._slms = dict(slms)
         for name, slm in self._slms.items():
             self._zeros[name] = np.zeros(slm.shape, dtype=slm.level_dtype)
@@ -146,47 +229,76 @@ class SimEngine:
 
     # ------------------------------------------------------------------ physics
     def _levels(self, name: str) -> np.ndarray:
-        lv = self._slms[name].last_levels
+        slm = self._slms[name]
+        panel = getattr(slm, "panel", None)
+        if panel is not None:                     # a region: the panel's frame, cropped
+            lv = panel.last_levels
+            return self._zeros[name] if lv is None else slm.crop(lv)
+        lv = slm.last_levels
         return self._zeros[name] if lv is None else lv
 
     def _elements(self, name: str) -> np.ndarray:
         lv = self._levels(name)
         hit = self._cache.get(name)
-        if hit is not None and hit[0] is lv:
+        region = getattr(self._slms[name], "panel", None) is not None
+        if hit is not None and (hit[0] is lv or (region and np.array_equal(hit[0], lv))):
             return hit[1]
         fields = self._panels[name].element_fields(lv)
-        self._cache[name] = (lv, fields)
+        self._cache[name] = (lv.copy() if region else lv, fields)
         return fields
 
     def _lamp_in(self) -> bool:
         flat = self._last_show.get("flat_source", 0)
-        return flat > 0 and flat > max((self._last_show.get(n, 0) for n in LASER_SLMS), default=0)
+        return flat > 0 and flat > max((v for n, v in self._last_show.items() if n != "flat_source"), default=0)
 
-    def _spot_flux(self, cam: str, st: _CameraState, t_s: float) -> np.ndarray:
-        """Photons/s of every spot of camera ``cam`` at time ``t_s``."""
-        power = self._drift.power(t_s, st.noise_rng)
+    def _fields(self, power: float, t_s: float):
+        """The network's fields (z1, a1, z2, d1, leak) at relative laser power ``power`` and time ``t_s``."""
         x = self._elements("input")[0, :self._sizes.n_in].real
-        f = self._optics.run(x, self._elements("slm1"), self._elements("slm2"),
-                             self._elements("probe_input")[0, :self._sizes.n_out], power,
-                             self._drift.alpha0_at(t_s))
+        return self._optics.run(x, self._elements("slm1"), self._elements("slm2"),
+                                self._elements("probe_input")[0, :self._sizes.n_out], power,
+                                self._drift.alpha0_at(t_s))
+
+    def _lo_factor(self, column: int) -> complex:
+        """Zero order of LO channel ``column`` (unit modulus for a uniform block)."""
+        lo_lv = self._levels("lo")
+        if self._lo_table is None:
+            theta = 2.0 * np.pi * float(lo_lv[0, column]) / 2 ** self._slms["lo"].bit_depth
+            return np.exp(1j * theta)
+        block = lo_lv[:, column * self._lo_block:(column + 1) * self._lo_block]
+        return complex(np.mean(np.exp(1j * self._lo_table[block])))
+
+    def _plane_flux(self, cam: str, st: _CameraState, f, power: float) -> np.ndarray:
+        """Photons/s of every spot of plane ``cam`` for the fields ``f``."""
         field = {"cam_z1": f.z1, "cam_a1": f.a1, "cam_out": f.z2, "cam_back": f.d1}[cam]
         if st.lo_column is not None:
-            lo_lv = self._levels("lo")
-            theta = 2.0 * np.pi * float(lo_lv[0, st.lo_column]) / 2 ** self._slms["lo"].bit_depth
-            field = field + np.sqrt(power) * st.lo_amplitude * np.exp(1j * theta)
+            field = field + np.sqrt(power) * st.lo_amplitude * self._lo_factor(st.lo_column)
         intensity = np.abs(field) ** 2
         if cam == "cam_back":
             intensity = intensity + f.leak
         return self._truth.optics.power_scale * st.tap * intensity
 
-    def _photon_flux(self, cam: str, st: _CameraState, t_s: float) -> np.ndarray:
-        ct = st.sensor.truth
-        shape = st.sensor.shape
+    def _spot_flux(self, cam: str, st: _CameraState, t_s: float) -> np.ndarray:
+        """Photons/s of every spot of camera ``cam`` at time ``t_s``."""
+        power = self._drift.power(t_s, st.noise_rng)
+        return self._plane_flux(cam, st, self._fields(power, t_s), power)
+
+    def _photon_flux(self, cam: str, pc: _PhysicalCamera, t_s: float) -> np.ndarray:
+        ct = pc.sensor.truth
+        shape = pc.sensor.shape
         if self._lamp_in():
             level = float(self._levels("flat_source")[0, 0])
             return np.full(shape, ct.flat_photons_per_s_per_level * level)
-        flux = st.psf @ self._spot_flux(cam, st, t_s)
-        flux = flux.reshape(shape)
+        if cam in self._cams:                                  # a camera of its own
+            st = self._cams[cam]
+            flux = st.psf @ self._spot_flux(cam, st, t_s)
+            flux = flux.reshape(shape)
+        else:                                                  # planes as regions of one sensor
+            power = self._drift.power(t_s, pc.noise_rng)
+            f = self._fields(power, t_s)
+            flux = np.zeros(shape)
+            for plane, (r0, c0), (nr, nc) in pc.planes:
+                st = self._cams[plane]
+                flux[r0:r0 + nr, c0:c0 + nc] = (st.psf @ self._plane_flux(plane, st, f, power)).reshape(nr, nc)
         if ct.background_photons_per_s:
             flux = flux + ct.background_photons_per_s
         return flux
@@ -194,7 +306,7 @@ class SimEngine:
     # ------------------------------------------------------------------ camera hook
     def grab(self, cam: str, exposure_s: float, readout_s: float, timeout_s: float):
         """Hook of SimCamera: one frame (image, timestamp) or a simulated fault."""
-        st = self._cams[cam]
+        st = self._physical_cams[cam]
         tl = self._timeline
         fault = self._faults.draw_grab(cam)
         if exposure_s + readout_s > timeout_s:

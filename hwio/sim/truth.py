@@ -13,13 +13,17 @@ Tables (all keys optional; an omitted key takes the ideal default below)::
                           prnu (0; relative rms of the per-pixel response), hot_pixel_fraction (0),
                           hot_pixel_dark_e_per_s (0), background_photons_per_s (0, per pixel),
                           psf_sigma_px (1.5), flat_photons_per_s_per_level (300, per pixel)
-                          [truth.camera.<camera>] overrides any of these for one camera
+                          [truth.camera.<camera>] overrides any of these for one camera; where
+                          planes are regions of one physical camera, the sensor is described per
+                          physical camera ([truth.camera.<physical>]) and every region uses it
     [truth.registration]  rotation_deg (0), scale (1), offset_px ([0, 0]);
                           [truth.registration.<camera>] overrides
     [truth.slm]           phase_range_rad (7.0) and gamma (1.0), or phase_table_rad (2**bit_depth
                           entries); crosstalk_px (0; Gaussian sigma of the complex-field blur);
                           illumination_waist (inf; Gaussian 1/e field radius as a fraction of the
-                          layout extent);  [truth.slm.<slm>] overrides (input: illumination_waist only)
+                          layout extent);  [truth.slm.<slm>] overrides (input: illumination_waist only);
+                          phase SLMs that are regions of one panel share its liquid crystal, so
+                          their phase laws must agree; an ``lo`` region takes its panel's law
     [truth.absorber]      model ('thin'), alpha0 (3), i_sat (1) -- or, for 'tabulated', pump_table =
                           {z_in, z_out} and optional probe_table = {z, t}; spot_averaging (false),
                           probe_saturation (1.0), pump_leak (0)
@@ -181,6 +185,10 @@ class Truth:
     drift: DriftTruth
     faults: FaultTruth
     realised: dict = field(default_factory=dict)
+    #: sensor truth per physical camera (a standard camera of its own, or a camera holding regions)
+    sensors: dict = field(default_factory=dict)
+    #: true phase (rad) per level of the panel an ``lo`` region lies on (None: an LO stepper)
+    lo_phase_table_rad: tuple | None = None
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -312,23 +320,31 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
             raise top.error(key, f"is not a known truth table (known: seed, {', '.join(known)})")
     devs = cfg.devices
 
-    # cameras (bits default to each camera's bit_depth)
+    # cameras (bits default to each camera's bit_depth): one sensor per physical camera
     cam_r = top.sub("camera")
-    cam_tabs, _ = _per_device(cam_r, CAMERA_NAMES, _read_camera, CameraTruth(bits=None), "camera")
-    cams = {}
-    for c in CAMERA_NAMES:
+    sensor_names = [c for c in CAMERA_NAMES if "region_of" not in devs[c]] + \
+        [n for n, d in devs.items() if d["kind"] == "camera" and n not in CAMERA_NAMES and "region_of" not in d]
+    if cam_r is not None:
+        for c in cam_r.table:
+            if isinstance(cam_r.table[c], dict) and c in devs and "region_of" in devs[c]:
+                raise cam_r.error(c, f"describes a region of {devs[c]['region_of']!r}; the sensor belongs to the "
+                                     f"physical camera: use [truth.camera.{devs[c]['region_of']}]")
+    cam_tabs, _ = _per_device(cam_r, tuple(sensor_names), _read_camera, CameraTruth(bits=None), "camera")
+    sensors = {}
+    for c in sensor_names:
         bd = devs[c]["bit_depth"] or 16
         t = cam_tabs[c]
-        cams[c] = replace(t, bits=bd if t.bits is None else t.bits)
-        if cams[c].bits > bd:
+        sensors[c] = replace(t, bits=bd if t.bits is None else t.bits)
+        if sensors[c].bits > bd:
             where = f"truth.camera.{c}" if cam_r is not None and c in cam_r.table else "truth.camera"
-            raise ValueError(f"{label}: [{where}].bits is {cams[c].bits} but {c} delivers {bd} bit "
+            raise ValueError(f"{label}: [{where}].bits is {sensors[c].bits} but {c} delivers {bd} bit "
                              f"(its bit_depth); the ADC cannot exceed the container, lower bits")
+    cams = {c: sensors[devs[c].get("region_of", c)] for c in CAMERA_NAMES}
 
     reg, _ = _per_device(top.sub("registration"), CAMERA_NAMES, _read_registration, RegistrationTruth(),
                          "camera")
     slm_r = top.sub("slm")
-    slms, _ = _per_device(slm_r, ILLUMINATED_SLMS, _read_slm, SLMTruth(), "weight/input panel")
+    slms, _default_slm = _per_device(slm_r, ILLUMINATED_SLMS, _read_slm, SLMTruth(), "weight/input panel")
     if slm_r is not None and "input" in slm_r.table:
         bad = [k for k in slm_r.table["input"] if k != "illumination_waist"]
         if bad:
@@ -342,6 +358,23 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
             if len(t.phase_table_rad) != n:
                 raise ValueError(f"{label}: [{where}].phase_table_rad has {len(t.phase_table_rad)} entries but "
                                  f"{s} has {n} levels ({devs[s]['bit_depth']} bit)")
+    # phase SLMs on one panel share its liquid crystal: one phase law per panel
+    for s in PHASE_SLMS:
+        panel = devs[s].get("region_of")
+        for o in PHASE_SLMS[PHASE_SLMS.index(s) + 1:]:
+            if panel is not None and devs[o].get("region_of") == panel and \
+                    not np.array_equal(slms[s].phase_table(devs[s]["bit_depth"]),
+                                       slms[o].phase_table(devs[o]["bit_depth"])):
+                where = f"truth.slm.{o}" if slm_r is not None and o in slm_r.table else "truth.slm"
+                raise ValueError(f"{label}: [{where}] gives {o} another phase law than {s}, but both are regions "
+                                 f"of the panel {panel!r} (one liquid crystal); give phase_range_rad, gamma or "
+                                 f"phase_table_rad once for the panel")
+    lo_table = None
+    lo_panel = devs["lo"].get("region_of")
+    if lo_panel is not None:
+        mates = [s for s in PHASE_SLMS if devs[s].get("region_of") == lo_panel]
+        law = slms[mates[0]] if mates else _default_slm
+        lo_table = tuple(float(v) for v in law.phase_table(devs["lo"]["bit_depth"]))
 
     ab_r = top.sub("absorber")
     absorber = _read_absorber(ab_r) if ab_r is not None else AbsorberTruth()
@@ -387,4 +420,4 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
                              f"({pos[k, 0]:.1f}, {pos[k, 1]:.1f}) px, outside the {shape[0]}x{shape[1]} camera "
                              f"(keeping a 3-sigma PSF margin); change offset_px or the camera shape")
     return Truth(seed=seed, cameras=cams, registration=reg, slms=slms, absorber=absorber, optics=optics,
-                 lo=lo, drift=drift, faults=faults)
+                 lo=lo, drift=drift, faults=faults, sensors=sensors, lo_phase_table_rad=lo_table)

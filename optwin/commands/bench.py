@@ -1,9 +1,8 @@
 """``optwin bench info``: what a bench file describes (devices, backends, shapes, layouts); never its truth."""
 from __future__ import annotations
 
-import json
-
 from optwin.errors import UsageError
+from optwin.outputs import print_json
 
 
 def register(sub) -> None:
@@ -46,7 +45,7 @@ def _shape(s) -> str:
 def run_info(args) -> int:
     info = _describe(args)
     if args.json:
-        print(json.dumps(info))
+        print_json(info)
         return 0
     sizes = info["sizes"]
     lines = [f"bench {info['bench']}  ({'simulated' if info['simulated'] else 'real'})  {info['path']}",

@@ -1,7 +1,11 @@
-"""``optwin compare``: the same inputs through the calibrated twin and the bench, with a report."""
+"""``optwin compare``: the same inputs through the calibrated twin and the bench, with a report.
+
+``--report DIR`` gets ``compare.html``, ``mvm_scatter.png`` and ``activation.png``.  It is created
+when missing; an earlier compare report there is replaced only with ``--force``, and a folder
+holding such files that optwin compare did not write is refused (checked before the bench opens).
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from optwin.errors import UsageError
@@ -11,8 +15,11 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="compare the calibrated twin with the bench (figures + HTML)")
     p.add_argument("--bench", required=True, help="bench config (TOML path or embedded name)")
     p.add_argument("--cal", required=True, help="calibration file from 'optwin calibrate'")
+    p.add_argument("--allow-other-bench", action="store_true",
+                   help="use a calibration file recorded on another bench (same hardware renamed or re-cabled)")
     p.add_argument("--run", help="training run whose weights to compare with (default: random weights)")
     p.add_argument("--report", required=True, help="folder for the PNG figures and compare.html")
+    p.add_argument("--force", action="store_true", help="replace an earlier compare report in --report")
     p.add_argument("--inputs", type=int, default=48, help="random inputs per MVM (default 48)")
     p.add_argument("--repeats", type=int, default=3, help="bench repeats for the noise floor (default 3)")
     p.add_argument("--seed", type=int, default=0)
@@ -21,22 +28,36 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from hwio.bench import open_bench
-    from optwin.workflows.compare import measure_agreement
-    from optwin.workflows.compare_plots import plot_activation, plot_mvm_scatter, write_compare_report
-    from optwin.workflows.from_calibration import (bench_system_from_calibration, load_calibration,
-                                                   twin_from_calibration)
-
+    """``optwin compare``: check ``--report`` before any work, hold its lock while comparing."""
     if args.inputs < 4 or args.repeats < 2:
         raise UsageError("--inputs must be >= 4 and --repeats >= 2 (the noise floor needs repeats)")
+    from optwin.outputs import COMPARE_REPORT, guard_folder, output_lock
+    out = guard_folder(args.report, COMPARE_REPORT, writes=REPORT_FILES, markers=(("compare.html", COMPARE_REPORT),),
+                       force=args.force, flag="--report")
+    with output_lock(out, flag="--report"):
+        return _compare(args, out)
+
+
+#: what ``optwin compare`` writes into ``--report``
+REPORT_FILES = ("compare.html", "mvm_scatter.png", "activation.png")
+
+
+def _compare(args, out: Path) -> int:
+    """Measure and write the report into the checked, locked folder ``out``."""
+    from hwio.bench import open_bench
+    from optwin.outputs import print_json
+    from optwin.workflows.compare import measure_agreement
+    from optwin.workflows.compare_plots import plot_activation, plot_mvm_scatter, write_compare_report
+    from optwin.workflows.from_calibration import (bench_system_from_calibration, check_calibration_bench,
+                                                   load_calibration, twin_from_calibration)
+
     cal = load_calibration(args.cal)
     try:
         bench = open_bench(args.bench)
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    out = Path(args.report)
-    out.mkdir(parents=True, exist_ok=True)
     with bench:
+        check_calibration_bench(cal, bench, args.cal, allow_other=args.allow_other_bench, command="optwin compare")
         system = bench_system_from_calibration(bench, cal)
         twin = twin_from_calibration(cal, system.sizes, seed=args.seed, init_scale=3.0)
         if args.run:
@@ -55,7 +76,7 @@ def run(args) -> int:
     page = write_compare_report(out, summary, figures)
     result = dict(summary, noise_floor_nrmse_per_mvm=per_mvm, report=str(page))
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         for k in ("mvm1_nrmse", "mvm2_forward_nrmse", "mvm2_backward_nrmse", "noise_floor_nrmse", "activation_rmse"):
             print(f"{k:>22}: {result[k]:.4f}")

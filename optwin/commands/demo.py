@@ -1,9 +1,19 @@
-"""``optwin demo``: the main job end to end on the embedded simulated bench."""
+"""``optwin demo``: the main job end to end on the embedded simulated bench.
+
+``--out DIR`` is created when missing.  A folder holding an earlier demo (its ``results.json``,
+``cal.h5`` or calibration state) is replaced only with ``--force`` or continued with
+``--resume``; a folder holding files the demo writes (``cal.h5*``, ``calibration/``, ``*.png``,
+``compare.html``, ``report.html``, ``results.json``) that no demo wrote is refused.  Checked
+before anything is measured.
+"""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 from optwin.errors import UsageError
+
+#: what the demo writes into its folder (glob patterns)
+DEMO_FILES = ("cal.h5*", "calibration", "*.png", "compare.html", "report.html", "results.json")
 
 
 def register(sub) -> None:
@@ -13,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs of bench training (hybrid, optical)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="reuse calibration measured by an interrupted run")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -21,11 +32,32 @@ def run(args) -> int:
     from optwin.workflows.demo import run_demo
     if args.epochs < 1:
         raise UsageError("--epochs must be >= 1")
-    try:
-        res = run_demo(args.out, bench_name=args.bench, epochs=args.epochs, seed=args.seed, quiet=args.json,
-                       resume=args.resume)
-    except (ValueError, OSError) as exc:
-        raise UsageError(str(exc)) from None
+    from optwin.outputs import output_lock, print_json
+    out = _guard_demo_folder(args)
+    with output_lock(out):
+        try:
+            res = run_demo(out, bench_name=args.bench, epochs=args.epochs, seed=args.seed, quiet=args.json,
+                           resume=args.resume)
+        except (ValueError, OSError) as exc:
+            raise UsageError(str(exc)) from None
     if args.json:
-        print(json.dumps(res, default=float))
+        print_json(res)
     return 0
+
+
+def _guard_demo_folder(args) -> Path:
+    """Check (and create) ``--out`` before anything is measured (:mod:`optwin.outputs`)."""
+    from calibration.run import state_paths
+    from optwin.outputs import (CALIBRATION, CALIBRATION_STATE, DEMO_RESULTS, RECORDING, guard_folder,
+                                guard_output)
+    out = guard_folder(args.out, DEMO_RESULTS, writes=DEMO_FILES, force=args.force, resume=args.resume,
+                       resumable=True, create=False, markers=(("results.json", DEMO_RESULTS), ("cal.h5", CALIBRATION),
+                                                              ("cal.h5.state.json", CALIBRATION_STATE)))
+    if out.is_dir():       # the calibration inside is judged by content, like `optwin calibrate --out`
+        paths = state_paths(out / "cal.h5")
+        allowed = bool(args.force or args.resume)
+        guard_output(out / "cal.h5", CALIBRATION, force=args.force, resume=args.resume, resumable=True,
+                     siblings=[(paths["raw"], RECORDING, allowed), (paths["state"], CALIBRATION_STATE, allowed),
+                               (paths["fits"], CALIBRATION, allowed)])
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -1,23 +1,25 @@
 """``optwin push``: show a training run's weights on a bench's weight SLMs.
 
 Layer k of the run (``/weights/layer<k>``, shape n_out x n_in) goes to SLM ``slm<k+1>``
-(``slm1``: n_hidden x n_in, ``slm2``: n_out x n_hidden), encoded by double-phase
-(``hwio.encoding.PhaseEncoder``) through the bench's block layout and an inverse phase
-LUT: ``/slm/<name>/inverse_lut`` of the calibration file given with ``--cal``, or, without
-it, an ideal linear response over 2 pi (with a warning: the realised weights then carry
-the panel's true response error).
+(``slm1``: n_hidden x n_in, ``slm2``: n_out x n_hidden), encoded by double-phase through the
+bench's block layout.  With ``--cal`` (a file from ``optwin calibrate``, or lab-file fits
+written with ``--out``) the frames are built by :mod:`calibration.deploy`, the same code the
+bench system uses during training: the calibrated inverse LUT, the encoding (dithering) the
+file records, and each layer's calibrated weight range ``w_max`` (the twin weight a panel
+realises at full amplitude), so the panels show exactly what training showed.  The file
+must belong to this bench (:mod:`calibration.fingerprint`; ``--allow-other-bench`` to
+override).
 
-Each layer is scaled so that ``w_max`` (default: its largest |weight|) gets full
-amplitude: the panel realises ``W / w_max`` (times illumination); the report gives the
-``w_max`` used per layer.
+Without ``--cal`` the panels get an ideal linear response over 2 pi and each layer is
+scaled so that its largest |weight| gets full amplitude (with a warning: the realised
+weights then carry the panels' true response error and an arbitrary scale).  ``--w-max``
+sets one weight range for every layer explicitly.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -30,14 +32,17 @@ _SHOW_ATTEMPTS = 3
 
 def register(sub) -> None:
     p = sub.add_parser("push", help="show trained weights on the bench's weight SLMs",
-                       description="Encode a training run's weights (double-phase, through the bench layouts "
-                                   "and the calibrated inverse LUT) and show them on slm1 and slm2.")
+                       description="Encode a training run's weights (double-phase, through the bench layouts, the "
+                                   "calibrated inverse LUTs and weight ranges) and show them on slm1 and slm2.")
     p.add_argument("--bench", required=True, help="bench config: a .toml file or a built-in name (sim)")
     p.add_argument("--weights", required=True, help="training-run file written by `optwin train --out`")
-    p.add_argument("--cal", help="calibration file holding /slm/<name>/inverse_lut "
-                                 "(default: ideal linear response over 2 pi, with a warning)")
+    p.add_argument("--cal", help="calibration file from `optwin calibrate` (or lab-file fits saved with --out); "
+                                 "default: ideal linear response over 2 pi, with a warning")
     p.add_argument("--w-max", type=float, help="weight that gets full amplitude, same for every layer "
-                                               "(default: the largest |weight| of each layer)")
+                                               "(default: the calibrated weight range of each layer; without "
+                                               "one, the largest |weight| of each layer)")
+    p.add_argument("--allow-other-bench", action="store_true",
+                   help="use a calibration file recorded on another bench (same hardware renamed or re-cabled)")
     p.add_argument("--hold-s", type=float, default=0.0,
                    help="keep the bench open this many seconds after showing (window SLMs show only while "
                         "open; Ctrl-C ends the hold)")
@@ -46,44 +51,78 @@ def register(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-def load_luts(cal_path, slms: dict) -> tuple[dict, list[str]]:
-    """Inverse LUT per weight SLM: ``{name: (InverseLUT, source)}`` and warnings.
+class PushPlan:
+    """How each weight panel encodes: its encoder, LUT source and weight range.
 
-    With ``cal_path`` None every SLM gets an ideal linear response over 2 pi (and a warning).
+    Attributes
+    ----------
+    encoders : dict panel -> :class:`hwio.encoding.PhaseEncoder`.
+    lut_sources : dict panel -> one-line description of the LUT.
+    w_max : list per layer of the weight at full amplitude, or None (largest |weight|).
+    w_max_sources : list per layer of where ``w_max`` comes from.
+    warnings : list of one-line warnings for the user.
     """
-    from hwio.response import InverseLUT, PhaseResponse
 
-    luts, warnings = {}, []
-    if cal_path is None:
+    def __init__(self, encoders, lut_sources, w_max, w_max_sources, warnings):
+        self.encoders = encoders
+        self.lut_sources = lut_sources
+        self.w_max = w_max
+        self.w_max_sources = w_max_sources
+        self.warnings = warnings
+
+
+def plan_push(bench, cal=None, w_max: float | None = None, source: str = "calibration file",
+              allow_other_bench: bool = False) -> PushPlan:
+    """Encoders and weight ranges for ``bench`` from a calibration (or ideal ones without).
+
+    Parameters
+    ----------
+    bench : the opened bench.
+    cal : a :class:`calibration.calset.CalibrationSet`, or None (ideal linear LUT, warning).
+    w_max : one weight range for every layer (overrides the calibrated one).
+    source : the calibration file's name for messages.
+    allow_other_bench : accept a file recorded on another bench (warning instead of error).
+    """
+    from calibration.deploy import DeployError, phase_encoder, weight_range
+    from hwio.response import PhaseResponse
+
+    warnings, encoders, sources = [], {}, {}
+    if cal is None:
         for name in LAYER_SLMS:
-            slm = slms[name]
-            luts[name] = (PhaseResponse.linear(slm.bit_depth, name=name).inverse(), IDEAL_LUT)
+            ideal = PhaseResponse.linear(bench.slms[name].bit_depth, name=name).inverse()
+            encoders[name], _ = phase_encoder({}, bench, name, fallback_lut=ideal)
+            sources[name] = IDEAL_LUT
         warnings.append(f"no --cal given: encoding {', '.join(LAYER_SLMS)} with an ideal linear phase response "
                         f"(0..2 pi over all levels); the realised weights carry the panels' true response "
                         f"error. Calibrate the SLMs and pass --cal cal.h5")
-        return luts, warnings
-    import h5py
-    path = Path(cal_path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such calibration file")
-    try:
-        with h5py.File(path, "r") as f:
+        fits = {}
+    else:
+        from calibration.fingerprint import check_bench
+        fits = cal.fits
+        try:
+            warnings += check_bench(cal, bench, source=source, allow_other=allow_other_bench)
             for name in LAYER_SLMS:
-                key = f"slm/{name}/inverse_lut"
-                if key not in f:
-                    raise UsageError(f"{path}: no /{key} (inverse phase LUT of {name}); calibrate the SLM "
-                                     f"response first, or omit --cal to push with an ideal response")
-                try:
-                    lut = InverseLUT.from_hdf5(f[key], bit_depth=slms[name].bit_depth, name=name)
-                except (ValueError, TypeError) as exc:
-                    raise UsageError(f"{path}: /{key}: {exc}") from None
-                luts[name] = (lut, f"{path}:/{key}")
-    except UsageError:
-        raise
-    except OSError as exc:
-        raise UsageError(f"{path}: unreadable calibration file ({str(exc).splitlines()[0]}); "
-                         f"re-run the calibration or pick another file") from None
-    return luts, warnings
+                encoders[name], how = phase_encoder(fits, bench, name)
+                sources[name] = f"{source}: {how}"
+        except DeployError as exc:
+            raise UsageError(f"{source}: {exc}" if not str(exc).startswith(source) else str(exc)) from None
+    ranges, range_sources = [], []
+    for k, name in enumerate(LAYER_SLMS):
+        if w_max is not None:
+            ranges.append(float(w_max))
+            range_sources.append("--w-max")
+            continue
+        try:
+            calibrated = weight_range(fits, k)
+        except DeployError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+        ranges.append(calibrated)
+        range_sources.append(f"calibrated (mvm{k + 1}.w_max)" if calibrated is not None else "largest |weight|")
+    if cal is not None and None in ranges:
+        warnings.append(f"{source} has no MVM calibration: each layer is scaled so that its largest |weight| gets "
+                        f"full amplitude, not at the range the bench trains with; run 'optwin calibrate --only mvm' "
+                        f"or give --w-max")
+    return PushPlan(encoders, sources, ranges, range_sources, warnings)
 
 
 def check_weights(weights: list, layouts: dict, bench_name: str, sizes, source: str = "run") -> None:
@@ -100,24 +139,34 @@ def check_weights(weights: list, layouts: dict, bench_name: str, sizes, source: 
                              f"--layers {sizes.n_in},{sizes.n_hidden},{sizes.n_out}")
 
 
-def push_weights(bench, weights: list, luts: dict, w_max: float | None = None) -> list[dict]:
-    """Encode ``weights[k]`` for ``slm<k+1>`` and show it; returns one report dict per SLM.
+def push_weights(bench, weights: list, plan: PushPlan) -> list[dict]:
+    """Encode ``weights[k]`` for ``slm<k+1>`` as ``plan`` says and show it; one report dict per SLM.
 
-    Retryable device errors (``DeviceError.retryable``) are retried up to 3 times.
+    Weights beyond a calibrated range are clipped (as during training), with a warning in
+    ``plan.warnings``; beyond an explicit ``--w-max`` they are refused.  Retryable device
+    errors (``DeviceError.retryable``) are retried up to 3 times.
     """
+    from calibration.deploy import layer_frame
     from hwio.devices import DeviceError
-    from hwio.encoding import PhaseEncoder
 
     check_weights(weights, bench.layouts, bench.name, bench.sizes)
     reports = []
     for k, (w, name) in enumerate(zip(weights, LAYER_SLMS)):
         slm, layout = bench.slms[name], bench.layouts[name]
-        lut, source = luts[name]
-        enc = PhaseEncoder(layout, slm.shape, lut, name=name)
-        try:
-            frame = enc.encode(np.asarray(w, dtype=float), w_max=w_max)
-        except ValueError as exc:
-            raise UsageError(f"/weights/layer{k}: {exc}") from None
+        enc = plan.encoders[name]
+        w = np.asarray(w, dtype=float)
+        peak = float(np.max(np.abs(w))) if w.size else 0.0
+        w_max = plan.w_max[k] if plan.w_max[k] is not None else peak
+        if not (np.all(np.isfinite(w)) and w_max > 0):
+            raise UsageError(f"/weights/layer{k}: weights must be finite and not all zero")
+        if plan.w_max_sources[k] == "--w-max" and peak > w_max:
+            raise UsageError(f"/weights/layer{k}: largest |weight| {peak:.6g} exceeds --w-max {w_max:.6g}; "
+                             f"raise w_max or omit it")
+        frame, clipped = layer_frame(enc, w, w_max)
+        if clipped > 0:
+            plan.warnings.append(f"/weights/layer{k}: {100 * clipped:.1f} % of the weights exceed the calibrated "
+                                 f"range +-{w_max:.6g} and were clipped (as training clips them); was the run "
+                                 f"trained with this calibration?")
         for attempt in range(1, _SHOW_ATTEMPTS + 1):
             try:
                 token = slm.show(frame)
@@ -128,9 +177,9 @@ def push_weights(bench, weights: list, luts: dict, w_max: float | None = None) -
         reports.append({
             "slm": name, "layer": f"/weights/layer{k}", "weights_shape": list(np.shape(w)),
             "panel_shape": list(slm.shape), "bit_depth": slm.bit_depth, "layout": layout.to_dict(),
-            "w_max": float(enc.last_w_max), "max_abs_weight": float(np.max(np.abs(w))),
-            "lut": source, "lut_bins": lut.n_bins, "dither_ranks": enc.dither_ranks,
-            "levels_min": int(frame.min()), "levels_max": int(frame.max()),
+            "w_max": float(w_max), "w_max_source": plan.w_max_sources[k], "max_abs_weight": peak,
+            "clipped_fraction": clipped, "lut": plan.lut_sources[name], "lut_bins": enc.lut.n_bins,
+            "dither_ranks": enc.dither_ranks, "levels_min": int(frame.min()), "levels_max": int(frame.max()),
             "frame_index": token.frame_index, "settled_s": token.settled_s,
         })
     return reports
@@ -156,16 +205,21 @@ def run(args) -> int:
         bench = open_bench(args.bench)
     except (ValueError, ImportError) as exc:
         raise UsageError(str(exc)) from None
+    cal = None
+    if args.cal is not None:
+        from optwin.workflows.from_calibration import load_calibration
+        cal = load_calibration(args.cal)
     with bench:
-        luts, warnings = load_luts(args.cal, bench.slms)
-        for w in warnings:
-            print(f"optwin push: warning: {w}", file=sys.stderr)
+        plan = plan_push(bench, cal, args.w_max, source=str(args.cal), allow_other_bench=args.allow_other_bench)
         try:
-            reports = push_weights(bench, weights, luts, args.w_max)
+            reports = push_weights(bench, weights, plan)
         except DeviceError as exc:
             print(f"optwin push: error: {exc} (device {'may recover: retry' if exc.retryable else 'failed'})",
                   file=sys.stderr)
             return 1
+        warnings = plan.warnings
+        for w in warnings:
+            print(f"optwin push: warning: {w}", file=sys.stderr)
         result = {"bench": bench.name, "simulated": bool(bench.simulated), "weights": str(args.weights),
                   "cal": None if args.cal is None else str(args.cal), "slms": reports, "warnings": warnings}
         print_result(result, args.json)
@@ -180,12 +234,13 @@ def run(args) -> int:
 
 def print_result(result: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result))
+        from optwin.outputs import print_json
+        print_json(result)
         return
     kind = "simulated" if result["simulated"] else "real"
     print(f"pushed {result['weights']} to bench {result['bench']} ({kind})")
     for r in result["slms"]:
         shape = "x".join(map(str, r["weights_shape"]))
         print(f"  {r['slm']} <- {r['layer']}: {shape} (n_out x n_in), w_max {r['w_max']:.6g} "
-              f"(full amplitude), levels {r['levels_min']}..{r['levels_max']}, frame {r['frame_index']}, "
+              f"(full amplitude; {r['w_max_source']}), levels {r['levels_min']}..{r['levels_max']}, frame {r['frame_index']}, "
               f"{r['dither_ranks']} dither ranks per level step, LUT: {r['lut']}")

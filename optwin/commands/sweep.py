@@ -1,24 +1,29 @@
 """``optwin sweep``: parameter sweeps of twin trainings on dask, and their plots.
 
-    optwin sweep GRID.toml [--workers N | --scheduler tcp://HOST:PORT] --out results.h5 [--json]
+    optwin sweep GRID.toml [--workers N | --scheduler tcp://HOST:PORT] --out results.h5 [--force] [--json]
     optwin sweep plot results.h5 [--x AXIS --y AXIS] [--metric M] [--out DIR] [--json]
 
 (A grid file literally named ``plot`` is run as ``optwin sweep ./plot``.)
+
+``--out`` must be a sweep results file or a new name; the CSV beside it (``results.csv``) must be
+a sweep's own CSV or absent, and a sweep's CSV without its results file is only replaced with
+``--force``.  Re-running the same grid over its results file resumes it (no flag needed).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from optwin.errors import UsageError
+from optwin.outputs import print_json
 
 EPILOG = """grid file (TOML): [base] holds training settings, [axes] lists the values to vary; every
 combination is one fully seeded twin training.  See datasets/sweeps/example.toml and
 optwin.sweep.grid for the settings (alpha0, absorber, rule, update, illumination_waist,
 output_crosstalk, readout_noise, probe_strength, hidden/layers, seed, lr, epochs, ...).
 Results are written as each point finishes (HDF5 + CSV beside it); re-running the same command
-resumes, skipping finished points.  Exit code 1 when some point failed, 2 on bad input."""
+resumes, skipping finished points.  Another kind of file at --out or at the CSV's name is never
+replaced.  Exit code 1 when some point failed, 2 on bad input."""
 
 
 def register(sub) -> None:
@@ -35,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--out", help="results HDF5 file (run), or folder for the PNGs (plot; default "
                                  "RESULTS_plots beside the results)")
     p.add_argument("--retry-failed", action="store_true", help="rerun points recorded as failed")
+    p.add_argument("--force", action="store_true",
+                   help="replace a sweep's CSV left beside --out without its results file")
     p.add_argument("--x", help="(plot) axis along x")
     p.add_argument("--y", help="(plot) axis along y")
     p.add_argument("--metric", help="(plot) test_accuracy (default), train_accuracy, test_loss, "
@@ -69,6 +76,7 @@ def _sweep(args) -> int:
         grid = load_grid(args.target)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _guard_results(args)
     if args.scheduler or args.workers != 0:
         try:
             require_distributed()
@@ -82,10 +90,20 @@ def _sweep(args) -> int:
         raise UsageError(str(exc)) from None
     summary["grid"] = str(args.target)
     if args.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         _print_summary(summary)
     return 1 if summary["failed"] or summary["crashed"] else 0
+
+
+def _guard_results(args) -> None:
+    """Before any point runs: ``--out`` is a sweep results file (resumed) or new; the CSV beside it
+    is the sweep's own, replaced without ``--force`` only when the results file is there too (the
+    CSV is rewritten from it)."""
+    from optwin.outputs import SWEEP, SWEEP_CSV, guard_output
+    out = Path(args.out)
+    guard_output(out, SWEEP, resume=True, flag="--out",
+                 siblings=[(out.with_suffix(".csv"), SWEEP_CSV, bool(args.force or out.exists()))])
 
 
 def _print_summary(s: dict) -> None:
@@ -107,15 +125,19 @@ def _plot(args) -> int:
     for flag in ("workers", "scheduler"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag} belongs to running a sweep, not to `optwin sweep plot`")
+    if args.force:
+        raise UsageError("--force belongs to running a sweep, not to `optwin sweep plot`")
     path = Path(args.results)
     out_dir = Path(args.out) if args.out else path.with_name(path.stem + "_plots")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, not a folder for the plots; choose another --out")
     try:
         results = read_results(path)
         files = plot_sweep(results, out_dir, x=args.x, y=args.y, metric=args.metric or "test_accuracy")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        print(json.dumps({"results": str(path), "files": [str(f) for f in files]}))
+        print_json({"results": str(path), "files": [str(f) for f in files]})
     else:
         for f in files:
             print(f"wrote {f}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -43,12 +42,16 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-samples", type=int, help="samples of a 2-D toy task (default 1000)")
     p.add_argument("--limit-train", type=int, help="use the first N MNIST training images")
-    p.add_argument("--out", help="write weights, settings and curves to this HDF5 file")
+    p.add_argument("--out", help="write weights, settings and curves to this HDF5 file (a run file; another kind "
+                                 "of file is never replaced)")
+    p.add_argument("--force", action="store_true", help="replace an existing run file given as --out")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # bench options (issue: hardware-in-the-loop)
     p.add_argument("--bench", help="bench config (with --system bench)")
     p.add_argument("--cal", help="calibration file (with --system bench)")
+    p.add_argument("--allow-other-bench", action="store_true",
+                   help="use a calibration file recorded on another bench (same hardware renamed or re-cabled)")
     p.add_argument("--mode", help="insilico, hybrid, optical or ideal (with --system bench)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from --out")
     p.add_argument("--init-from", metavar="RUN.h5",
@@ -161,6 +164,18 @@ def build_twin(settings: dict, **network_options):
 
 
 def run(args) -> int:
+    """``optwin train``: check ``--out`` before any work, hold its lock while training."""
+    if not args.out:
+        if args.force:
+            raise UsageError("--force replaces an existing --out run file; give --out")
+        return _run(args)
+    from optwin.outputs import RUN, guard_output, output_lock
+    guard_output(args.out, RUN, force=args.force, resume=args.resume, flag="--out", resumable=True)
+    with output_lock(args.out):
+        return _run(args)
+
+
+def _run(args) -> int:
     if args.system != "twin":
         from optwin.workflows import bench_training  # hardware-in-the-loop modes
         return bench_training.run_cli(args)
@@ -321,7 +336,8 @@ def summarise(history, settings: dict, seconds: float, n_train: int) -> dict:
 
 def print_result(result: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result))
+        from optwin.outputs import print_json
+        print_json(result)
         return
     print(f"{result['task']}: layers {result['layers']}, {result['absorber']} absorber "
           f"(alpha0={result['alpha0']}), rule {result['rule']}")

@@ -15,16 +15,19 @@ The HDF5 file is rewritten to a temporary file and renamed over the old one afte
 (or batch of points finishing together), so a sweep killed at any moment leaves a complete,
 readable table.  The CSV (same name, .csv) is rewritten from the HDF5 rows when a sweep resumes,
 then appended line by line, and rewritten in grid order when the sweep ends.  A lock
-file (``results.h5.lock``, flock) stops two sweeps from writing one table at once.
+file (``results.h5.lock``, :func:`optwin.outputs.output_lock`) stops two sweeps from writing one
+table at once.  Temporary files have unique names (:func:`optwin.outputs.temp_path`).  The CSV
+beside the table is only ever replaced when it is a sweep's own CSV (``optwin sweep`` checks it
+before it starts; :meth:`SweepStore.open` checks it again).
 
 'failed' points (bad settings, diverged training) are final: a resumed sweep skips them unless
 asked to retry.  'crashed' points (a worker died or the engine lost the task) are rerun.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
-import fcntl
 import json
 import math
 import os
@@ -33,6 +36,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from optwin.outputs import SWEEP_CSV, describe_kind, file_kind, output_lock, temp_path
 
 __all__ = ["SweepStore", "SweepResults", "read_results", "SWEEP_SCHEMA_VERSION", "FINAL_STATUSES"]
 
@@ -170,7 +175,7 @@ class SweepStore:
         self.axes = list(grid.axes)
         self.rows: dict[str, dict] = {}
         self.created_utc = _utc_now()
-        self._lock_fd = None
+        self._lock = None
         self._csv_ready = False
 
     # -- opening and closing ---------------------------------------------------
@@ -184,8 +189,12 @@ class SweepStore:
     def open(self) -> None:
         if not self.path.parent.is_dir():
             raise ValueError(f"{self.path.parent}: no such folder for the results file")
-        self._lock()
+        self._acquire_lock()
         try:
+            csv_kind = file_kind(self.csv_path)
+            if csv_kind not in ("missing", SWEEP_CSV):
+                raise ValueError(f"{self.csv_path} (the CSV written beside {self.path}) is {describe_kind(csv_kind)}: "
+                                 f"optwin never replaces it; move it away or choose another --out")
             if self.path.exists():
                 self._load_existing()
                 self._write_csv()  # the CSV mirrors the HDF5 rows (it may lag them after a kill)
@@ -194,7 +203,7 @@ class SweepStore:
             raise
 
     def close(self) -> None:
-        if self._lock_fd is None:
+        if self._lock is None:
             return
         try:
             if self.rows:
@@ -203,24 +212,17 @@ class SweepStore:
         finally:
             self._unlock()
 
-    def _lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ValueError(f"another sweep is writing {self.path} (lock {lock_path}); wait for it "
-                             f"or choose another --out") from None
-        self._lock_fd, self._lock_path = fd, lock_path
+    def _acquire_lock(self) -> None:
+        """:func:`optwin.outputs.output_lock` on the table (OutputLockedError when another process
+        writes it)."""
+        lock = contextlib.ExitStack()
+        lock.enter_context(output_lock(self.path))
+        self._lock = lock
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            try:
-                self._lock_path.unlink(missing_ok=True)
-            finally:
-                os.close(self._lock_fd)  # closing releases the flock
-                self._lock_fd = None
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.close()
 
     def _load_existing(self) -> None:
         attrs, rows = _read_file(self.path)
@@ -283,7 +285,16 @@ class SweepStore:
         table = np.empty(len(rows), dtype=dtype)
         for i, r in enumerate(rows):
             table[i] = tuple(self._cell(r[name], kind) for name, kind in cols)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = temp_path(self.path)
+        try:
+            self._write_h5_to(tmp, table)
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _write_h5_to(self, tmp: Path, table) -> None:
+        """The whole table and its metadata into the new file ``tmp``."""
         with h5py.File(tmp, "w") as f:
             f.attrs["kind"] = "optwin-sweep"
             f.attrs["schema_version"] = SWEEP_SCHEMA_VERSION
@@ -296,7 +307,6 @@ class SweepStore:
             f.attrs["n_grid_points"] = len(self.grid)
             ds = f.create_dataset("points", data=table)
             ds.attrs["units"] = json.dumps(UNITS)
-        os.replace(tmp, self.path)
 
     @staticmethod
     def _cell(v, kind):
@@ -317,13 +327,17 @@ class SweepStore:
         return out
 
     def _write_csv(self) -> None:
-        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(self._csv_header())
-            for r in self._sorted_rows():
-                w.writerow(self._csv_record(r))
-        os.replace(tmp, self.csv_path)
+        tmp = temp_path(self.csv_path)
+        try:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(self._csv_header())
+                for r in self._sorted_rows():
+                    w.writerow(self._csv_record(r))
+            os.replace(tmp, self.csv_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         self._csv_ready = True
 
     def _append_csv(self, row: dict) -> None:

@@ -23,7 +23,6 @@ after every epoch and re-fits drifting calibration parts (``--no-drift-watch`` t
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from optwin.commands.restart_runs import check_restarts
 from optwin.commands.train import check_val_fraction
 from optwin.errors import UsageError
+from optwin.outputs import print_json
 
 __all__ = ["MODES", "run_mode", "run_cli", "describe_refit"]
 
@@ -259,7 +259,8 @@ def run_cli(args) -> int:
     from hwio.bench import open_bench
     from optwin.commands.train import KeptWeights
     from optwin.workflows.drift import DriftWatch, DriftWatchError
-    from optwin.workflows.from_calibration import bench_system_from_calibration, load_calibration
+    from optwin.workflows.from_calibration import (bench_system_from_calibration, check_calibration_bench,
+                                                   load_calibration)
     from twin.optim import Adam
     from twin.tasks import load_task
     from twin.training import History
@@ -294,6 +295,8 @@ def run_cli(args) -> int:
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     with bench:
+        check_calibration_bench(cal, bench, args.cal, allow_other=getattr(args, "allow_other_bench", False),
+                                command="optwin train")
         system = bench_system_from_calibration(bench, cal)
         settings = _bench_settings(args, mode, system.sizes)
         try:
@@ -340,8 +343,10 @@ def run_cli(args) -> int:
         # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
         kept = None
         if validation is not None:
-            kept = KeptWeights(init_weights if init_weights is not None else
-                               _starting_weights(cal, system.sizes, args.seed, settings), saved)
+            start_w = init_weights if init_weights is not None else _starting_weights(cal, system.sizes, args.seed,
+                                                                                       settings)
+            # as the panels realise them (clipped to each layer's range): what epoch 0 scores
+            kept = KeptWeights([np.clip(w, -wm, wm) for w, wm in zip(start_w, system.cal.w_max)], saved)
 
         def save(epoch, weights, hist, opt, final=None):
             """Atomic run file: weights, settings (+ drift baseline and events), curves, optimizer."""
@@ -397,7 +402,7 @@ def run_cli(args) -> int:
              final={"bench_accuracy": result["bench_accuracy"], "twin_accuracy": result["twin_accuracy"]})
         result["out"] = str(args.out)
     if args.json:
-        print(json.dumps(result, default=float))
+        print_json(result)
     else:
         print(f"{mode} on {bench.name}: bench accuracy {result['bench_accuracy']:.3f}, "
               f"twin accuracy {result['twin_accuracy']:.3f}, {result['epochs']} epochs in {result['seconds']:.0f} s")
@@ -447,7 +452,7 @@ def _restarts_cli(args, mode, bench, system, cal, task, validation, settings, sa
                  run["curves"], run["optimizer"])
         result["out"] = str(args.out)
     if args.json:
-        print(json.dumps(result, default=float))
+        print_json(result)
     else:
         print(f"{mode} on {bench.name}: restart {chosen.index + 1} of {settings['restarts']} kept "
               f"(validation accuracy {chosen.val_accuracy[chosen.index]:.3f}); bench accuracy {bench_acc:.3f}, "

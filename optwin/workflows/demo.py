@@ -11,11 +11,12 @@ uncalibrated in-silico weights (training on the bench recovers what the reality 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from optwin.outputs import write_json
 
 __all__ = ["run_demo", "DEMO_TASKS"]
 
@@ -108,6 +109,6 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
     page.replace(report)
     results["seconds"] = time.perf_counter() - t_start
     results["report"] = str(report)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_json(out / "results.json", results)         # strict JSON: NaN (no bench accuracy) -> null
     _say(f"done in {results['seconds']:.0f} s; report: {report}", quiet)
     return results

@@ -14,9 +14,8 @@ import numpy as np
 from calibration.calset import CalibrationFileError, CalibrationSet
 from optwin.errors import UsageError
 
-__all__ = ["load_calibration", "twin_from_calibration", "bench_system_from_calibration", "ideal_twin"]
-
-CAMERAS = ("cam_z1", "cam_a1", "cam_out", "cam_back")
+__all__ = ["load_calibration", "check_calibration_bench", "twin_from_calibration", "bench_system_from_calibration",
+           "ideal_twin"]
 
 
 def load_calibration(path) -> CalibrationSet:
@@ -24,6 +23,26 @@ def load_calibration(path) -> CalibrationSet:
         return CalibrationSet.load(path)
     except CalibrationFileError as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_calibration_bench(cal: CalibrationSet, bench, path, allow_other: bool = False,
+                            command: str = "optwin") -> list[str]:
+    """Refuse (UsageError) a calibration file recorded on another bench; print and return warnings.
+
+    See :mod:`calibration.fingerprint`; ``allow_other`` (``--allow-other-bench``) turns the
+    refusal into a warning.
+    """
+    import sys
+
+    from calibration.deploy import DeployError
+    from calibration.fingerprint import check_bench
+    try:
+        warnings = check_bench(cal, bench, source=str(path), allow_other=allow_other)
+    except DeployError as exc:
+        raise UsageError(str(exc)) from None
+    for w in warnings:
+        print(f"{command}: warning: {w}", file=sys.stderr)
+    return warnings
 
 
 def _need(cal: CalibrationSet, name: str, step: str):
@@ -107,44 +126,14 @@ def ideal_twin(cal: CalibrationSet | None, sizes, alpha0: float | None = None, r
 
 
 def bench_system_from_calibration(bench, cal: CalibrationSet, probe_fraction: float = 0.5):
-    """A :class:`hwio.bench_system.BenchSystem` reading and writing in twin units."""
-    from hwio.bench_system import BenchCalibration, BenchSystem
-    from hwio.readout import SpotReadout
-    from hwio.response import InverseLUT
+    """A :class:`hwio.bench_system.BenchSystem` reading and writing in twin units.
 
-    luts, dither = {}, {}
-    for slm, fit_name in (("slm1", "slm"), ("slm2", "slm.slm2"), ("probe_input", "slm.probe_input")):
-        fit = _need(cal, fit_name, "slm")
-        # the encoding the file's transfer tables describe (files from before dithering: plain)
-        dither[slm] = bool(fit.info.get("encoder_dither", False))
-        levels = fit.arrays.get("inverse_lut")
-        grid = fit.arrays.get("inverse_lut_phase_rad")
-        if levels is None or grid is None:
-            raise UsageError(f"calibration '{fit_name}' has no inverse LUT; re-run 'optwin calibrate --only slm'")
-        luts[slm] = InverseLUT.from_grid(np.asarray(levels), np.asarray(grid), bit_depth=bench.slms[slm].bit_depth,
-                                         name=slm)
-    reg = _need(cal, "registration", "registration")
-    scale_fit = _need(cal, "scale", "absorber")
-    scale_names = {"cam_z1": "z1_per_h", "cam_a1": "a1_per_h", "cam_out": "z2_per_h", "cam_back": "delta1_per_h"}
-    readouts, lo, scales = {}, {}, {}
-    for cam in CAMERAS:
-        centers = reg.arrays.get(f"centers_px.{cam}")
-        if centers is None:
-            raise UsageError(f"calibration lacks the spot centres of {cam}; run 'optwin calibrate --only registration'")
-        ro = _need(cal, f"readout.{cam}", "registration")
-        camera = bench.cameras[cam]
-        dark_fit = cal.fits.get("camera" if cam == "cam_out" else f"camera.{cam}")
-        dark = dark_fit.arrays.get("offset_map_adu") if dark_fit is not None else None
-        radius = ro.quantities.get("roi_radius_px")
-        readouts[cam] = SpotReadout(np.asarray(centers), camera.shape,
-                                    radius_px=float(radius.value) if radius is not None else 3.0,
-                                    dark_adu=np.asarray(dark) if dark is not None else 0.0, name=cam)
-        lo[cam] = np.asarray(ro.arrays["lo_amplitude"], dtype=float)
-        q = scale_fit.quantities.get(scale_names[cam])
-        if q is None:
-            raise UsageError(f"calibration 'scale' lacks {scale_names[cam]}; re-run 'optwin calibrate --only absorber,mvm'")
-        scales[cam] = float(q.value)
-    w_max = [float(_need(cal, name, "mvm").quantities["w_max"].value) for name in ("mvm1", "mvm2")]
-    bc = BenchCalibration(luts=luts, readouts=readouts, lo_amplitudes=lo, scales=scales, w_max=w_max,
-                          probe_fraction=probe_fraction, dither=dither)
-    return BenchSystem(bench, bc)
+    Built by :func:`calibration.deploy.bench_calibration` (encoders, weight ranges, readouts,
+    operating exposures: the same code ``optwin push`` and the calibration procedures use).
+    """
+    from calibration.deploy import DeployError, bench_calibration
+    from hwio.bench_system import BenchSystem
+    try:
+        return BenchSystem(bench, bench_calibration(cal.fits, bench, probe_fraction=probe_fraction))
+    except DeployError as exc:
+        raise UsageError(str(exc)) from None

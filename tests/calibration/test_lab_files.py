@@ -5,8 +5,8 @@ import pytest
 
 from calibration.absorber_fit import fit_absorber
 from calibration.camera_fit import fit_camera
-from calibration.lab_files import (LabFileError, read_absorber_probe_csv, read_absorber_pump_csv, read_camera_h5,
-                                   read_csv_columns, read_slm_csv)
+from calibration.lab_files import (LabFileError, file_provenance, read_absorber_probe_csv, read_absorber_pump_csv,
+                                   read_camera_h5, read_csv_columns, read_slm_csv)
 from calibration.slm_fit import fit_diffractive_response
 from twin.absorber import TwoLevelAbsorber
 
@@ -182,3 +182,13 @@ def test_files_drive_the_fits(tmp_path):
     fit = fit_absorber(*read_absorber_pump_csv(pump))
     assert fit.model == "twolevel"
     assert fit.quantities["i_sat"].within(i_sat, 3) and fit.quantities["alpha0"].within(3.0, 3)
+
+
+def test_file_provenance(tmp_path):
+    p = tmp_path / "curve.csv"
+    p.write_bytes(b"level,first_order_power\n0,0.1\n1,0.2\n")
+    prov = file_provenance(p)
+    # sha256 of these exact bytes, computed independently
+    assert prov == {"path": str(p.resolve()), "size_bytes": 36,
+                    "sha256": "9866260871cbaaa6654e49c144c6d85c80338d12543fc29d710f29546d8d06bd"}
+    _expect_error(lambda: file_provenance(tmp_path / "gone.csv"), "cannot read the file")

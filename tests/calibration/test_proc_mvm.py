@@ -175,5 +175,5 @@ def test_saturated_steps_leave_the_mvm_fit_with_a_note():
     assert [st["i"] for st in p] == [0, 2, 3, 5] and r == ["row0", "row2", "row3", "row5"]
     assert notes and notes[0].startswith("mvm2: 2 of 6 steps saturated")
     assert _unsaturated(plan, rows, np.ones(6, bool), "mvm1", notes) == (plan, rows) and len(notes) == 1
-    with pytest.raises(ValueError, match="lower the\\s+operating exposure|operating exposure"):
+    with pytest.raises(ValueError, match="even at its shortest exposure; lower the laser power"):
         _unsaturated(plan, rows, np.array([True] + [False] * 5), "mvm1", notes)

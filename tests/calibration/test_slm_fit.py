@@ -1,5 +1,6 @@
 """SLM response, illumination and crosstalk fits against synthetic data with known truth."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,58 @@ def test_short_range_is_flagged():
                                    amplitude=2.0)
     assert _rms(fit.arrays["phase_response_rad"], phi) < 0.05
     assert any("below pi" in w for w in fit.info["warnings"])
+
+
+# ----------------------------------------------------------------------------- short phase range, end to end
+SHORT_BENCH = Path(__file__).resolve().parents[2] / "experiments" / "benches" / "sim_short_range.toml"
+
+
+@pytest.fixture(scope="module")
+def short_range_slm1():
+    """slm1 of the 0.93 x 2 pi bench calibrated through the bench (camera, registration, readout,
+    then the SLM procedure: interferometric response and crosstalk only, to stay quick)."""
+    from calibration.procedures import CalContext
+    from calibration.procedures.camera import measure_camera
+    from calibration.procedures.readout import measure_readout
+    from calibration.procedures.registration import measure_registration
+    from calibration.procedures.slm import measure_slm
+    from hwio.sim.testing import open_with
+    bench = open_with(SHORT_BENCH, {"truth": {"faults": {"camera_timeout_rate": 0.0, "dropped_frame_rate": 0.0,
+                                                         "stale_frame_rate": 0.0, "slm_write_failure_rate": 0.0}}})
+    ctx = CalContext(bench)
+    measure_camera(ctx, n_points=12, n_frames=2, n_flat=16)
+    measure_registration(ctx)
+    measure_readout(ctx)
+    (fit,) = measure_slm(ctx, panels=("slm1",), diffractive=False, illumination=False)
+    return bench, ctx, fit
+
+
+def test_short_range_bench_calibration_reports_the_reduced_amplitude(short_range_slm1):
+    from hwio.encoding import realised_weights
+    from hwio.response import PhaseResponse
+    from hwio.sim.testing import truth_of
+    bench, ctx, fit = short_range_slm1
+    true_table = np.asarray(truth_of(bench).realised["phase_table_rad"]["slm1"])
+    true_amax = np.cos((2 * np.pi - (true_table[-1] - true_table[0])) / 2)          # cos(0.07 pi)
+    q = fit.quantities["amplitude_max"]
+    assert abs(q.value - true_amax) < max(4 * q.stderr, 3e-4), (q, true_amax)
+    assert fit.info["double_phase"]["amplitude_max"] == pytest.approx(q.value, abs=1e-3)
+    assert sum("below 2 pi" in w for w in fit.info["warnings"]) == 1              # warned once
+    # the encoder calibration deploys shows w_max at A_max around the recorded offset phase
+    enc = ctx.encoder("slm1")
+    assert enc.amplitude_max == pytest.approx(fit.info["double_phase"]["amplitude_max"])
+    lay = bench.layouts["slm1"]
+    w = np.random.default_rng(1).uniform(-1, 1, (lay.n_rows, lay.n_cols))
+    w[0, 0] = 1.0
+    z = realised_weights(enc.encode(w, w_max=1.0).astype(np.int64), lay, PhaseResponse(true_table), 1.0,
+                         complex_field=True) * np.exp(-1j * enc.phase_offset_rad)
+    assert np.abs(z.real - true_amax * w).max() < 0.01
+    # the stored transfer table (what the encoder realises) ends at +-A_max times the fringing loss
+    # of a full-amplitude block, which a full-range panel with the same crosstalk shows alone
+    from hwio.encoding import PhaseEncoder, amplitude_transfer
+    sigma = fit.quantities["crosstalk_px"].value
+    full = PhaseResponse.linear(8)
+    _, v_full = amplitude_transfer(PhaseEncoder(lay, bench.slms["slm1"].shape, full.inverse()), full, sigma)
+    values = fit.arrays["amplitude_transfer"]
+    assert values[-1] == pytest.approx(true_amax * v_full[-1], abs=0.005)
+    assert values[0] == pytest.approx(-true_amax * v_full[-1], abs=0.005)

@@ -26,26 +26,39 @@ def run_around(lut, k):
     return lv[k % n], start, stop
 
 
+def run_centre(lut, start, stop):
+    """Grid position a run stands for: its centre, or the gap edge it holds (short ranges)."""
+    dp = lut.double_phase
+    if not dp.full:
+        for edge in (dp.gap_centre_rad - dp.gap_width_rad / 2, dp.gap_centre_rad + dp.gap_width_rad / 2):
+            u = (edge - lut.phase_min_rad) * lut.bins_per_rad + 0.5
+            u = start + (u - start) % lut.n_bins
+            if u < stop:
+                return u
+    return 0.5 * (start + stop)
+
+
 def dithered_level(lut, phase, rank, n_ranks):
     """Level of a pixel of dither rank ``rank`` (of ``n_ranks``) aiming at ``phase``, walking the LUT.
 
-    Levels stand at the centres of their runs (grid coordinates); the target, resolved to the
-    middle of its 1/16 of a grid bin, lies between two such centres at fraction f, and the
-    pixels of rank < rint(f n_ranks) take the upper level.
+    Levels stand at the centres of their runs (grid coordinates; the two runs at the edges of
+    an unreachable gap stand at the gap's edges); the target, resolved to the middle of its
+    1/16 of a grid bin, lies between two such positions at fraction f, and the pixels of rank
+    < rint(f n_ranks) take the upper level.
     """
     y = ((phase - lut.phase_min_rad) * lut.bins_per_rad + 0.5) % lut.n_bins
     y = (math.floor(y * 16) + 0.5) / 16            # resolved to 1/16 of a grid bin
     k = int(math.floor(y))
     lev, start, stop = run_around(lut, k)
-    centre = 0.5 * (start + stop)
+    centre = run_centre(lut, start, stop)
     if y - k >= centre - k:
         lo, c_lo = lev, centre
         hi, s2, e2 = run_around(lut, stop)
-        c_hi = 0.5 * (s2 + e2)
+        c_hi = run_centre(lut, s2, e2)
     else:
         hi, c_hi = lev, centre
         lo, s2, e2 = run_around(lut, start - 1)
-        c_lo = 0.5 * (s2 + e2)
+        c_lo = run_centre(lut, s2, e2)
     count = np.rint((y - c_lo) / (c_hi - c_lo) * n_ranks)
     return hi if rank < count else lo
 
@@ -55,11 +68,14 @@ def reference_frame(layout, shape, lut, w, w_max, background, reference=None, di
 
     With ``dither`` the pixel pairs (row parity q, pair b // 2) of a block get ranks
     0..R-1 (R = min(8, 2 n_pairs)) by scaling a 2 x n_pairs Bayer order; each pixel dithers
-    between the two levels around its target phase (:func:`dithered_level`).
+    between the two levels around its target phase (:func:`dithered_level`).  A LUT of a panel
+    short of 2 pi shows amplitude ``A_max |w| / w_max`` around the offset phase phi0 (signs phi0,
+    phi0 + pi; background phi0 +- pi/2), both taken from the LUT's ``double_phase``.
     """
+    a_max, phi0 = lut.double_phase.amplitude_max, lut.double_phase.phase_offset_rad
     if background == "zero":
         rr, cc = np.indices(shape)
-        frame = np.where((rr + cc) % 2 == 0, lut(np.array(math.pi / 2)), lut(np.array(-math.pi / 2)))
+        frame = np.where((rr + cc) % 2 == 0, lut(np.array(phi0 + math.pi / 2)), lut(np.array(phi0 - math.pi / 2)))
         frame = frame.astype(lut.level_dtype)
     else:
         frame = np.full(shape, background, dtype=lut.level_dtype)
@@ -69,8 +85,8 @@ def reference_frame(layout, shape, lut, w, w_max, background, reference=None, di
         vals = np.concatenate([vals, ref[:, None]], axis=1)
     for i in range(layout.n_rows):
         for j in range(layout.n_block_cols):
-            theta = math.acos(min(abs(vals[i, j]) / w_max, 1.0))
-            s = math.pi if vals[i, j] < 0 else 0.0
+            theta = math.acos(min(a_max * abs(vals[i, j]) / w_max, a_max))
+            s = phi0 + (math.pi if vals[i, j] < 0 else 0.0)
             rs, cs = layout.active_slices(i, j)
             n_act, width = rs.stop - rs.start, cs.stop - cs.start
             n_pairs = (width + 1) // 2
@@ -101,13 +117,26 @@ LAYOUTS = [
 @pytest.mark.parametrize("bits", [8, 10])
 @pytest.mark.parametrize("case", range(len(LAYOUTS)))
 def test_encoder_matches_pixel_rule(bits, case, background, dither):
+    check_pixel_rule(PhaseResponse.power_law(bits, 2.3 * math.pi, 1.3, -0.5).inverse(), case, background, dither)
+
+
+@pytest.mark.parametrize("dither", [True, False])
+@pytest.mark.parametrize("range_turns,bits,case", [(0.93, 8, 0), (0.93, 10, 1), (0.8, 8, 3), (0.93, 8, 4)])
+def test_encoder_matches_pixel_rule_below_two_pi(range_turns, bits, case, dither):
+    """A panel short of 2 pi: reduced amplitude, offset phase, gap-edge dither positions."""
+    lut = PhaseResponse.power_law(bits, range_turns * TWO_PI, 1.2, -0.5).inverse()
+    assert not lut.double_phase.full
+    check_pixel_rule(lut, case, "zero", dither, headroom=1.0)     # the largest |w| at A_max, the gap's edge
+
+
+def check_pixel_rule(lut, case, background, dither, headroom=1.5):
     layout, shape = LAYOUTS[case]
-    lut = PhaseResponse.power_law(bits, 2.3 * math.pi, 1.3, -0.5).inverse()
+    bits = lut.bit_depth
     enc = PhaseEncoder(layout, shape, lut, background=background, dither=dither)
     rng = np.random.default_rng(case + bits)
     w = rng.standard_normal((layout.n_rows, layout.n_cols))
     ref = rng.standard_normal(layout.n_rows) if layout.reference_col else None
-    w_max = 1.5 * max(np.abs(w).max(), 0 if ref is None else np.abs(ref).max())
+    w_max = headroom * max(np.abs(w).max(), 0 if ref is None else np.abs(ref).max())
     got = enc.encode(w, w_max=w_max, reference=ref)
     assert got.dtype == lut.level_dtype and got.shape == shape
     np.testing.assert_array_equal(got, reference_frame(layout, shape, lut, w, w_max, background, ref, dither))
@@ -267,13 +296,17 @@ def test_encoder_errors():
         PhaseEncoder(layout, (12, 16), lut, background="dark")
 
 
-def test_response_range_below_two_pi_is_refused():
+def test_response_range_below_two_pi_gives_a_reduced_amplitude_range():
     short = PhaseResponse.power_law(8, 1.7 * math.pi, 1.0)
     assert not short.covers_full_turn()
-    with pytest.raises(ValueError, match=r"below 2 pi.*signs"):
-        short.inverse()
+    dp = short.inverse().double_phase
+    # gap 0.3 pi between 1.7 pi and 2 pi: A_max = cos(0.15 pi), offset = gap centre 1.85 pi = -0.15 pi
+    assert dp.gap_width_rad == pytest.approx(0.3 * math.pi)
+    assert dp.amplitude_max == pytest.approx(math.cos(0.15 * math.pi))
+    assert dp.phase_offset_rad == pytest.approx(-0.15 * math.pi)
     # the L/(max+1) convention (range 2 pi minus one step) is a full turn
-    PhaseResponse(TWO_PI * np.arange(256) / 256).inverse()
+    full = PhaseResponse(TWO_PI * np.arange(256) / 256).inverse().double_phase
+    assert full.full and full.amplitude_max == 1.0 and full.phase_offset_rad == 0.0
 
 
 def test_inverse_lut_is_nearest_level_on_the_circle():
@@ -423,3 +456,143 @@ def test_amplitude_transfer_is_what_the_encoder_realises(dither):
     for i in pick:
         blurred = realised_weights(one.encode(np.array([[reps[i]]]), w_max=1.0), single, resp, 1.0, 0.6)
         assert blurred[0, 0] == pytest.approx(vx[i], abs=1e-12)
+
+
+# ------------------------------------------------------------------ wavefront-correction maps
+def reference_frame_with_map(layout, shape, lut, w, w_max, background, wavefront, reference=None, dither=True):
+    """Pixel by pixel: every pixel's target phase plus the map, wrapped, through the LUT.
+
+    Background pixels aim at +pi/2 / -pi/2 by panel parity (zero background) plus the map, or
+    keep the fixed level; block pixels aim at s +- theta plus the map, dithered by rank as in
+    :func:`reference_frame`.  Written without the encoder's tables.
+    """
+    vals = np.asarray(w, float)
+    if layout.reference_col:
+        ref = np.zeros(layout.n_rows) if reference is None else np.asarray(reference, float)
+        vals = np.concatenate([vals, ref[:, None]], axis=1)
+    frame = np.empty(shape, dtype=lut.level_dtype)
+    a_max, phi0 = lut.double_phase.amplitude_max, lut.double_phase.phase_offset_rad
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            if background == "zero":
+                target = phi0 + (math.pi / 2 if (r + c) % 2 == 0 else -math.pi / 2) + wavefront[r, c]
+                frame[r, c] = lut(np.array(target))
+            else:
+                frame[r, c] = background
+    for i in range(layout.n_rows):
+        for j in range(layout.n_block_cols):
+            theta = math.acos(min(a_max * abs(vals[i, j]) / w_max, a_max))
+            s = phi0 + (math.pi if vals[i, j] < 0 else 0.0)
+            rs, cs = layout.active_slices(i, j)
+            n_act, width = rs.stop - rs.start, cs.stop - cs.start
+            n_pairs = (width + 1) // 2
+            n_ranks = min(8, 2 * n_pairs)
+            ranks = bayer_ranks((2, n_pairs)) * n_ranks // (2 * n_pairs)
+            for a in range(n_act):
+                for b in range(width):
+                    r, c = rs.start + a, cs.start + b
+                    phase = (s + theta if (a + b) % 2 == 0 else s - theta) + wavefront[r, c]
+                    if dither and n_act > 1:
+                        frame[r, c] = dithered_level(lut, phase, ranks[a % 2, b // 2], n_ranks)
+                    else:
+                        frame[r, c] = lut(np.array(phase))
+    return frame
+
+
+def smooth_map(shape, rng, amplitude=9.0):
+    """A wavefront-like map (rad): tilt + curvature + small noise, spanning several turns."""
+    rr, cc = np.indices(shape) / max(shape)
+    return amplitude * (0.7 * rr - 0.4 * cc + (rr - 0.5) ** 2 + cc ** 2) + 0.05 * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("dither", [True, False])
+@pytest.mark.parametrize("background", ["zero", 3])
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("case", range(len(LAYOUTS)))
+def test_wavefront_map_matches_pixel_rule(bits, case, background, dither):
+    from hwio.encoding import DITHER_SUBBINS
+    layout, shape = LAYOUTS[case]
+    lut = PhaseResponse.power_law(bits, 2.3 * math.pi, 1.3, -0.5).inverse()
+    rng = np.random.default_rng(100 + case + bits)
+    w = rng.standard_normal((layout.n_rows, layout.n_cols))
+    ref = rng.standard_normal(layout.n_rows) if layout.reference_col else None
+    w_max = 1.5 * max(np.abs(w).max(), 0 if ref is None else np.abs(ref).max())
+    step = TWO_PI / (lut.n_bins * DITHER_SUBBINS)              # the documented map resolution
+    # a map on the encoder's resolution: target + map exactly
+    on_grid = np.rint(smooth_map(shape, rng) / step) * step
+    enc = PhaseEncoder(layout, shape, lut, background=background, dither=dither, wavefront_rad=on_grid)
+    got = enc.encode(w, w_max=w_max, reference=ref)
+    np.testing.assert_array_equal(
+        got, reference_frame_with_map(layout, shape, lut, w, w_max, background, on_grid, ref, dither))
+    # any map: the same rule with the map rounded to that resolution
+    anymap = rng.uniform(-8.0, 8.0, shape)
+    enc = PhaseEncoder(layout, shape, lut, background=background, dither=dither, wavefront_rad=anymap)
+    np.testing.assert_array_equal(
+        enc.encode(w, w_max=w_max, reference=ref),
+        reference_frame_with_map(layout, shape, lut, w, w_max, background, np.rint(anymap / step) * step,
+                                 ref, dither))
+    # a zero map, and a map of exactly one turn, give the frame without a map
+    flat = PhaseEncoder(layout, shape, lut, background=background, dither=dither).encode(w, w_max=w_max, reference=ref)
+    for m in (np.zeros(shape), np.full(shape, TWO_PI)):
+        enc = PhaseEncoder(layout, shape, lut, background=background, dither=dither, wavefront_rad=m)
+        out = np.full(shape, 5, dtype=lut.level_dtype)
+        enc.encode(w, w_max=w_max, reference=ref, out=out)
+        np.testing.assert_array_equal(out, flat)
+        assert enc.last_w_max == w_max
+
+
+@pytest.mark.parametrize("dither", [True, False])
+@pytest.mark.parametrize("case", [0, 1])
+def test_wavefront_map_matches_pixel_rule_below_two_pi(case, dither):
+    """Short range: the map adds to the offset phase, the reduced amplitude and the background."""
+    from hwio.encoding import DITHER_SUBBINS
+    layout, shape = LAYOUTS[case]
+    lut = PhaseResponse.power_law(8, 0.93 * TWO_PI, 1.2, -0.5).inverse()
+    rng = np.random.default_rng(7 + case)
+    w = rng.standard_normal((layout.n_rows, layout.n_cols))
+    ref = rng.standard_normal(layout.n_rows) if layout.reference_col else None
+    w_max = max(np.abs(w).max(), 0 if ref is None else np.abs(ref).max())
+    step = TWO_PI / (lut.n_bins * DITHER_SUBBINS)
+    on_grid = np.rint(smooth_map(shape, rng) / step) * step
+    enc = PhaseEncoder(layout, shape, lut, dither=dither, wavefront_rad=on_grid)
+    assert enc.amplitude_max < 1 and enc.phase_offset_rad != 0
+    np.testing.assert_array_equal(enc.encode(w, w_max=w_max, reference=ref),
+                                  reference_frame_with_map(layout, shape, lut, w, w_max, "zero", on_grid, ref, dither))
+
+
+def test_wavefront_map_changes_frames_and_decodes_back():
+    response = PhaseResponse.power_law(10, 2.2 * math.pi, 1.2, 0.3)
+    lut = response.inverse()
+    layout = BlockLayout(6, 5, block_px=(6, 8), pitch_px=(7, 9), origin_px=(2, 3), guard_px=1)
+    shape = (48, 50)
+    rng = np.random.default_rng(5)
+    wf = smooth_map(shape, rng)
+    w = rng.uniform(-1, 1, (6, 5))
+    for dither in (False, True):
+        enc = PhaseEncoder(layout, shape, lut, dither=dither, wavefront_rad=wf)
+        flat = PhaseEncoder(layout, shape, lut, dither=dither)
+        frame = enc.encode(w, w_max=1.0)
+        assert np.mean(frame != flat.encode(w, w_max=1.0)) > 0.9
+        # the panel adds its aberration (minus the map): the weights come back as on a flat panel
+        err = np.abs(enc.decode(frame, response, w_max=1.0) - w)
+        err_flat = np.abs(flat.decode(flat.encode(w, w_max=1.0), response, w_max=1.0) - w)
+        assert err.max() <= lut.max_phase_error_rad(response) + 1e-9
+        assert err.max() < 3 * err_flat.max() + 1e-3
+        # levels_for: the flat panel's levels
+        np.testing.assert_array_equal(enc.levels_for(w, 1.0)[0], flat.levels_for(w, 1.0)[0])
+    assert enc.wavefront_rad.shape == shape and not enc.wavefront_rad.flags.writeable
+    assert "wavefront=True" in repr(enc)
+
+
+def test_wavefront_map_errors_are_one_line():
+    lut = PhaseResponse.linear(8).inverse()
+    layout = BlockLayout(2, 2, block_px=(4, 4), pitch_px=(4, 4))
+    with pytest.raises(ValueError, match=r"slm1: wavefront map is 8x9 but the panel is 8x8 \(rows x cols\)"):
+        PhaseEncoder(layout, (8, 8), lut, name="slm1", wavefront_rad=np.zeros((8, 9)))
+    bad = np.zeros((8, 8))
+    bad[2, 3] = np.nan
+    bad[5, 5] = np.inf
+    with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \(first at row 2, col 3"):
+        PhaseEncoder(layout, (8, 8), lut, name="slm1", wavefront_rad=bad)
+    with pytest.raises(ValueError, match="must hold numbers"):
+        PhaseEncoder(layout, (8, 8), lut, wavefront_rad=np.full((8, 8), "x"))

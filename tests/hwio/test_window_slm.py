@@ -178,3 +178,91 @@ def test_headless_egl_window_is_pixel_exact():
         pytest.skip(f"no headless EGL here: {result['skip']}")
     assert result == {"wrong": [0, 0, 0], "shape": [61, 97]}
     assert time.monotonic() - t0 < 30
+
+
+# ------------------------------------------------------------------ packings (hwio.packing)
+#: the RGB that level 1000 of a 10-bit panel must show in each 10-bit packing, written out by
+#: hand from the documented bit layouts (hwio/packing.py), not computed by the module
+LEVEL_1000_RGB = {"rg16": (3, 232, 0),             # 1000 = 3 * 256 + 232
+                  "meadowlark10": (250, 0, 0),     # R = 1000 >> 2, B bits 1..0 = 1000 & 3
+                  "santec10": (240, 160, 0)}       # 0b1111_101_000 -> R 1111 << 4, G 101 << 5, B 000 << 5
+
+
+@pytest.mark.parametrize("packing,bits", [("gray8", 8), ("gray8", 6), ("rg16", 12), ("rg16", 16),
+                                          ("meadowlark10", 10), ("santec10", 10),
+                                          ("R[7:0]=L[9:2] B[7:6]=L[1:0]", 10)])
+def test_every_packing_round_trips_pixel_exact(make_slm, packing, bits):
+    from hwio.packing import get_packing
+    x, y, w, h = 5, 3, 160, 70
+    slm = make_slm(name=f"slm-{bits}", x=x, y=y, width=w, height=h, bit_depth=bits, packing=packing)
+    scheme = get_packing(packing)
+    rng = np.random.default_rng(bits)
+    levels = rng.integers(0, 2 ** bits, slm.shape).astype(slm.level_dtype)
+    levels.ravel()[:min(2 ** bits, levels.size)] = np.arange(min(2 ** bits, levels.size))  # a full ramp
+    slm.show(levels)
+    rgb = desktop_rgb()[y:y + h, x:x + w]
+    np.testing.assert_array_equal(scheme.unpack(rgb, strict=True), levels)
+    np.testing.assert_array_equal(slm.read_back(), levels)
+    np.testing.assert_array_equal(slm.read_back("gl"), levels)
+    if bits == 10 and packing in LEVEL_1000_RGB:
+        slm.show(np.full(slm.shape, 1000, np.uint16))
+        rgb = desktop_rgb()[y:y + h, x:x + w]
+        assert {tuple(int(v) for v in px) for px in rgb.reshape(-1, 3)} == {LEVEL_1000_RGB[packing]}
+
+
+def test_dmd_bit_plane_frame_decodes_to_its_24_patterns(make_slm):
+    from hwio.drivers.window_slm import BitPlaneShowToken
+    from hwio.packing import PACKINGS
+    x, y, w, h = 11, 40, 96, 50
+    slm = make_slm(name="dmd", x=x, y=y, width=w, height=h, bit_depth=1, packing="dmd24")
+    rng = np.random.default_rng(24)
+    patterns = rng.integers(0, 2, (24,) + slm.shape).astype(np.uint8)
+    tokens = [slm.show(p) for p in patterns]
+    assert all(isinstance(t, BitPlaneShowToken) for t in tokens)
+    assert [t.plane for t in tokens] == list(range(24)) and {t.video_frame for t in tokens} == {0}
+    rgb = desktop_rgb()[y:y + h, x:x + w]
+    # independent decoding: plane k is bit k % 8 of R, G, B (k // 8)
+    for k in range(24):
+        np.testing.assert_array_equal((rgb[:, :, k // 8] >> (k % 8)) & 1, patterns[k])
+    np.testing.assert_array_equal(PACKINGS["dmd24"].unpack_planes(rgb), patterns)
+    np.testing.assert_array_equal(slm.read_back_planes(), patterns)
+    # the 25th pattern starts the next sequence in plane 0 and keeps planes 1..23
+    ones = np.ones(slm.shape, np.uint8)
+    t = slm.show(ones)
+    assert (t.plane, t.video_frame) == (0, 1)
+    planes = slm.read_back_planes()
+    np.testing.assert_array_equal(planes[0], ones)
+    np.testing.assert_array_equal(planes[1:], patterns[1:])
+    # a 1-bit level is ONE bit of one channel: all-on in plane 9 alone is G = 2, not (1, 1, 1)
+    slm.clear_planes()
+    slm.select_plane(9)
+    assert slm.show(ones).plane == 9
+    rgb = desktop_rgb()[y:y + h, x:x + w]
+    assert {tuple(int(v) for v in px) for px in rgb.reshape(-1, 3)} == {(0, 2, 0)}
+    assert slm.next_plane == 10
+
+
+def test_dmd_ti_order_puts_plane_0_in_green(make_slm):
+    x, y, w, h = 0, 100, 40, 20
+    slm = make_slm(name="dmd-ti", x=x, y=y, width=w, height=h, bit_depth=1, packing="dmd24_ti")
+    ones = np.ones(slm.shape, np.uint8)
+    for plane, rgb_expected in ((0, (0, 1, 0)), (8, (1, 1, 0)), (23, (1, 1, 128))):
+        slm.select_plane(plane)
+        slm.show(ones)
+        rgb = desktop_rgb()[y:y + h, x:x + w]
+        assert {tuple(int(v) for v in px) for px in rgb.reshape(-1, 3)} == {rgb_expected}, plane
+
+
+def test_bad_packing_is_one_line_naming_the_choices(xvfb_display):
+    from hwio.drivers.window_slm import WindowSLM
+    with pytest.raises(ValueError) as err:
+        WindowSLM(name="slmX", x=0, y=0, width=8, height=8, bit_depth=10, packing="yuv")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("slmX: packing must be one of")
+    for name in ("gray8", "rg16", "meadowlark10", "santec10", "dmd24"):
+        assert name in msg
+    assert "'meadowlark10' (<= 10 bit)" in msg and "'dmd24' (1 bit)" in msg
+    with pytest.raises(ValueError, match="carries 1 bit levels.*bit_depth=8"):
+        WindowSLM(name="slmX", x=0, y=0, width=8, height=8, bit_depth=8, packing="dmd24")
+    with pytest.raises(ValueError, match="carries <= 10 bit levels.*bit_depth=12; use 'rg16'"):
+        WindowSLM(name="slmX", x=0, y=0, width=8, height=8, bit_depth=12, packing="santec10")

@@ -4,6 +4,10 @@ import json
 from optwin.workflows.demo import run_demo
 
 
+def _refuse(name):
+    raise ValueError(f"results.json is not strict JSON: {name}")
+
+
 def test_demo_end_to_end_writes_a_complete_report(tmp_path):
     res = run_demo(tmp_path / "demo", tasks=("moons",), epochs=2, twin_epochs=30, n_samples=80, quiet=True)
     out = tmp_path / "demo"
@@ -11,7 +15,8 @@ def test_demo_end_to_end_writes_a_complete_report(tmp_path):
     # MVM scatter, activation, decision boundaries, training curves, all embedded
     assert html.count("data:image/png;base64,") == 4
     assert (out / "calibration" / "report.html").exists() and (out / "cal.h5").exists()
-    saved = json.loads((out / "results.json").read_text())
+    saved = json.loads((out / "results.json").read_text(), parse_constant=_refuse)   # strict JSON: no NaN
+    assert saved["tasks"]["moons"]["ideal"]["bench_accuracy"] is None                 # 'ideal' runs on no bench
     modes = saved["tasks"]["moons"]
     assert set(modes) == {"ideal", "insilico (uncalibrated twin)", "insilico (calibrated twin)", "hybrid (fine-tune)",
                           "optical (fine-tune)", "optical (from uncalibrated)"}

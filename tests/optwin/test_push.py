@@ -1,161 +1,179 @@
-"""``optwin push``: trained weights -> level frames on the simulated bench's weight SLMs."""
+"""``optwin push`` with files from the real producers: ``optwin calibrate`` (the session's calibration
+of the simulated bench) and ``optwin train --out``.  Pushed frames must be the frames training showed,
+and the panels must then give the trained network's accuracy on the bench."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
-import h5py
 import numpy as np
 import pytest
 
-try:
-    from hwio.bench import open_bench
-    from hwio.sim.slm_physics import PhasePanel
-    from hwio.sim.testing import truth_of
-except ImportError as exc:  # pragma: no cover - depends on the other engineers' progress
-    pytest.skip(f"the simulated bench is not available ({exc}); push needs hwio.bench and hwio.sim",
-                allow_module_level=True)
-
-from hwio.encoding import PhaseEncoder, realised_weights
+from calibration.calset import CalibrationSet
+from hwio.bench import load_bench_config, open_bench
+from hwio.encoding import realised_weights
 from hwio.response import PhaseResponse
+from hwio.sim.testing import truth_of
 from optwin.cli import main
-from optwin.commands.push import LAYER_SLMS, load_luts, push_weights
-from optwin.runfile import save_run
+from optwin.commands.push import LAYER_SLMS, plan_push, push_weights
+from optwin.runfile import load_run
+from optwin.workflows.from_calibration import bench_system_from_calibration
+from twin.tasks import load_task
+from twin.training import evaluate
+
+
+def _cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
-def bench():
-    b = open_bench("sim")
-    yield b
-    b.close()
+def cal(sim_calibration_file):
+    return CalibrationSet.load(sim_calibration_file)
 
 
-def make_weights(bench, seed=0, extra_cols=0):
-    rng = np.random.default_rng(seed)
-    s = bench.sizes
-    return [rng.normal(0, 1, (s.n_hidden, s.n_in + extra_cols)), rng.normal(0, 1, (s.n_out, s.n_hidden))]
+@pytest.fixture(scope="module")
+def trained(sim_calibration_file, tmp_path_factory):
+    """A run trained in silico on the calibrated twin by the real CLI, deployed on the bench."""
+    run = tmp_path_factory.mktemp("push") / "run.h5"
+    rc, out, err = _cli(["train", "--system", "bench", "--bench", "sim", "--cal", str(sim_calibration_file),
+                         "--mode", "insilico", "--task", "moons", "--epochs", "40", "--target", "0.3",
+                         "--seed", "3", "--out", str(run), "--json", "--no-progress"])
+    assert rc == 0, err
+    return run, json.loads(out)
 
 
-def write_run(path, weights):
-    save_run(path, weights, {"task": "moons"}, {"epoch": np.arange(1)})
+def _bench_copy(tmp_path, name="lab", seed=None):
+    """The sim bench file with another name (and optionally other simulated hardware)."""
+    text = load_bench_config("sim").path.read_text()
+    text = text.replace('name = "sim"', f'name = "{name}"', 1)
+    if seed is not None:
+        text = text.replace("seed = 20250131", f"seed = {seed}", 1)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
     return path
 
 
-def write_truth_cal(path, bench, names=LAYER_SLMS):
-    """A calibration file holding the inverse of the bench's true phase response (a perfect calibration)."""
-    truth = truth_of(bench)
-    with h5py.File(path, "w") as f:
-        for name in names:
-            table = truth.realised["phase_table_rad"][name]
-            PhaseResponse(table, name=name).inverse().to_hdf5(f.create_group(f"slm/{name}"))
-    return path
+def test_pushed_frames_are_the_frames_training_shows(cal, trained):
+    run, _ = trained
+    weights = load_run(run)["weights"]
+    with open_bench("sim") as pushed, open_bench("sim") as trained_on:
+        plan = plan_push(pushed, cal, source="cal.h5")
+        assert plan.warnings == []
+        reports = push_weights(pushed, weights, plan)
+        system = bench_system_from_calibration(trained_on, cal)
+        system.set_weights([w.copy() for w in weights])
+        for k, (name, rep) in enumerate(zip(LAYER_SLMS, reports)):
+            np.testing.assert_array_equal(pushed.slms[name].last_levels, trained_on.slms[name].last_levels)
+            assert rep["w_max"] == cal.fits[f"mvm{k + 1}"].quantities["w_max"].value
+            assert rep["w_max_source"] == f"calibrated (mvm{k + 1}.w_max)"
+            assert rep["dither_ranks"] > 1 and rep["clipped_fraction"] == 0.0
 
 
-def test_push_realises_the_weights_through_the_true_panel_physics(bench, tmp_path):
-    weights = make_weights(bench)
-    luts, warnings = load_luts(write_truth_cal(tmp_path / "cal.h5", bench), bench.slms)
-    assert warnings == []
-    reports = push_weights(bench, weights, luts)
-    truth = truth_of(bench)
-    for k, (name, rep) in enumerate(zip(LAYER_SLMS, reports)):
-        slm, layout = bench.slms[name], bench.layouts[name]
-        levels = slm.last_levels
-        assert levels is not None and levels.shape == slm.shape
-        w_max = rep["w_max"]
-        assert w_max == pytest.approx(np.abs(weights[k]).max())
-        true_resp = PhaseResponse(truth.realised["phase_table_rad"][name], name=name)
-        # without crosstalk the panel realises W / w_max up to the LUT's quantisation bound
-        ideal_field = realised_weights(levels, layout, true_resp) / 1.0
-        bound = luts[name][0].max_phase_error_rad(true_resp)
-        assert np.abs(ideal_field - weights[k] / w_max).max() <= bound + 1e-12
-        # the pushed frame dithers between neighbouring levels: its rms error is well below a
-        # plain (nearest-level) encode's
-        plain = PhaseEncoder(layout, slm.shape, luts[name][0], dither=False).encode(weights[k], w_max=w_max)
-        rms_plain = np.sqrt(np.mean((realised_weights(plain, layout, true_resp) - weights[k] / w_max) ** 2))
-        rms = np.sqrt(np.mean((ideal_field - weights[k] / w_max) ** 2))
-        assert rep["dither_ranks"] > 1 and rms < rms_plain / 2
-        # the twin's model (blur + block mean) times illumination equals the simulator's panel physics
-        crosstalk = truth.slms[name].crosstalk_px
-        illum = truth.realised["illumination"][name]
-        panel = PhasePanel(name, slm.shape, true_resp.phase_rad, crosstalk, layout, illum)
-        model = realised_weights(levels, layout, true_resp, crosstalk_px=crosstalk, complex_field=True)
-        np.testing.assert_allclose(model * illum, panel.element_fields(levels), atol=1e-12)
-        # crosstalk shrinks the realised amplitude but keeps every sign the LUT can resolve (a weight
-        # smaller than the quantisation bound may already come out with either sign without crosstalk)
-        resolved = np.abs(weights[k] / w_max) > 2 * bound
-        assert resolved.mean() > 0.8
-        assert np.all(np.sign(model.real[resolved]) == np.sign(weights[k][resolved]))
-        assert np.abs(model.real).sum() < np.abs(weights[k] / w_max).sum()
+def test_pushed_panels_give_the_trained_accuracy_on_the_bench(cal, trained):
+    run, result = trained
+    weights = load_run(run)["weights"]
+    task = load_task("moons", seed=3, n_samples=400)
+    with open_bench("sim") as bench:
+        push_weights(bench, weights, plan_push(bench, cal))
+        system = bench_system_from_calibration(bench, cal)     # reads the panels as pushed: no set_weights
+        _, acc = evaluate(system, task.x_test, task.y_test, task.n_classes, batch=256)
+    assert result["bench_accuracy"] > 0.8
+    # the same frames on the same bench: only readout noise on borderline samples may differ
+    assert abs(acc - result["bench_accuracy"]) <= 0.03, (acc, result["bench_accuracy"])
 
 
-def test_ideal_response_misencodes_on_the_sim_panel(bench):
-    """Without calibration the true response (range 7 rad, gamma > 1) distorts the weights well beyond
-    quantisation: what the warning says."""
-    weights = make_weights(bench, seed=1)
-    luts, warnings = load_luts(None, bench.slms)
-    assert len(warnings) == 1 and "ideal" in warnings[0]
-    push_weights(bench, weights, luts)
-    truth = truth_of(bench)
-    name = "slm1"
-    true_resp = PhaseResponse(truth.realised["phase_table_rad"][name])
-    field = realised_weights(bench.slms[name].last_levels, bench.layouts[name], true_resp)
-    w = weights[0] / np.abs(weights[0]).max()
-    bound = PhaseResponse(truth.realised["phase_table_rad"][name]).inverse().max_phase_error_rad(true_resp)
-    assert np.abs(field - w).max() > 5 * bound
+def test_calibrated_push_realises_the_weights_far_better_than_an_ideal_lut(cal, trained):
+    run, _ = trained
+    weights = load_run(run)["weights"]
+    errors = {}
+    for which in ("calibrated", "ideal"):
+        with open_bench("sim") as bench:
+            plan = plan_push(bench, cal if which == "calibrated" else None)
+            if which == "calibrated":
+                w_max = plan.w_max
+            else:                                    # the same ranges: only the LUT differs
+                plan.w_max, plan.w_max_sources = list(w_max), ["as calibrated"] * 2
+            push_weights(bench, weights, plan)
+            truth = truth_of(bench)
+            rms = []
+            for k, name in enumerate(LAYER_SLMS):
+                true_resp = PhaseResponse(truth.realised["phase_table_rad"][name], name=name)
+                field = realised_weights(bench.slms[name].last_levels, bench.layouts[name], true_resp)
+                rms.append(np.sqrt(np.mean((field - np.clip(weights[k], -w_max[k], w_max[k]) / w_max[k]) ** 2)))
+            errors[which] = np.array(rms)
+    assert np.all(errors["calibrated"] < 0.02), errors
+    assert np.all(errors["calibrated"] < errors["ideal"] / 5), errors
 
 
-def test_cli_json_reports_what_was_shown(tmp_path, capsys):
-    s = open_bench("sim")
-    weights = make_weights(s, seed=2)
-    cal = write_truth_cal(tmp_path / "cal.h5", s)
-    s.close()
-    run = write_run(tmp_path / "run.h5", weights)
-    assert main(["push", "--bench", "sim", "--weights", str(run), "--json"]) == 0
-    out, err = capsys.readouterr()
-    result = json.loads(out)
-    assert "warning" in err and "--cal" in err
-    assert result["warnings"] and result["cal"] is None and result["bench"] == "sim"
-    assert [r["slm"] for r in result["slms"]] == ["slm1", "slm2"]
-    for k, r in enumerate(result["slms"]):
-        assert r["weights_shape"] == list(weights[k].shape)
-        assert r["w_max"] == pytest.approx(np.abs(weights[k]).max())
-        assert 0 <= r["levels_min"] <= r["levels_max"] <= 255
-    assert main(["push", "--bench", "sim", "--weights", str(run), "--cal", str(cal), "--w-max", "5",
-                 "--json"]) == 0
-    out, err = capsys.readouterr()
+def test_cli_reports_the_calibrated_encoding(sim_calibration_file, trained):
+    run, _ = trained
+    rc, out, err = _cli(["push", "--bench", "sim", "--weights", str(run), "--cal", str(sim_calibration_file),
+                         "--json"])
+    assert rc == 0, err
     result = json.loads(out)
     assert result["warnings"] == [] and "warning" not in err
-    assert all(r["w_max"] == 5.0 and r["lut"].endswith(f"/slm/{r['slm']}/inverse_lut") for r in result["slms"])
-    assert main(["push", "--bench", "sim", "--weights", str(run), "--cal", str(cal)]) == 0
-    out, _ = capsys.readouterr()
-    assert "slm1 <- /weights/layer0" in out and "w_max" in out
+    assert [r["slm"] for r in result["slms"]] == list(LAYER_SLMS)
+    for r in result["slms"]:
+        assert "calibrated" in r["lut"] and r["w_max_source"].startswith("calibrated")
+    rc, out, err = _cli(["push", "--bench", "sim", "--weights", str(run), "--json"])
+    assert rc == 0 and "--cal" in err
+    result = json.loads(out)
+    assert result["cal"] is None and all(r["w_max_source"] == "largest |weight|" for r in result["slms"])
+    weights = load_run(run)["weights"]
+    for k, r in enumerate(result["slms"]):
+        assert r["w_max"] == pytest.approx(np.abs(weights[k]).max())
+    rc, out, _ = _cli(["push", "--bench", "sim", "--weights", str(run), "--cal", str(sim_calibration_file),
+                       "--w-max", "50"])
+    assert rc == 0 and "w_max 50 (full amplitude; --w-max)" in out
 
 
-def test_cli_errors(tmp_path, capsys):
-    s = open_bench("sim")
-    good = make_weights(s)
-    sizes = s.sizes
-    s.close()
-    run = write_run(tmp_path / "run.h5", good)
-    wide = write_run(tmp_path / "wide.h5", make_weights(s, extra_cols=1))
-    three = write_run(tmp_path / "three.h5", good + [np.ones((2, 2))])
-    partial_cal = tmp_path / "partial.h5"
-    with h5py.File(partial_cal, "w") as f:
-        PhaseResponse.linear(8).inverse().to_hdf5(f.create_group("slm/slm1"))
+def test_a_calibration_from_another_bench_is_refused(sim_calibration_file, trained, tmp_path):
+    run, _ = trained
+    renamed = _bench_copy(tmp_path, "lab")
+    other_hw = _bench_copy(tmp_path, "sim", seed=7)
+    base = ["--weights", str(run), "--cal", str(sim_calibration_file)]
+    for bench, expect in ((renamed, "bench name 'sim' vs 'lab'"), (other_hw, "serial number")):
+        rc, _, err = _cli(["push", "--bench", str(bench)] + base)
+        assert rc == 2 and expect in err and "--allow-other-bench" in err, err
+        assert len(err.strip().splitlines()) == 1
+        rc, out, err = _cli(["push", "--bench", str(bench), "--allow-other-bench", "--json"] + base)
+        assert rc == 0 and "used anyway" in err
+    # training and compare check the same way
+    rc, _, err = _cli(["train", "--system", "bench", "--bench", str(renamed), "--cal", str(sim_calibration_file),
+                       "--mode", "insilico", "--task", "moons", "--epochs", "1", "--json"])
+    assert rc == 2 and "calibrated on another bench than 'lab'" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _cli(["compare", "--bench", str(other_hw), "--cal", str(sim_calibration_file),
+                       "--report", str(tmp_path / "r")])
+    assert rc == 2 and "serial number" in err
+
+
+def test_cli_errors(sim_calibration_file, trained, tmp_path, cal):
+    run, _ = trained
+    only_slm1 = CalibrationSet.load(sim_calibration_file)
+    for name in ("slm.slm2", "mvm1", "mvm2"):
+        del only_slm1.fits[name]
+    only_slm1.save(tmp_path / "partial.h5")
+    no_mvm = CalibrationSet.load(sim_calibration_file)
+    del no_mvm.fits["mvm1"], no_mvm.fits["mvm2"]
+    no_mvm.save(tmp_path / "no_mvm.h5")
     cases = [
-        (["--weights", str(wide)], f"is {sizes.n_hidden}x{sizes.n_in + 1} (n_out x n_in) but slm1 of bench 'sim' "
-                                   f"holds {sizes.n_hidden}x{sizes.n_in}; train with "
-                                   f"--layers {sizes.n_in},{sizes.n_hidden},{sizes.n_out}"),
-        (["--weights", str(three)], "has 3 weight layer(s)"),
-        (["--weights", str(run), "--cal", str(partial_cal)], "no /slm/slm2/inverse_lut"),
-        (["--weights", str(run), "--cal", str(tmp_path / "none.h5")], "no such calibration file"),
-        (["--weights", str(run), "--w-max", "0.1"], "raise w_max"),
-        (["--weights", str(run), "--w-max", "-1"], "--w-max must be"),
-        (["--weights", str(tmp_path / "missing.h5")], "no such run file"),
+        (["--cal", str(tmp_path / "partial.h5")], "has no inverse LUT of slm2"),
+        (["--cal", str(run)], "not an optwin calibration file"),
+        (["--cal", str(tmp_path / "none.h5")], "no such calibration file"),
+        (["--w-max", "0.01"], "exceeds --w-max 0.01; raise w_max"),
+        (["--w-max", "-1"], "--w-max must be"),
     ]
     for extra, message in cases:
-        assert main(["push", "--bench", "sim"] + extra) == 2, extra
-        err = capsys.readouterr().err
+        rc, _, err = _cli(["push", "--bench", "sim", "--weights", str(run)] + extra)
+        assert rc == 2, (extra, err)
         assert message in err, (extra, err)
         assert err.strip().splitlines()[-1].startswith("optwin push: error:")
-    assert main(["push", "--bench", "no_such_bench", "--weights", str(run)]) == 2
-    assert "not found" in capsys.readouterr().err
+    rc, out, err = _cli(["push", "--bench", "sim", "--weights", str(run), "--cal", str(tmp_path / "no_mvm.h5"),
+                         "--json"])
+    assert rc == 0 and "has no MVM calibration" in err
+    rc, _, err = _cli(["push", "--bench", "sim", "--weights", str(tmp_path / "missing.h5")])
+    assert rc == 2 and "no such run file" in err

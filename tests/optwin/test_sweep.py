@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from optwin.cli import main
+from optwin.outputs import OutputLockedError
 from optwin.sweep.execute import run_sweep
 from optwin.sweep.grid import load_grid, parse_grid
 from optwin.sweep.plot import aggregate
@@ -297,7 +298,7 @@ def test_store_refuses_another_grid_and_a_concurrent_writer(grid_file, reference
     grid = load_grid(grid_file)
     with SweepStore(out, grid) as store:
         assert len(store.finished_keys()) == N_POINTS
-        with pytest.raises(ValueError, match="another sweep is writing"):
+        with pytest.raises(OutputLockedError, match="locked by another process"):
             SweepStore(out, grid).open()
     summary = run_sweep(grid, out, workers=0)  # lock released: resumes, nothing to run
     assert summary["ran"] == 0 and summary["skipped"] == N_POINTS
