@@ -295,8 +295,8 @@ def _lamp(ctx: CalContext, level: int) -> None:
     ctx.show("flat_source", np.full(src.shape, int(level), dtype=src.level_dtype))
 
 
-def dark_frames_needed(ctx: CalContext, cam: str, n_min: int = 16, n_max: int = 512,
-                       rel: float = 2e-3) -> int:
+def dark_frames_needed(ctx: CalContext, cam: str, n_min: int = 16, n_max: int = 4096,
+                       rel: float = 1e-3) -> int:
     """Dark frames for a map whose noise, summed over a spot's ROI, is ``rel`` of the LO power there.
 
     The map is subtracted from every frame, so its noise is a fixed offset of each ROI sum:
@@ -387,7 +387,7 @@ def remeasure_dark_maps(ctx: CalContext, cams, n_frames: int = 16) -> tuple[list
 
 # ---------------------------------------------------------------------------------- the procedure
 def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7, max_headroom: float = 10.0,
-                     n_dark: int = 16, readout: bool = True, n_readout: int = 32, mvm_seed: int = 2308,
+                     n_dark: int = 16, readout: bool = True, mvm_seed: int = 2308,
                      n_groups: int = 8, per_group: int = 5) -> list[Fit]:
     """Choose, set and record every camera's operating exposure (see the module docstring).
 
@@ -402,9 +402,8 @@ def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7,
     max_headroom : largest ratio (peak power) of the strongest drive to the brightest MVM probe
         for which the exposure keeps the strongest drive unclipped.
     n_dark : frames per re-measured dark map, at least (:func:`dark_frames_needed`).
-    readout : re-measure the LO amplitudes (``readout.<cam>`` fits) at the new exposures.
-    n_readout : frames per LO phase for them, times the ratio of the old readout exposure to
-        the new one (as many LO photons), at most 8 times as many.
+    readout : re-measure the LO amplitudes (``readout.<cam>`` fits) at the new exposures (with
+        as many frames as a weak LO needs, :func:`calibration.procedures.readout.measure_readout`).
     mvm_seed, n_groups, per_group : the MVM plan whose random probes are measured (those of
         :func:`calibration.procedures.mvm.measure_mvm`).
 
@@ -482,12 +481,7 @@ def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7,
         readout_fits = []
         if readout and "registration" in ctx.fits:
             from calibration.procedures.readout import measure_readout
-            for cam in cams:            # as many LO photons as at the readout's exposure: more frames
-                old = ctx.fits.get(f"readout.{cam}")
-                t_old = old.info.get("exposure_s") if old is not None else None
-                n_avg = int(min(max(math.ceil(n_readout * float(t_old) / chosen[cam]), n_readout), 8 * n_readout)
-                            ) if t_old else n_readout
-                readout_fits += measure_readout(ctx, [cam], n_avg=n_avg, stream="exposure.readout")
+            readout_fits = measure_readout(ctx, cams, stream="exposure.readout")
     warnings = list(notes)
     for cam, d in details.items():
         if d["clipped"]:

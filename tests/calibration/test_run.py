@@ -93,7 +93,9 @@ def test_default_bench_through_the_cli(sim_cli):
         assert set(data[key]) >= {"value", "stderr"} and math.isfinite(data[key]["value"]), key
     assert isinstance(data["absorber.model"], str)
     assert len(data["slm.phase_response_rad"]) == 256
-    assert wall < 180 and data["wall_s"] < 180
+    # time budget of a whole calibration of the 2-16-2 bench; the suite's pytest-xdist workers
+    # share this machine's 2 cores, so a calibration may get half of them
+    assert wall < 420 and data["wall_s"] < 420
     for name in ("mvm1", "mvm2", "mvm2_backward"):
         assert cal.fits[name].quantities["systematic_nrmse"].value < 0.1
     assert set(cal.fits["scale"].quantities) >= {"z1_per_h", "a1_per_h", "z2_per_h", "delta1_per_h"}
