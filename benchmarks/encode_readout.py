@@ -9,7 +9,8 @@ repeats:
   (double-phase checkerboard through an inverse LUT of a gamma response), with block
   rows dithered over neighbouring levels (the default) and plain (``encode_plain_*``),
   each also with a wavefront-correction map (``encode_map_*``, ``encode_plain_map_*``:
-  a smooth map of several turns plus 0.05 rad of pixel noise, as a measured flatness map);
+  a smooth map of several turns plus 0.05 rad of pixel noise, as a measured flatness map), and the
+  first-order blazed-grating encoding (``encode_blazed``, ``encode_blazed_map``: period 10 px);
 - packing (reported separately, ``packing_cases``): ``hwio.packing`` turning a level frame
   into the planar RGB video frame the window driver uploads, for every packing
   (``pack_planar``; the DMD bit-plane mode: one pattern into one of the 24 planes,
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from hwio.encoding import DMDEncoder, PhaseEncoder  # noqa: E402
+from hwio.encoding import BlazedEncoder, DMDEncoder, PhaseEncoder  # noqa: E402
 from hwio.layout import BlockLayout  # noqa: E402
 from hwio.packing import PACKINGS  # noqa: E402
 from hwio.readout import SpotReadout  # noqa: E402
@@ -74,6 +75,8 @@ def wavefront_map(rng):
 #: the encodings every case times: result-key stem -> (dither, with a wavefront map)
 ENCODINGS = {"encode": (True, False), "encode_plain": (False, False),
              "encode_map": (True, True), "encode_plain_map": (False, True)}
+#: first-order blazed-grating encodings (grating period 10 px): result-key stem -> with a wavefront map
+BLAZED = {"encode_blazed": False, "encode_blazed_map": True}
 
 
 def bench_encode(name, bits, layout, repeats, rng, wavefront):
@@ -82,6 +85,9 @@ def bench_encode(name, bits, layout, repeats, rng, wavefront):
     encoders = {key: PhaseEncoder(layout, SHAPE, lut, name="slm", dither=dither,
                                   wavefront_rad=wavefront if with_map else None)
                 for key, (dither, with_map) in ENCODINGS.items()}
+    encoders.update({key: BlazedEncoder(layout, SHAPE, lut, 10, name="slm",
+                                        wavefront_rad=wavefront if with_map else None)
+                     for key, with_map in BLAZED.items()})
     out = np.empty(SHAPE, dtype=lut.level_dtype)
     src = rng.integers(0, 2 ** bits, SHAPE).astype(lut.level_dtype)
     dst = np.empty_like(src)
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
     wavefront = wavefront_map(rng)
     enc = [bench_encode(n, b, lay, args.repeats, rng, wavefront) for n, b, lay in ENCODE_CASES]
     packing = bench_packing(args.repeats, rng)
-    worst = {key: max(e[f"{key}_ratio"] for e in enc) for key in ENCODINGS}
+    worst = {key: max(e[f"{key}_ratio"] for e in enc) for key in list(ENCODINGS) + list(BLAZED)}
     if args.skip_readout:
         result = {"frame_shape": list(SHAPE), "repeats": args.repeats, "statistic": "median",
                   "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),

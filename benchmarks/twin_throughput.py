@@ -39,7 +39,8 @@ def twin_step_fn(batch, rng):
                           stray=0.01 * rng.standard_normal(o), crosstalk=neighbour_crosstalk(o, 0.02),
                           readout_noise=1e-3)
             for i, o in zip(SIZES[:-1], SIZES[1:])]
-    net = OpticalNetwork(SIZES, absorber="thin", alpha0=10.0, rule="probe", imperfections=imps, seed=0)
+    net = OpticalNetwork(SIZES, absorber="thin", alpha0=10.0, rule="probe", imperfections=imps, seed=0,
+                         dtype="float64")
     opt = Adam(5e-4)
     noise_rng = np.random.default_rng(1)
     weights = net.get_weights()

@@ -6,7 +6,7 @@ Layout (schema version 1)::
                                      created_utc, bench_name, bench_config (JSON, no truth),
                                      bench_fingerprint (JSON, optional: the bench's identity,
                                      see calibration.fingerprint)
-    /fits/<name>               attrs model, info (JSON), created_utc
+    /fits/<name>               attrs model, info (JSON), created_utc, sha256 (digest of the fit)
     /fits/<name>/quantities/<q> attrs value, stderr, units          (a fitted number)
     /fits/<name>/arrays/<a>    dataset (maps, tables, LUTs), attr units when known
     /fits/<name>/data/{x,y,y_fit}  the data and model curve behind the fit (for reports)
@@ -14,6 +14,21 @@ Layout (schema version 1)::
 
 Loading reads attributes and datasets only (never executes code), refuses files of a
 newer schema with a clear message and migrates older ones (see ``MIGRATIONS``).
+
+Integrity: the file is sealed (:func:`hwio.h5check.seal`: the SHA-256 of the file in its
+first 512 bytes, an HDF5 user block), so a file whose bytes changed after it was written is
+refused before HDF5 reads it (the message says what changed where that can be found without
+risk: HDF5 can crash on damaged metadata, so the file is read in a child process first).
+Every dataset that HDF5 can checksum (non-empty arrays) carries a Fletcher-32
+checksum, checked by HDF5 on every read; every fit carries ``sha256``, a digest of
+everything it holds (model, info, each quantity's value, stderr and units, every array),
+stored when it is written and verified on load, so a value changed afterwards (bit rot, a
+hand edit) is refused with a one-line message naming the fit.  Fitted values must be finite
+(NaN or inf is refused on write and on load; a standard error may be NaN, "unknown").  A
+file that reaches outside itself (external links, external or virtual datasets) is refused
+(:func:`hwio.h5check.check_root`).  Files and fits written before seals and digests existed
+carry none and are read unverified.
+
 :func:`write_fit` adds or replaces one fit in a file and keeps everything else in it (fits of
 lab measurement files, ``optwin calibrate slm|camera|absorber --out``); like ``save`` it writes
 a temporary file beside the target and renames it over it.
@@ -21,7 +36,9 @@ a temporary file beside the target and renames it over it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import math
 import os
 import stat
 import uuid
@@ -32,9 +49,10 @@ import h5py
 import numpy as np
 
 from calibration.quantities import Fit, Quantity
+from hwio.h5check import SEAL_BYTES, check_kind_version, check_root, seal, verify_seal
 
 __all__ = ["CalibrationSet", "CalibrationFileError", "FitExistsError", "SCHEMA_VERSION", "write_fit",
-           "check_fit_target"]
+           "check_fit_target", "fit_digest"]
 
 SCHEMA_VERSION = 1
 KIND = "optwin-calibration"
@@ -127,7 +145,7 @@ class CalibrationSet:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")     # unique: writers never collide
         try:
-            with h5py.File(tmp, "w") as f:
+            with h5py.File(tmp, "w", userblock_size=SEAL_BYTES) as f:
                 f.attrs["kind"] = KIND
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 f.attrs["software_version"] = self.software_version
@@ -141,8 +159,8 @@ class CalibrationSet:
                     _write_fit(fits, fit, name)
                 raw = f.create_group("raw")
                 for key, arr in self.raw.items():
-                    raw.create_dataset(key, data=np.asarray(arr), compression="gzip"
-                                       if np.asarray(arr).size > 1024 else None)
+                    _dataset(raw, key, arr)
+            seal(tmp)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -155,35 +173,140 @@ class CalibrationSet:
         path = Path(path)
         if not path.exists():
             raise CalibrationFileError(f"{path}: no such calibration file (run 'optwin calibrate' first)")
+        _verify_seal(path)
+        return cls._load(path)
+
+    @classmethod
+    def _load(cls, path: Path) -> "CalibrationSet":
+        """:meth:`load` after the file's seal was checked."""
+        if path.is_dir():
+            raise CalibrationFileError(f"{path}: is a directory, not a calibration file")
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
             raise CalibrationFileError(f"{path}: not a readable HDF5 file ({exc}); "
                                        f"the file is corrupt or truncated, re-run the calibration") from None
         with f:
-            kind = f.attrs.get("kind")
-            if kind != KIND:
-                raise CalibrationFileError(f"{path}: not an optwin calibration file (kind={kind!r})")
-            version = int(f.attrs.get("schema_version", -1))
-            if version > SCHEMA_VERSION:
-                raise CalibrationFileError(
-                    f"{path}: calibration schema {version} is newer than this optwin reads "
-                    f"({SCHEMA_VERSION}); upgrade optwin to read it")
+            check_root(f, path, KIND, SCHEMA_VERSION, what="an optwin calibration file", label="calibration",
+                       error=CalibrationFileError, advice="give the calibration file 'optwin calibrate' wrote")
             try:
-                content = _read_tree(f)
-            except (KeyError, ValueError, OSError) as exc:
-                raise CalibrationFileError(f"{path}: damaged calibration file ({exc}); "
+                content = _read_tree(f, path)
+            except CalibrationFileError:
+                raise
+            except _DAMAGE as exc:
+                raise CalibrationFileError(f"{path}: damaged calibration file ({_first_line(exc)}); "
                                            f"re-run the calibration") from None
-        while content["schema_version"] < SCHEMA_VERSION:
-            step = MIGRATIONS.get(content["schema_version"])
-            if step is None:
-                raise CalibrationFileError(f"{path}: schema {content['schema_version']} cannot be migrated")
-            content = step(content)
+        try:
+            while content["schema_version"] < SCHEMA_VERSION:
+                step = MIGRATIONS.get(content["schema_version"])
+                if step is None:
+                    raise CalibrationFileError(f"{path}: schema {content['schema_version']} cannot be migrated")
+                content = step(content)
+        except _DAMAGE as exc:
+            raise CalibrationFileError(f"{path}: damaged calibration file of schema {content['schema_version']} "
+                                       f"({_first_line(exc)}); re-run the calibration") from None
+        for fit in content["fits"].values():
+            bad = _nonfinite_values(fit)
+            if bad:
+                raise CalibrationFileError(f"{path}: fit {fit.name!r} holds a fitted value that is not a finite "
+                                           f"number ({bad}); re-run that part of the calibration")
         return cls(**content)
+
+
+def _verify_seal(path: Path) -> None:
+    """Refuse a sealed file whose bytes changed after it was written (one line; what changed is
+    found by loading the file in a child process, see :func:`hwio.h5check.verify_seal`)."""
+    verify_seal(path, lambda: CalibrationSet._load(path), CalibrationFileError, "calibration file",
+                "re-run the calibration")
+
+
+#: what reading a damaged file can raise (h5py/HDF5, JSON, attribute types)
+_DAMAGE = (KeyError, ValueError, OSError, TypeError, AttributeError, RuntimeError, IndexError)
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _nonfinite_values(fit: Fit) -> str:
+    """``'name=value, ...'`` of the quantities of ``fit`` whose value is NaN or infinite ('' if none)."""
+    return ", ".join(f"{q}={float(v.value)!r}" for q, v in fit.quantities.items()
+                     if not math.isfinite(float(v.value)))
+
+
+def _dataset(group, name: str, data) -> None:
+    """Store ``data`` as ``group/name``: Fletcher-32 checksummed where HDF5 allows it (arrays
+    of at least one element; scalars and empty arrays cannot be chunked), gzip when large."""
+    arr = np.asarray(data)
+    chunkable = arr.ndim > 0 and arr.size > 0 and arr.dtype.kind in "biufcSV"
+    group.create_dataset(name, data=arr, fletcher32=chunkable,
+                         compression="gzip" if chunkable and arr.size > 1024 else None)
+
+
+def _attr_bytes(value) -> bytes:
+    """The canonical bytes of one attribute or dataset value for :func:`fit_digest`."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bytes):
+        return b"b" + value
+    arr = np.asarray(value)
+    if arr.dtype.kind == "O":                    # variable-length strings: their text, not pointers
+        return b"o" + repr(arr.tolist()).encode("utf-8", "backslashreplace")
+    head = f"{arr.dtype.str}{arr.shape}".encode()
+    return head + np.ascontiguousarray(arr).tobytes()
+
+
+def _stored_fit(group) -> dict:
+    """Everything one stored fit holds, as read (attribute values and arrays, not interpreted):
+    ``model``, ``info``, ``sha256`` (None when absent), ``quantities`` {name: {value, stderr,
+    units}}, ``arrays`` and ``data`` {name: array}."""
+    attrs = group.attrs
+    quantities = group["quantities"]
+    stored = {"model": attrs["model"], "info": attrs.get("info", "{}"), "sha256": attrs.get("sha256"),
+              "quantities": {q: {key: d.attrs[key] for key in ("value", "stderr", "units")}
+                             for q, d in quantities.items()}}
+    for section in ("arrays", "data"):
+        sub = group.get(section)
+        stored[section] = {} if sub is None else {name: d[()] for name, d in sub.items()}
+    return stored
+
+
+def _digest(stored: dict) -> str:
+    """SHA-256 (hex) of a fit as :func:`_stored_fit` reads it."""
+    h = hashlib.sha256()
+
+    def put(tag: str, data: bytes) -> None:
+        h.update(tag.encode("utf-8", "surrogatepass") + b"\0" + len(data).to_bytes(8, "little") + data)
+
+    put("model", _attr_bytes(stored["model"]))
+    put("info", _attr_bytes(stored["info"]))
+    for q in sorted(stored["quantities"]):
+        for key in ("value", "stderr", "units"):
+            put(f"quantities/{q}/{key}", _attr_bytes(stored["quantities"][q][key]))
+    for section in ("arrays", "data"):
+        for name in sorted(stored[section]):
+            put(f"{section}/{name}", _attr_bytes(stored[section][name]))
+    return h.hexdigest()
+
+
+def fit_digest(group) -> str:
+    """SHA-256 (hex) of everything one stored fit holds: model, info, each quantity's value,
+    stderr and units, every array and data curve (names, dtypes, shapes and bytes).
+
+    Parameters
+    ----------
+    group : the fit's ``h5py.Group`` (``/fits/<name>``), open for reading.
+    """
+    return _digest(_stored_fit(group))
 
 
 def _write_fit(fits_group, fit: Fit, name: str | None = None) -> None:
     """Write one fit as ``fits_group/<name>`` (layout in the module docstring)."""
+    bad = _nonfinite_values(fit)
+    if bad:
+        raise ValueError(f"fit {fit.name!r}: fitted values must be finite numbers, got {bad}; "
+                         f"the fit failed, check its data")
     g = fits_group.create_group(fit.name if name is None else name)
     g.attrs["model"] = fit.model
     g.attrs["info"] = json.dumps(_jsonable(fit.info))
@@ -195,13 +318,13 @@ def _write_fit(fits_group, fit: Fit, name: str | None = None) -> None:
         d.attrs["units"] = q.units
     ag = g.create_group("arrays")
     for aname, arr in fit.arrays.items():
-        ag.create_dataset(aname, data=np.asarray(arr), compression="gzip"
-                          if np.asarray(arr).size > 1024 else None)
+        _dataset(ag, aname, arr)
     dg = g.create_group("data")
     for key in ("x", "y", "y_fit"):
         val = getattr(fit, key)
         if val is not None:
-            dg.create_dataset(key, data=np.asarray(val, dtype=float))
+            _dataset(dg, key, np.asarray(val, dtype=float))
+    g.attrs["sha256"] = fit_digest(g)           # of what was written, read back as a reader sees it
 
 
 def _existing_calibration(path: Path) -> tuple[int, "CalibrationSet"]:
@@ -217,18 +340,21 @@ def _existing_calibration(path: Path) -> tuple[int, "CalibrationSet"]:
         raise CalibrationFileError(f"{path}: cannot read it ({exc.strerror or exc}); {what}") from None
     if not is_h5:
         raise CalibrationFileError(f"{path}: exists and is not an HDF5 calibration file; {what}")
+    verify_seal(path, lambda: _open_existing(path, what), CalibrationFileError, "calibration file",
+                "re-run the calibration")
+    return _open_existing(path, what)
+
+
+def _open_existing(path: Path, what: str) -> tuple[int, "CalibrationSet"]:
+    """:func:`_existing_calibration` after the seal was checked."""
     try:
         with h5py.File(path, "r") as f:
-            kind = f.attrs.get("kind")
-            version = int(f.attrs.get("schema_version", -1))
+            version = check_kind_version(f, path, KIND, SCHEMA_VERSION, what="an optwin calibration file",
+                                         label="calibration", error=CalibrationFileError, advice=what)
     except OSError as exc:
         raise CalibrationFileError(f"{path}: exists but cannot be opened as HDF5, it may be truncated or corrupt "
-                                   f"({str(exc).splitlines()[0]}); {what}") from None
-    except (TypeError, ValueError):
-        kind, version = None, -1
-    if kind != KIND:
-        raise CalibrationFileError(f"{path}: exists and is not an optwin calibration file (kind={kind!r}); {what}")
-    return version, CalibrationSet.load(path)
+                                   f"({_first_line(exc)}); {what}") from None
+    return version, CalibrationSet._load(path)
 
 
 def check_fit_target(path, fit_name: str, *, replace: bool = False) -> bool:
@@ -297,7 +423,7 @@ def write_fit(path, fit: Fit, *, replace: bool = False, bench_name: str = "") ->
         _atomic(path, cs.save)
     else:
         def copy_and_add(tmp):       # copy the file object by object, leaving out the old fit
-            with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+            with h5py.File(path, "r") as src, h5py.File(tmp, "w", userblock_size=SEAL_BYTES) as dst:
                 for key, value in src.attrs.items():
                     dst.attrs[key] = value
                 for key in src:
@@ -312,6 +438,7 @@ def write_fit(path, fit: Fit, *, replace: bool = False, bench_name: str = "") ->
                         if name != fit.name:
                             src.copy(old[name], fits, name=name)
                 _write_fit(fits, fit)
+            seal(tmp)
         _atomic(path, copy_and_add)
     return {"created": False, "replaced": exists, "fits": sorted(names | {fit.name})}
 
@@ -331,27 +458,70 @@ def _atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def _read_tree(f) -> dict:
-    """Plain-data view of an open file (attributes and arrays only)."""
+def _str(value) -> str:
+    """A text attribute as str (h5py gives str, or bytes for fixed-length strings)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, found {type(value).__name__}")
+    return value
+
+
+def _json_attr(attrs, key: str, where: str) -> dict:
+    """A JSON object stored as a text attribute ({} when absent)."""
+    value = attrs.get(key, "{}")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError(f"{where}attribute {key} is not JSON text")
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}attribute {key} is not a JSON object")
+    return data
+
+
+def _read_tree(f, path="") -> dict:
+    """Plain-data view of an open file (attributes and arrays only); every fit that carries a
+    digest is verified (CalibrationFileError naming the fit when it does not match)."""
     content = {
         "schema_version": int(f.attrs["schema_version"]),
         "software_version": str(f.attrs.get("software_version", "")),
         "created_utc": str(f.attrs.get("created_utc", "")),
         "bench_name": str(f.attrs.get("bench_name", "")),
-        "bench_config": json.loads(f.attrs.get("bench_config", "{}")),
-        "bench_fingerprint": json.loads(f.attrs.get("bench_fingerprint", "{}")),
+        "bench_config": _json_attr(f.attrs, "bench_config", ""),
+        "bench_fingerprint": _json_attr(f.attrs, "bench_fingerprint", ""),
         "fits": {}, "raw": {},
     }
     if content["schema_version"] == 0:
         content["legacy_attrs"] = {k: f.attrs[k] for k in f.attrs}
         return content
-    for name, g in f.get("fits", {}).items():
-        quantities = {q: Quantity(float(d.attrs["value"]), float(d.attrs["stderr"]), str(d.attrs["units"]))
-                      for q, d in g["quantities"].items()}
-        arrays = {a: d[()] for a, d in g["arrays"].items()}
-        data = {k: g["data"][k][()] for k in ("x", "y", "y_fit") if k in g["data"]}
-        content["fits"][name] = Fit(name=name, model=str(g.attrs["model"]), quantities=quantities,
-                                    arrays=arrays, info=json.loads(g.attrs.get("info", "{}")), **data)
+    fits = f.get("fits")
+    if fits is not None and not isinstance(fits, h5py.Group):
+        raise ValueError("/fits is not a group")
+    for name, g in (fits or {}).items():
+        if not isinstance(g, h5py.Group):
+            raise ValueError(f"/fits/{name} is not a group")
+        try:
+            stored = _stored_fit(g)
+        except _DAMAGE as exc:
+            raise CalibrationFileError(
+                f"{path}: fit {name!r} cannot be read: its stored data are damaged or fail their checksum "
+                f"({_first_line(exc)}); restore the file from a copy or re-run that part of the "
+                f"calibration") from None
+        digest = stored["sha256"]
+        if digest is not None:
+            digest = digest.decode() if isinstance(digest, bytes) else digest
+            if digest != _digest(stored):
+                raise CalibrationFileError(
+                    f"{path}: fit {name!r} does not match the checksum stored with it (its values changed "
+                    f"after it was written: bit rot, a bad copy or an edit); restore the file from a copy "
+                    f"or re-run that part of the calibration")
+        quantities = {q: Quantity(float(d["value"]), float(d["stderr"]), _str(d["units"]))
+                      for q, d in stored["quantities"].items()}
+        data = {k: stored["data"][k] for k in ("x", "y", "y_fit") if k in stored["data"]}
+        content["fits"][name] = Fit(name=name, model=_str(stored["model"]), quantities=quantities,
+                                    arrays=stored["arrays"], info=_json_attr(stored, "info", f"/fits/{name} "),
+                                    **data)
     raw = f.get("raw")
     if raw is not None:
         def visit(key, obj):

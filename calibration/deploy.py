@@ -31,8 +31,8 @@ import math
 import numpy as np
 
 __all__ = ["DeployError", "SLM_FIT_NAMES", "LAYER_SLMS", "MVM_FITS", "READOUT_CAMERAS", "SCALE_NAMES",
-           "slm_fit_name", "inverse_lut", "encoder_dither", "phase_encoder", "weight_range", "weight_ranges",
-           "layer_frame", "camera_exposures", "apply_exposures", "spot_readouts", "bench_calibration"]
+           "slm_fit_name", "inverse_lut", "encoder_dither", "panel_encoding", "phase_encoder", "weight_range",
+           "weight_ranges", "layer_frame", "camera_exposures", "apply_exposures", "spot_readouts", "bench_calibration"]
 
 #: phase panel -> name of its SLM fit
 SLM_FIT_NAMES = {"slm1": "slm", "slm2": "slm.slm2", "probe_input": "slm.probe_input"}
@@ -122,6 +122,33 @@ def encoder_dither(fit, calibrated: bool) -> bool:
     return bool(calibrated)
 
 
+def panel_encoding(bench, slm: str) -> dict:
+    """The amplitude encoding the bench file gives phase panel ``slm``: ``{"encoding": "double_phase"}``
+    (default) or ``{"encoding": "blazed", "grating_period_px": p}`` (docs/encodings.md)."""
+    dev = bench.config.get("devices", {}).get(slm, {})
+    if dev.get("encoding", "double_phase") == "blazed":
+        return {"encoding": "blazed", "grating_period_px": int(dev["grating_period_px"])}
+    return {"encoding": "double_phase"}
+
+
+def _fit_encoding(fit, name: str, bench, slm: str) -> dict:
+    """The encoding a fit records (``info['encoding']``; double-phase when absent), checked against the bench."""
+    want = panel_encoding(bench, slm)
+    if fit is None or "encoding" not in fit.info:
+        # a transfer table without a recorded encoding was made for double-phase; a bare LUT fits any
+        got = {"encoding": "double_phase"} if fit is not None and "amplitude_transfer" in fit.arrays else want
+    else:
+        got = {"encoding": str(fit.info["encoding"])}
+        if got["encoding"] == "blazed":
+            got["grating_period_px"] = int(fit.info.get("grating_period_px", 0))
+    if got != want:
+        def show(e):
+            return e["encoding"] + (f" (period {e['grating_period_px']} px)" if "grating_period_px" in e else "")
+        raise DeployError(f"calibration '{name}' was made with {show(got)} encoding but bench {bench.name!r} gives "
+                          f"{slm} {show(want)}; restore the bench's encoding or re-run 'optwin calibrate --only slm'")
+    return got
+
+
 def phase_encoder(fits: dict, bench, slm: str, fallback_lut=None):
     """The :class:`hwio.encoding.PhaseEncoder` of phase panel ``slm`` as the fits describe it.
 
@@ -146,9 +173,12 @@ def phase_encoder(fits: dict, bench, slm: str, fallback_lut=None):
     (``info['double_phase']``, :func:`calibration.slm_fit.double_phase_range`) encodes with the
     reduced amplitude range and offset phase it gives (``encoder.amplitude_max``,
     ``encoder.phase_offset_rad``).  A fit whose ``info`` records ``wavefront_map_sha256``
-    (None: made without a map) must match the bench's map, else DeployError.
+    (None: made without a map) must match the bench's map, else DeployError.  The amplitude
+    encoding is the one the fit records (``info['encoding']``, ``info['grating_period_px']``;
+    files without it: double-phase), which must be the bench's (:func:`panel_encoding`):
+    ``blazed`` builds a :class:`hwio.encoding.BlazedEncoder`.
     """
-    from hwio.encoding import PhaseEncoder
+    from hwio.encoding import BlazedEncoder, PhaseEncoder
     from hwio.response import DoublePhaseRange
     from hwio.wavefront import bench_wavefront
     name = slm_fit_name(slm)
@@ -182,8 +212,14 @@ def phase_encoder(fits: dict, bench, slm: str, fallback_lut=None):
     except (KeyError, TypeError, ValueError) as exc:
         raise DeployError(f"calibration '{name}.info.double_phase' is malformed ({exc}); "
                           f"re-run 'optwin calibrate --only slm'") from None
-    enc = PhaseEncoder(bench.layouts[slm], panel.shape, lut, name=slm, dither=encoder_dither(fit, calibrated),
-                       wavefront_rad=wavefront, double_phase=double_phase)
+    encoding = _fit_encoding(fit if calibrated else None, name, bench, slm)
+    if encoding["encoding"] == "blazed":
+        enc = BlazedEncoder(bench.layouts[slm], panel.shape, lut, encoding["grating_period_px"], name=slm,
+                            wavefront_rad=wavefront, double_phase=double_phase)
+        source += f", blazed grating {encoding['grating_period_px']} px (first order)"
+    else:
+        enc = PhaseEncoder(bench.layouts[slm], panel.shape, lut, name=slm, dither=encoder_dither(fit, calibrated),
+                           wavefront_rad=wavefront, double_phase=double_phase)
     enc.wavefront_record = record
     if record:
         source += f", wavefront map {record['wavefront_map_path']} (sha256 {sha[:12]})"

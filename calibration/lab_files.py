@@ -16,6 +16,8 @@ Camera photon-transfer file (HDF5)
 
 One group per operating point (any names; at least 3 points), all frames the same
 (rows, cols).
+The file must hold its frames itself: external links and external or virtual datasets
+are refused.
 
 CSV files
 ---------
@@ -28,6 +30,23 @@ are allowed); without one the file must have exactly the listed columns in this 
 * absorber pump sweep: ``input, output`` (powers in any consistent units)
 * absorber probe sweep: ``pump, probe_transmission`` (pump power in the pump sweep's
   units, weak probe power transmission)
+
+Physically impossible data
+--------------------------
+Readers refuse data no measurement can give, with a one-line :class:`LabFileError`:
+
+* powers below zero (SLM ``first_order_power``, absorber ``output``) or a column without a
+  single positive power; a negative excursion within detector noise, at most
+  ``NOISE_FRACTION`` (5 %) of the column's largest magnitude, is kept (dark-subtracted data);
+* absorber output above its input, or a probe transmission above 1: the cell is passive.
+  Allowed are ``NOISE_FRACTION`` of the point's input plus ``FLOOR_FRACTION`` (1 %) of the
+  sweep's largest output.  Where the output arm does amplify, or its detector reads higher
+  than the input arm's, the file declares the factor in a comment line ``# gain = G``
+  (G > 0): output up to G x input (probe transmission up to G) is then accepted, and the
+  data are returned unchanged (the fits' scale factor absorbs G);
+* camera frames with negative or non-finite pixel values (raw frames in DN are >= 0), or
+  a point whose bright frames are darker than its dark frames by more than 5 standard
+  errors of the difference.
 """
 from __future__ import annotations
 
@@ -39,9 +58,15 @@ from typing import Sequence
 import numpy as np
 
 from calibration.camera_fit import CameraPoint
+from hwio.h5check import refuse_external
 
 __all__ = ["LabFileError", "read_camera_h5", "read_csv_columns", "read_slm_csv", "read_absorber_pump_csv",
-           "read_absorber_probe_csv", "file_provenance"]
+           "read_absorber_probe_csv", "file_provenance", "declared_gain", "NOISE_FRACTION", "FLOOR_FRACTION"]
+
+#: a power may fall below zero, or an output exceed its bound, by this fraction (detector noise)
+NOISE_FRACTION = 0.05
+#: ... plus this fraction of the sweep's largest output (the detector's noise floor)
+FLOOR_FRACTION = 0.01
 
 
 class LabFileError(ValueError):
@@ -87,6 +112,7 @@ def read_camera_h5(path) -> list[CameraPoint]:
     points = []
     try:
         with h5py.File(path, "r") as f:
+            refuse_external(f, path, what="a camera file", error=LabFileError)
             grp = f.get("points")
             if not isinstance(grp, h5py.Group):
                 raise LabFileError(f"{path}: no /points group; expected /points/<name>/bright and "
@@ -117,6 +143,7 @@ def read_camera_h5(path) -> list[CameraPoint]:
                         raise LabFileError(f"{path}: /points/{name}/{kind} frames are {d.shape[1:]}, other "
                                            f"points are {shape}; all points need the same frame size")
                     stacks[kind] = d[()]
+                    _check_frames(path, name, kind, stacks[kind])
                 exposure = _attr([g, g["bright"]], "exposure_s")
                 if exposure is None:
                     raise LabFileError(f"{path}: /points/{name} has no 'exposure_s' attribute (seconds)")
@@ -126,6 +153,7 @@ def read_camera_h5(path) -> list[CameraPoint]:
                 if photons == "bad" or (photons is not None and (not np.isfinite(photons) or photons < 0)):
                     raise LabFileError(f"{path}: /points/{name} attribute photons_per_pixel must be one "
                                        "number >= 0")
+                _check_bright_above_dark(path, name, stacks["bright"], stacks["dark"])
                 points.append(CameraPoint(stacks["bright"], stacks["dark"], exposure, photons, name=name))
     except LabFileError:
         raise
@@ -133,6 +161,31 @@ def read_camera_h5(path) -> list[CameraPoint]:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LabFileError(f"{path}: cannot read the camera file, it may be truncated or corrupt ({msg})") from None
     return points
+
+
+def _check_frames(path, name: str, kind: str, frames: np.ndarray) -> None:
+    """Raw frames in DN: finite and >= 0."""
+    if frames.size == 0:
+        raise LabFileError(f"{path}: /points/{name}/{kind} holds no pixels; record at least 2 frames per stack")
+    if frames.dtype.kind == "f" and not np.all(np.isfinite(frames)):
+        raise LabFileError(f"{path}: /points/{name}/{kind} holds NaN or infinite pixel values; give the raw "
+                           f"camera frames in DN")
+    if frames.dtype.kind in "if" and frames.min() < 0:
+        raise LabFileError(f"{path}: /points/{name}/{kind} holds negative pixel values (down to "
+                           f"{frames.min():g} DN); a camera's raw frames are >= 0, give them as recorded "
+                           f"(not dark-subtracted)")
+
+
+def _check_bright_above_dark(path, name: str, bright: np.ndarray, dark: np.ndarray) -> None:
+    """The frames with light may not be darker than those without, beyond 5 standard errors."""
+    b = np.asarray(bright, dtype=np.float64)
+    d = np.asarray(dark, dtype=np.float64)
+    diff = b.mean() - d.mean()
+    se = np.sqrt(b.var() / b.size + d.var() / d.size)
+    if diff < -5.0 * se:
+        raise LabFileError(f"{path}: /points/{name}: the bright frames are darker than the dark frames "
+                           f"({b.mean():.6g} < {d.mean():.6g} DN on average); check that 'bright' and 'dark' "
+                           f"are not swapped")
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -218,29 +271,110 @@ def read_csv_columns(path, columns: Sequence[str], *, what: str = "CSV file") ->
     return {c: data[:, k].copy() for k, c in enumerate(columns)}
 
 
+_GAIN = re.compile(r"^\s*#\s*gain\s*[=:]\s*(\S+)\s*$", re.IGNORECASE)
+
+
+def declared_gain(path) -> float:
+    """The gain a CSV file declares in a comment line ``# gain = G`` (1.0 when it declares none).
+
+    Raises
+    ------
+    LabFileError : the declaration is not one finite number > 0, or there are several.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        raise LabFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    found = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        match = _GAIN.match(line)
+        if match:
+            found.append((lineno, match.group(1)))
+    if not found:
+        return 1.0
+    if len(found) > 1:
+        raise LabFileError(f"{path}: lines {', '.join(str(n) for n, _ in found)} each declare a gain; keep one "
+                           f"'# gain = G' line")
+    lineno, raw = found[0]
+    try:
+        gain = float(raw)
+    except ValueError:
+        gain = float("nan")
+    if not (np.isfinite(gain) and gain > 0):
+        raise LabFileError(f"{path}: line {lineno}: the declared gain {raw!r} must be one finite number > 0")
+    return gain
+
+
+def _check_powers(path, values: np.ndarray, column: str) -> None:
+    """Powers: at least one > 0 and none below zero by more than NOISE_FRACTION of the largest."""
+    scale = float(np.max(np.abs(values))) if values.size else 0.0
+    if values.size == 0 or not np.any(values > 0):
+        raise LabFileError(f"{path}: column {column} holds no power above zero; a measured power is > 0, "
+                           f"check the column and the detector (dark level subtracted twice?)")
+    low = int(np.argmin(values))
+    if values[low] < -NOISE_FRACTION * scale:
+        raise LabFileError(f"{path}: column {column} has {values[low]:g} in data row {low + 1}, below zero by more "
+                           f"than {NOISE_FRACTION:.0%} of the largest power ({scale:g}); a power cannot be "
+                           f"negative: fix the dark subtraction or re-measure")
+
+
 def read_slm_csv(path):
     """SLM diffractive curve ``level, first_order_power`` -> (levels int64, power float64)."""
     d = read_csv_columns(path, ["level", "first_order_power"], what="SLM curve")
     lv = d["level"]
     if np.any(lv != np.round(lv)) or np.any(lv < 0):
         raise LabFileError(f"{os.fspath(path)}: column level must hold integer gray levels >= 0")
+    if np.any(lv > np.iinfo(np.int64).max // 2):
+        raise LabFileError(f"{os.fspath(path)}: column level holds {lv.max():g}, not a gray level")
+    _check_powers(os.fspath(path), d["first_order_power"], "first_order_power")
     return lv.astype(np.int64), d["first_order_power"]
 
 
 def read_absorber_pump_csv(path):
-    """Absorber pump sweep ``input, output`` -> (input, output) float64 arrays."""
+    """Absorber pump sweep ``input, output`` -> (input, output) float64 arrays.
+
+    Output above ``gain`` x input (``# gain = G`` in the file, default 1) beyond noise is
+    refused: the cell is passive (module docstring)."""
     d = read_csv_columns(path, ["input", "output"], what="absorber pump sweep")
-    if np.any(d["input"] < 0):
-        raise LabFileError(f"{os.fspath(path)}: column input must hold powers >= 0")
-    return d["input"], d["output"]
+    path = os.fspath(path)
+    p_in, p_out = d["input"], d["output"]
+    if np.any(p_in < 0):
+        raise LabFileError(f"{path}: column input must hold powers >= 0")
+    _check_powers(path, p_out, "output")
+    gain = declared_gain(path)
+    allowed = gain * p_in * (1 + NOISE_FRACTION) + FLOOR_FRACTION * float(np.max(np.abs(p_out)))
+    over = np.flatnonzero(p_out > allowed)
+    if over.size:
+        k = int(over[np.argmax((p_out - gain * p_in)[over])])
+        declared = f"the declared gain {gain:g} x input" if gain != 1.0 else "the input"
+        raise LabFileError(f"{path}: output {p_out[k]:g} exceeds {declared} {p_in[k]:g} in data row {k + 1} "
+                           f"({over.size} row(s) in all); a passive absorber cannot add power: give input and "
+                           f"output in the same calibrated units, or declare the output arm's gain in a "
+                           f"comment line '# gain = G'")
+    return p_in, p_out
 
 
 def read_absorber_probe_csv(path):
-    """Absorber probe sweep ``pump, probe_transmission`` -> (pump, probe_transmission) arrays."""
+    """Absorber probe sweep ``pump, probe_transmission`` -> (pump, probe_transmission) arrays.
+
+    A transmission above ``gain`` (``# gain = G`` in the file, default 1) beyond noise is refused."""
     d = read_csv_columns(path, ["pump", "probe_transmission"], what="absorber probe sweep")
-    if np.any(d["pump"] < 0):
-        raise LabFileError(f"{os.fspath(path)}: column pump must hold powers >= 0")
-    return d["pump"], d["probe_transmission"]
+    path = os.fspath(path)
+    pump, t = d["pump"], d["probe_transmission"]
+    if np.any(pump < 0):
+        raise LabFileError(f"{path}: column pump must hold powers >= 0")
+    _check_powers(path, t, "probe_transmission")
+    gain = declared_gain(path)
+    over = np.flatnonzero(t > gain * (1 + NOISE_FRACTION))
+    if over.size:
+        k = int(over[np.argmax(t[over])])
+        bound = f"the declared gain {gain:g}" if gain != 1.0 else "1"
+        raise LabFileError(f"{path}: probe_transmission {t[k]:g} in data row {k + 1} is above {bound} "
+                           f"({over.size} row(s) in all); a passive cell transmits at most all of the probe: "
+                           f"check the probe normalisation, or declare the gain in a comment line '# gain = G'")
+    return pump, t
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -17,7 +17,9 @@ Files (``out = cal.h5``)
 ``cal.h5``
     the CalibrationSet: every fit, the bench configuration (``bench.config``, never the
     truth of a simulated bench), ``raw/raw_file`` (the name of the raw recording) and
-    ``raw/run_info`` (JSON: parts run, wall times, device retries).
+    ``raw/run_info`` (JSON: parts run, wall times, device retries, and per part ``steps``:
+    frames, SLM frames shown, bench time (SLM settling + exposures + readouts: what a real
+    bench spends, s) and compute time, s).
 ``cal.h5.raw.h5``
     :class:`hwio.recording.Recorder` file with the raw measurements as they were taken
     (spot powers per frame pair, camera frames of the camera calibration, ...), one stream
@@ -44,7 +46,6 @@ import datetime as _dt
 import importlib
 import json
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -204,8 +205,8 @@ def _run_part(part: str, ctx: CalContext, progress: bool) -> list:
 def _bar(parts, progress: bool):
     if not progress:
         return None
-    from tqdm import tqdm
-    return tqdm(total=len(parts), desc="calibrate", unit="part", file=sys.stderr, leave=False)
+    from hwio.progress import progress as _progress
+    return _progress(total=len(parts), desc="calibrate", unit="part")
 
 
 def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir=None, progress: bool = True,
@@ -222,7 +223,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     resume : continue an interrupted run with the same ``out_path``: completed parts are
         loaded, recorded steps of the interrupted part are not measured again.
     report_dir : write the report (PNG per fit and ``report.html``) there.
-    progress : show progress bars (tqdm, on stderr) when stderr is a terminal.
+    progress : show progress on stderr (:mod:`hwio.progress`: a bar on a terminal, log lines otherwise).
     report_truth : optional {'quantity': true value} shown in the report only (the CLI fills it
         for simulated benches; calibration never reads a bench's truth).
 
@@ -236,7 +237,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     parts = parse_only(only)
     paths = state_paths(out)
     fingerprint = bench_fingerprint(bench)
-    progress = bool(progress) and sys.stderr.isatty()
+    progress = bool(progress)
     t_start = time.perf_counter()
 
     # -- what is already known: an existing output file (for --only), an interrupted run
@@ -298,8 +299,12 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
         raise CalibrationRunError(f"cannot open the raw recording {raw_path}: {exc}") from None
 
     ctx = CalContext(bench, recorder=recorder, fits=fits)
+    virtual = _virtual_clock(bench)
     ctx.info["recorded"] = recorded
     bar = _bar(parts, progress)
+    # the fits' matrices are small: BLAS threads only cost time (and a shared machine's cores)
+    from threadpoolctl import threadpool_limits
+    limits = threadpool_limits(limits=1, user_api="blas")
     try:
         _write_json_atomic(paths["state"], state)
         for part in parts:
@@ -313,10 +318,16 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
             state["current_started_utc"] = _now()
             _write_json_atomic(paths["state"], state)
             t0 = time.perf_counter()
+            before = ctx.counters()
             new = _run_part(part, ctx, progress)
             ctx.add(*new)
             recorder.flush()
             state["timings_s"][part] = round(time.perf_counter() - t0, 3)
+            state.setdefault("steps", {})[part] = _step_record(before, ctx.counters(), state["timings_s"][part],
+                                                               virtual)
+            sub = _sub_steps(ctx, part, virtual)
+            if sub:
+                state["steps"][part]["sub_steps"] = sub
             state["parts_done"].append(part)
             state.setdefault("finished_utc_by_part", {})[part] = _now()
             state["current"] = None
@@ -326,6 +337,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
             if bar is not None:
                 bar.update(1)
     finally:
+        limits.restore_original_limits()
         if bar is not None:
             bar.close()
         recorder.close()
@@ -339,6 +351,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     state["wall_s"] = round(time.perf_counter() - t_start, 3)
     state["warnings"] = warnings
     summary = {"parts": list(parts), "timings_s": state["timings_s"], "wall_s": state["wall_s"],
+                "steps": state.get("steps", {}), "bench_clock": "virtual" if virtual else "real",
                 "resumed": bool(resume and done), "parts_loaded_on_resume": done,
                 "device_retries": ctx.info.get("retries", 0), "stale_frames": ctx.info.get("stale_frames", 0),
                 "frames_grabbed": ctx.n_grabs, "warnings": warnings, "raw_file": final_raw.name,
@@ -351,8 +364,47 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     _write_json_atomic(paths["state"], state)
     if report_dir is not None:
         from calibration.report import write_report
-        write_report(cal, report_dir, truth=report_truth)
+        write_report(cal, report_dir, truth=report_truth, raw_path=final_raw)
     return cal
+
+
+def _virtual_clock(bench) -> bool:
+    """Whether the bench runs on a virtual clock (a simulated bench: waits cost no wall time).
+
+    A real bench's timeline reads ``time.monotonic``; a virtual clock starts at 0 and moves only
+    by the bench time, so it never reads the same."""
+    return abs(float(bench.timeline.now()) - time.monotonic()) > 1.0
+
+
+def _step_record(before: dict, after: dict, wall_s: float, virtual: bool) -> dict:
+    """One part's cost: frames and SLM frames shown, the bench time a real bench spends (SLM
+    settling before frames, exposures, camera readouts; s) and the compute time (s).
+
+    On a virtual clock (simulated bench) the whole wall time is compute; on a real bench the
+    compute time is the wall time less the bench time."""
+    d = {k: after[k] - before[k] for k in after}
+    bench_s = d["settle_s"] + d["exposure_s"] + d["readout_s"]
+    compute_s = wall_s if virtual else max(wall_s - bench_s, 0.0)
+    return {"frames": int(d["frames"]), "shows": int(d["shows"]), "bench_s": round(bench_s, 3),
+            "settle_s": round(d["settle_s"], 3), "exposure_s": round(d["exposure_s"], 3),
+            "readout_s": round(d["readout_s"], 3), "compute_s": round(compute_s, 3), "wall_s": round(wall_s, 3)}
+
+
+def _sub_steps(ctx: CalContext, part: str, virtual: bool) -> dict:
+    """The timed blocks of a part's procedures (``ctx.timed``: e.g. ``slm.slm1``, ``exposure``)
+    as step records; taken out of the context once reported."""
+    costs = ctx.info.get("costs", {})
+    names = [n for n in costs if n == part or n.startswith(part + ".") or (part == "slm" and n == "exposure")]
+    out = {}
+    for n in names:
+        if n == part:                    # the whole part: its record already says it
+            costs.pop(n)
+            ctx.info["timings_s"].pop(n, None)
+            continue
+        c = costs.pop(n)
+        wall = float(ctx.info["timings_s"].pop(n, 0.0))
+        out[n] = _step_record({k: 0 for k in c}, c, round(wall, 3), virtual)
+    return out
 
 
 def _save_with_raw(cal: CalibrationSet, out: Path, recording: Path, final_raw: Path) -> None:

@@ -1,4 +1,4 @@
-"""Training modes on the simulated benches: the README's table (issue: hardware-in-the-loop).
+"""Training modes on the simulated benches: the table of docs/results.md.
 
 For each bench (calibrated first, through the device interfaces) and each 2-D task:
 

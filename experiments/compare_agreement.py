@@ -1,4 +1,4 @@
-"""Twin-vs-bench agreement per MVM on the simulated benches (the README's compare table).
+"""Twin-vs-bench agreement per MVM on the simulated benches (the compare table of docs/results.md).
 
 For each bench: calibrate through the devices (or reuse ``--cal-dir/cal_<bench>.h5``), then run
 ``optwin compare`` for several seeds (random weights and inputs per seed) and tabulate the
@@ -27,6 +27,7 @@ def main(argv=None):
     p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--cal-dir", default="/tmp/optwin_bench_modes")
     p.add_argument("--out", default=str(ROOT / "docs" / "compare_agreement"))
+    p.add_argument("--fresh", action="store_true", help="calibrate again even where --cal-dir holds a calibration")
     a = p.parse_args(argv)
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
@@ -37,10 +38,13 @@ def main(argv=None):
     for name in a.benches.split(","):
         cal_path = Path(a.cal_dir) / f"cal_{name}.h5"
         with open_bench(name) as bench:
-            if cal_path.exists():
+            if cal_path.exists() and not a.fresh:
+                print(f"{name}: reusing the calibration {cal_path} (pass --fresh to calibrate again)", flush=True)
                 cal = load_calibration(cal_path)
             else:
                 cal_path.parent.mkdir(parents=True, exist_ok=True)
+                for old in cal_path.parent.glob(cal_path.name + "*"):     # our own earlier calibration
+                    old.unlink()
                 cal = calibrate_bench(bench, cal_path, progress=False)
             system = bench_system_from_calibration(bench, cal)
             for seed in (int(s) for s in a.seeds.split(",")):

@@ -86,7 +86,8 @@ def gradient_cosines(task, n_batches=20, seed=0):
 def measure(args):
     DOCS.mkdir(exist_ok=True)
     task = load_task("mnist")
-    have = done_keys(RESULTS)
+    have = set() if args.fresh else done_keys(RESULTS)
+    reused = 0
     alphas = args.alphas or ALPHAS
     configs = ([("linear", 0.0, "exact")] if not args.alphas else []) + \
         [("thin", a, r) for a in alphas for r in ("probe", "exact")]
@@ -98,6 +99,7 @@ def measure(args):
             if args.init_scale != 1.0:
                 key += f":init{args.init_scale:g}"
             if key in have:
+                reused += 1
                 continue
             res = run_one(task, absorber, alpha0, rule, seed, args.epochs, args.init_scale)
             res.update(key=key, absorber=absorber, alpha0=alpha0, rule=rule, seed=seed, epochs=args.epochs,
@@ -105,13 +107,23 @@ def measure(args):
             with RESULTS.open("a") as fh:
                 fh.write(json.dumps(res) + "\n")
             print(f"{key}: test {res['test_accuracy']:.4f} ({res['seconds']:.0f} s)", flush=True)
+    if reused:
+        print(f"reused {reused} cached run(s) from {RESULTS.relative_to(DOCS.parent)} (same configuration, seed "
+              f"and epochs); pass --fresh to measure them again", flush=True)
     cos_path = DOCS / "mnist_gradient_cosine.json"
-    if not cos_path.exists():
+    if args.fresh or not cos_path.exists():
         cos_path.write_text(json.dumps(gradient_cosines(task), indent=1))
 
 
 def report():
-    rows = [json.loads(l) for l in RESULTS.read_text().splitlines() if l.strip()]
+    latest = {}                      # a run measured again (--fresh) replaces the earlier one
+    for line in RESULTS.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            latest[row["key"]] = row
+        except (ValueError, KeyError):
+            continue                 # a line cut by a kill
+    rows = list(latest.values())
     cos = json.loads((DOCS / "mnist_gradient_cosine.json").read_text())
     table = {}
     for r in rows:
@@ -184,6 +196,9 @@ if __name__ == "__main__":
     p.add_argument("--alphas", type=float, nargs="+", help="only these alpha0 (no linear baseline)")
     p.add_argument("--init-scale", type=float, default=1.0, help="initial weights ~ N(0, s^2/n_in)")
     p.add_argument("--report", action="store_true", help="only write the table and plot from saved results")
+    p.add_argument("--fresh", action="store_true",
+                   help="measure every requested run again, even where docs/mnist_reproduction.jsonl has it "
+                        "(the new result replaces the old one in the table)")
     a = p.parse_args()
     if a.report:
         report()

@@ -313,6 +313,8 @@ def _read_toml(path: Path, label: str) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{label}: not valid TOML ({exc}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{label}: not UTF-8 text; a bench file is TOML (save it as UTF-8)") from None
     except OSError as exc:
         raise ValueError(f"{label}: cannot read the bench file ({exc.strerror})") from None
 
@@ -349,6 +351,7 @@ def _parse_device(label: str, name: str, table, base_dir=None) -> dict:
             from hwio.wavefront import parse_wavefront_entry
             entry, _ = r._get("wavefront_map", None)
             dev["wavefront_map"] = parse_wavefront_entry(entry, base_dir, r.where("wavefront_map"))
+        dev.update(_parse_encoding(r, name))
     else:
         dev["exposure_s"] = r.float("exposure_s", 1e-3, lo=0, lo_open=True)
         dev["timeout_s"] = r.float("timeout_s", 2.0, lo=0, lo_open=True)
@@ -367,6 +370,21 @@ def _parse_device(label: str, name: str, table, base_dir=None) -> dict:
     if name == "flat_source" and dev["shape"] is not None and dev["shape"] != [1, 1]:
         raise r.error("shape", f"must be [1, 1] for the flat lamp, got {dev['shape']}")
     return dev
+
+
+def _parse_encoding(r: TableReader, name: str) -> dict:
+    """``encoding`` ('double_phase' or 'blazed', docs/encodings.md) and ``grating_period_px``; {} when unset."""
+    if not (r.has("encoding") or r.has("grating_period_px")):
+        return {}
+    if name not in ("slm1", "slm2", "probe_input"):
+        raise r.error("encoding" if r.has("encoding") else "grating_period_px",
+                      "is only for the weight panels slm1, slm2 and probe_input; remove it")
+    enc = r.str("encoding", "double_phase", choices=("double_phase", "blazed"))
+    if enc != "blazed":
+        if r.has("grating_period_px"):
+            raise r.error("grating_period_px", "is only for encoding = 'blazed'; remove it or set the encoding")
+        return {"encoding": enc}
+    return {"encoding": enc, "grating_period_px": r.int("grating_period_px", 10, lo=3)}
 
 
 def _parse_channels(r: TableReader) -> list:
@@ -403,6 +421,7 @@ def _parse_region(label: str, name: str, table) -> dict:
     if kind == "slm":
         if name == "lo" or r.has("channels"):
             dev["channels"] = _parse_channels(r)
+        dev.update(_parse_encoding(r, name))
     else:
         dev["exposure_s"] = r.float("exposure_s", None, lo=0, lo_open=True)
     r.finish()

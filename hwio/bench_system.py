@@ -19,7 +19,6 @@ import numpy as np
 
 from hwio.devices import DeviceError
 from hwio.encoding import DMDEncoder, PhaseEncoder
-from hwio.readout import SpotReadout
 from hwio.response import InverseLUT
 from twin.system import BackwardResult, ForwardResult
 

@@ -47,6 +47,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hwio.h5check import check_root
+
 __all__ = ["Recorder", "RecordedStream", "read_stream", "list_streams", "RecordingError",
            "RECORDING_SCHEMA_VERSION"]
 
@@ -195,14 +197,12 @@ def _open_read(path) -> h5py.File:
                 raise RecordingError(_damage_message(path, exc2)) from None
         else:
             raise RecordingError(_damage_message(path, exc)) from None
-    if f.attrs.get("kind") != KIND:
+    try:
+        check_root(f, path, KIND, RECORDING_SCHEMA_VERSION, what="an optwin recording", label="recording",
+                   error=RecordingError)
+    except BaseException:
         f.close()
-        raise RecordingError(f"{path}: not an optwin recording (no kind='{KIND}' attribute); pick the right file")
-    version = int(f.attrs.get("schema_version", -1))
-    if version > RECORDING_SCHEMA_VERSION:
-        f.close()
-        raise RecordingError(f"{path}: recording schema {version} is newer than this optwin reads "
-                             f"({RECORDING_SCHEMA_VERSION}); upgrade optwin")
+        raise
     return f
 
 

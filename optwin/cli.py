@@ -13,16 +13,20 @@ quietly with exit code 141, as a command killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import logging
 import os
+import signal
 import sys
+import threading
 
-from optwin.errors import UsageError
+from optwin.errors import UsageError, clear_interrupt, on_sigint
 
 COMMANDS = ["train", "bench", "push", "calibrate", "compare", "demo", "sweep"]
 
-#: exit codes of ``optwin`` (README, "Outputs and errors")
+#: exit codes of ``optwin`` (docs/files.md, "Outputs and errors")
 EXIT_OK, EXIT_POINTS_FAILED, EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 3, 130, 141
 EXIT_CODES = {
     EXIT_OK: "done",
@@ -37,19 +41,13 @@ _RUNTIME_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``optwin`` parser: every command of :data:`COMMANDS` that is installed, ``--debug``."""
+    """The ``optwin`` parser: every command of :data:`COMMANDS`, ``--debug``."""
     parser = argparse.ArgumentParser(
         prog="optwin",
         description="Calibrate, twin and train optical neural networks (end-to-end optical backpropagation).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"optwin.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"optwin.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"optwin.commands.{name}").register(sub)
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a failure instead of a one-line error (or OPTWIN_DEBUG=1)")
     _add_debug_flag(sub)
@@ -142,6 +140,20 @@ def _quiet_stdout() -> None:
         pass                     # stdout is no real file (e.g. captured in a test)
 
 
+def _log_to_stderr() -> None:
+    """Show the packages' log records of level INFO and above on stderr (``optwin: <message>``),
+    e.g. the GenTL producer a bench loads; once per process, and only where nothing else (a
+    test runner, an embedding program) has set up logging for them."""
+    for name in ("hwio", "calibration", "optwin"):
+        logger = logging.getLogger(name)
+        if logger.handlers or logging.getLogger().handlers:
+            continue
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("optwin: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``optwin`` command; returns its exit code (:data:`EXIT_CODES`).
 
@@ -163,6 +175,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("OPTWIN_DEBUG", "").strip() not in ("", "0")
+    _log_to_stderr()
+    with _sigint_remembered():
+        return _run(args, debug)
+
+
+@contextlib.contextmanager
+def _sigint_remembered():
+    """While a command runs in the main thread with Python's default Ctrl-C handling, Ctrl-C is
+    also remembered (:func:`optwin.errors.on_sigint`): an interrupt raised inside a finaliser is
+    not lost."""
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if install:
+        clear_interrupt()
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            clear_interrupt()
+
+
+def _run(args, debug: bool) -> int:
+    """``args.func(args)`` inside the error boundary (:func:`main`)."""
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()           # a closed pipe shows here, inside the boundary

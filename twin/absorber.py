@@ -46,6 +46,17 @@ class Absorber:
         out = self.transmit(z)
         return out, self.slope(z, rule)
 
+    def forward_into(self, z: np.ndarray, out: np.ndarray, slope: np.ndarray, rule: str = "exact"):
+        """:meth:`forward` into ``out`` and ``slope`` (arrays shaped and typed like ``z``).
+
+        Returns ``(output, slope)``: the two arrays, whose roles a model may swap to save
+        a pass.  Models without a dedicated version compute in float64 and copy.
+        """
+        o, s = self.forward(z, rule)
+        out[...] = o
+        slope[...] = s
+        return out, slope
+
     def slope(self, z, rule: str):
         if rule == "exact":
             return self.derivative(z)
@@ -113,6 +124,33 @@ class ThinAbsorber(_Parametric):
         if rule == "exact":
             return z * t, t * (1.0 + self.alpha0 * s * inv * inv)
         raise ValueError(f"unknown backward rule {rule!r}: use 'exact' or 'probe'")
+
+    def forward_into(self, z, out, slope, rule: str = "exact"):
+        """In the dtype of ``z`` (float32 or float64), without temporaries."""
+        if rule not in ("probe", "exact"):
+            raise ValueError(f"unknown backward rule {rule!r}: use 'exact' or 'probe'")
+        t = slope
+        np.multiply(z, z, out=t)
+        if self.i_sat != 1.0:
+            t /= self.i_sat
+        t += 1.0
+        if rule == "probe":      # the arithmetic of forward(): bitwise equal in float64
+            np.divide(-0.5 * self.alpha0, t, out=t)
+            np.exp(t, out=t)
+            np.multiply(z, t, out=out)
+            return out, t
+        # exact: with inv = 1 / (1 + s), s inv = 1 - inv, so g'/t = 1 + alpha0 (1 - inv) inv
+        np.reciprocal(t, out=t)
+        r = out
+        np.subtract(1.0, t, out=r)
+        r *= t
+        r *= self.alpha0
+        r += 1.0
+        t *= -0.5 * self.alpha0
+        np.exp(t, out=t)
+        r *= t                    # the exact slope
+        np.multiply(z, t, out=t)  # the output, in the other array
+        return t, r
 
 
 class _FullPropagation(_Parametric):

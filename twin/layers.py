@@ -6,7 +6,7 @@ field units (output field = W @ input field).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -180,8 +180,9 @@ class _RowMap:
 
     max_bands = 7
 
-    def __init__(self, a: np.ndarray):
-        self.a = np.array(a, dtype=np.float64)
+    def __init__(self, a: np.ndarray, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
+        self.a = np.array(a, dtype=self.dtype)
         n = self.n = self.a.shape[0]
         offsets = [k for k in range(-(n - 1), n) if k != 0 and np.any(np.diagonal(self.a, k))]
         # tiny maps: one small dense product is cheaper than several shifted passes
@@ -192,8 +193,8 @@ class _RowMap:
             for transpose, m in ((False, self.a), (True, self.a.T)):
                 rows, srcs = [], []
                 for k in [0] + [-k if transpose else k for k in offsets]:
-                    row = np.zeros(n)
-                    src = np.zeros(n)
+                    row = np.zeros(n, self.dtype)
+                    src = np.zeros(n, self.dtype)
                     if k >= 0:
                         row[:n - k] = np.diagonal(m, k)
                         src[k:] = np.diagonal(m, k)
@@ -223,8 +224,8 @@ class _RowMap:
         """New array: z @ A.T (or z @ A with ``transpose``), for z of shape (..., n)."""
         if not self.banded:
             return z @ (self.a if transpose else self.a.T)
-        if not (z.flags.c_contiguous and z.dtype == np.float64):
-            z = np.ascontiguousarray(z, dtype=np.float64)
+        if not (z.flags.c_contiguous and z.dtype == self.dtype):
+            z = np.ascontiguousarray(z, dtype=self.dtype)
         (k0, d0), *rest = self._src[transpose]
         out = np.multiply(z, d0)
         if z.size == 0:
@@ -268,10 +269,16 @@ class OpticalLinear:
     (batch, n_out) / (batch, n_in) arrays; the results are the same up to rounding.
     The factorisation is set up at construction: of the imperfections only ``stray`` and
     ``readout_noise`` may be changed on a live layer.
+
+    ``dtype`` (float32 or float64) is the precision of the weights, the work arrays and
+    the passes; inputs should come in it (others are computed in the wider type).
+    ``forward``/``backward`` take optional ``out`` arrays that receive the results where
+    the pass produces them directly (the returned arrays are authoritative).
     """
 
     def __init__(self, n_in: int, n_out: int, weights: np.ndarray | None = None,
-                 imperfections: Imperfections | None = None, rng=None, init_scale: float = 1.0):
+                 imperfections: Imperfections | None = None, rng=None, init_scale: float = 1.0,
+                 dtype=np.float64):
         if n_in <= 0 or n_out <= 0:
             raise ValueError(f"layer sizes must be > 0, got {n_in} -> {n_out}")
         self.n_in, self.n_out = int(n_in), int(n_out)
@@ -280,14 +287,16 @@ class OpticalLinear:
         if weights is None:
             rng = np.random.default_rng(rng)
             weights = rng.normal(0.0, init_scale / np.sqrt(self.n_in), (self.n_out, self.n_in))
-        self.weights = np.array(weights, dtype=np.float64)
+        self.dtype = np.dtype(dtype)
+        self.weights = np.array(weights, dtype=self.dtype)
         if self.weights.shape != (self.n_out, self.n_in):
             raise ValueError(f"weights have shape {self.weights.shape}, layer is {(self.n_out, self.n_in)}")
         self._input = self._ag = None
         self._mode = "batch"
         self._buf = np.empty_like(self.weights)
         self._buf2 = None
-        self._ones_in, self._ones_out = np.ones(self.n_in), np.ones(self.n_out)   # row sums as gemv
+        # row sums as gemv
+        self._ones_in, self._ones_out = np.ones(self.n_in, self.dtype), np.ones(self.n_out, self.dtype)
         self._prepare()
 
     # vector mode when batch < ratio * n_out and n_in > n_out (see forward)
@@ -296,20 +305,21 @@ class OpticalLinear:
     def _prepare(self) -> None:
         """Factorise the imperfections once: gain split, quantiser constants, output maps."""
         imp = self.imperfections
+        dt = self.dtype
         go = gi = full = None
         if imp.gain is not None:
             g = np.asarray(imp.gain, dtype=np.float64)
             sep = _rank_one(g)
             if sep is None:
-                full = g.copy()
+                full = g.astype(dt)
             else:
-                go, gi = sep
+                go, gi = (v.astype(dt) for v in sep)
         self._row_gain, self._col_gain, self._full_gain = go, gi, full
         self._q = None
         step = 1.0
         if imp.levels is not None:
             levels = int(imp.levels)
-            step = 2.0 * imp.w_max / (levels - 1)
+            step = 2.0 * float(imp.w_max) / (levels - 1)
             # level values are step * j, j integer (odd levels) or half-integer (even levels):
             # nearest level = floor(w / step) + 1/2 or rint(w / step), clipped to the range
             if levels % 2 == 0:
@@ -319,7 +329,7 @@ class OpticalLinear:
         self._t = None
         if imp.transfer is not None:    # staircase: edges in weight units, values in weight units
             e, v = (np.asarray(part, dtype=np.float64) for part in imp.transfer)
-            self._t = (e * imp.w_max, v * imp.w_max)
+            self._t = ((e * imp.w_max).astype(dt), (v * imp.w_max).astype(dt))
         # matrix mode: B = J * inner, G * Q(W) = diag(g_out) B  (J: weights or level values / step)
         inner = gi if gi is not None else full
         if self._q is not None:
@@ -332,13 +342,16 @@ class OpticalLinear:
         row_step = None if go is None and step == 1.0 else (step if go is None else step * go)
         self._row_step = row_step
         c = imp.crosstalk
-        self._cmap = _RowMap(c) if c is not None else None
+        self._cmap = _RowMap(c, dt) if c is not None else None
         self._emap = self._esmap = None   # C diag(g_out) and C diag(step g_out)
         if c is not None:
             c = np.asarray(c, dtype=np.float64)
-            self._emap = self._cmap if go is None else _RowMap(c * go)
+            self._emap = self._cmap if go is None else _RowMap(c * go, dt)
             if self._vec_ok:
-                self._esmap = self._cmap if row_step is None else _RowMap(c * row_step)
+                self._esmap = self._cmap if row_step is None else _RowMap(c * row_step, dt)
+        # backward-path defects in the layer's precision
+        self._bgain = None if imp.backward_gain is None else np.asarray(imp.backward_gain, dtype=dt)
+        self._nonrec = None if imp.nonreciprocity is None else np.asarray(imp.nonreciprocity, dtype=dt)
 
     # -- the realised matrix -------------------------------------------------
     def quantised(self) -> np.ndarray:
@@ -414,15 +427,18 @@ class OpticalLinear:
             return self._emap.apply(delta, transpose=True)
         return delta if self._row_gain is None else delta * self._row_gain
 
-    def forward(self, a: np.ndarray, rng=None, keep: bool = True, noise=None) -> np.ndarray:
+    def forward(self, a: np.ndarray, rng=None, keep: bool = True, noise=None, out=None) -> np.ndarray:
         """Output fields (batch, n_out) for input fields ``a`` (batch, n_in).
 
         ``noise``: readout noise to add, drawn beforehand (e.g. one draw for all layers of a
         network), with the same number of elements as the outputs; by default the layer
         draws N(0, readout_noise^2) values from ``rng``.  Used only when readout_noise > 0.
+        ``out``: a (batch, n_out) array of the layer's dtype that may receive the result.
         """
         imp = self.imperfections
         batch = a.shape[0] if a.ndim == 2 else 0
+        if out is not None and (a.ndim != 2 or out.shape != (batch, self.n_out) or out.dtype != self.dtype):
+            out = None
         # keep=False must not touch the state a later backward() relies on
         buf = self._buf if keep else np.empty_like(self.weights)
         if self._vec_ok and 0 < batch < self._vector_batch_ratio * self.n_out and self.n_in > self.n_out:
@@ -431,7 +447,7 @@ class OpticalLinear:
             mode = "vector"
             m = self._realise(vector=True, buf=buf)
             ag = a if self._col_gain is None else a * self._col_gain
-            y = ag @ m.T
+            y = np.matmul(ag, m.T, out=None if self._esmap is not None else out)
             if self._q is not None and self._q[3]:   # level offset: rank-1 term half * row sums
                 y += (self._q[3] * (ag @ self._ones_in))[:, None]
             z = _to_outputs(y, self._esmap, self._row_step)
@@ -439,20 +455,20 @@ class OpticalLinear:
             # crosstalk folded into the matrix: (n_out, n_in) smaller than (batch, n_out)
             mode, ag = "fold", None
             if self._buf2 is None or not keep:
-                out = np.empty_like(self.weights)
+                mat = np.empty_like(self.weights)
                 if keep:
-                    self._buf2 = out
+                    self._buf2 = mat
             else:
-                out = self._buf2
-            m = self._emap.left(self._realise(buf=buf), out=out)
-            z = a @ m.T
+                mat = self._buf2
+            m = self._emap.left(self._realise(buf=buf), out=mat)
+            z = np.matmul(a, m.T, out=out)
         else:
             mode, ag = "batch", None
             m = self._realise(buf=buf)
-            y = a @ m.T
+            y = np.matmul(a, m.T, out=None if self._emap is not None else out)
             z = _to_outputs(y, self._emap, self._row_gain)
         if imp.stray is not None:
-            z += imp.stray
+            z += np.asarray(imp.stray, dtype=z.dtype)
         if imp.readout_noise > 0:
             if noise is None:
                 rng = rng if rng is not None else np.random.default_rng()
@@ -469,7 +485,8 @@ class OpticalLinear:
         self._m, self._mode = self._realise(), "batch"
         self._input, self._ag = a, None
 
-    def backward(self, delta: np.ndarray, update: str = "gradient", need_input_error: bool = True):
+    def backward(self, delta: np.ndarray, update: str = "gradient", need_input_error: bool = True,
+                 out=None, grad_out=None):
         """Propagate the output error ``delta`` (batch, n_out) backward.
 
         Returns ``(delta_in, grad)``: the error arriving at the input plane (batch, n_in)
@@ -477,45 +494,61 @@ class OpticalLinear:
         first layer) and the weight update (n_out, n_in).  ``update='gradient'`` is the true gradient
         with respect to the programmed weights; ``'optical'`` is the outer product of the
         injected error and the input, as an optical bench measures it.
+        ``out`` may receive ``delta_in``; ``grad_out`` (n_out, n_in) always receives the
+        update when given (and is returned as ``grad``).
         """
         if self._input is None:
             raise RuntimeError("backward() needs a forward() with keep=True first")
         if update not in ("gradient", "optical"):
             raise ValueError(f"unknown update {update!r}: use 'gradient' or 'optical'")
-        imp = self.imperfections
         a, mode = self._input, self._mode
+        if out is not None and (out.shape != (delta.shape[0], self.n_in) or out.dtype != self.dtype):
+            out = None
+        if grad_out is not None and (grad_out.shape != self.weights.shape
+                                     or not np.can_cast(np.result_type(delta, a), grad_out.dtype, "same_kind")):
+            raise ValueError(f"grad_out must be a {self.weights.shape} float array")
         d_row = None if mode == "fold" else self._row_error(delta)
         if not need_input_error:
             delta_in = None
-        elif imp.backward_gain is not None:
-            delta_in = self._mix(delta, transpose=True) @ (self.quantised() * imp.backward_gain)
+        elif self._bgain is not None:
+            mat = (self.quantised() * self._bgain).astype(self.dtype, copy=False)
+            delta_in = np.matmul(self._mix(delta, transpose=True), mat, out=out)
         elif mode == "fold":     # self._m = C diag(g_out) B
-            delta_in = delta @ self._m
+            delta_in = np.matmul(delta, self._m, out=out)
         else:
-            delta_in = d_row @ self._m
+            delta_in = np.matmul(d_row, self._m, out=out)
             if mode == "vector":
                 if self._q is not None and self._q[3]:
                     delta_in += (self._q[3] * (d_row @ self._ones_out))[:, None]
                 if self._col_step is not None:
                     delta_in *= self._col_step
-        if need_input_error and imp.nonreciprocity is not None:
-            delta_in += delta @ imp.nonreciprocity
+        if need_input_error and self._nonrec is not None:
+            delta_in += delta @ self._nonrec
+        return delta_in, self._weight_update(delta, d_row, a, mode, update, grad_out)
+
+    def _weight_update(self, delta, d_row, a, mode, update, out):
+        """The weight update of backward(), in ``out`` when given."""
         if update == "optical":
-            return delta_in, delta.T @ a
+            return np.matmul(delta.T, a, out=out)
         # dL/dW = G * ((delta C)^T a) = diag(g_out) ((delta C)^T a) diag(g_in)
         if mode == "vector":
-            return delta_in, d_row.T @ self._ag
+            return np.matmul(d_row.T, self._ag, out=out)
         if mode == "fold":
-            grad = self._emap.left(delta.T @ a, transpose=True)
+            grad = np.matmul(delta.T, a, out=out)
+            mixed = self._emap.left(grad, transpose=True)
+            if out is None:
+                grad = mixed
+            else:
+                out[...] = mixed
         elif self._col_gain is not None and a.ndim == 2 and a.shape[0] < self.n_out:
-            return delta_in, d_row.T @ (a * self._col_gain)    # (batch, n_in) < (n_out, n_in)
+            return np.matmul(d_row.T, a * self._col_gain, out=out)    # (batch, n_in) < (n_out, n_in)
         else:
-            grad = d_row.T @ a
+            grad = np.matmul(d_row.T, a, out=out)
         if self._col_gain is not None:
             grad *= self._col_gain
         elif self._full_gain is not None:
             grad *= self._full_gain
-        return delta_in, grad
+        return grad
 
 
 class AbsorberActivation:
@@ -525,6 +558,8 @@ class AbsorberActivation:
         backward error of each sample is scaled so its largest |value| carries that
         intensity, and the probe then sees the pump plus its own intensity
         (self-saturation), which makes the backward map nonlinear.
+
+    Outputs and slopes keep the dtype of ``z``.
     """
 
     def __init__(self, absorber: Absorber, rule: str = "probe", probe_strength: float = 0.0):
@@ -537,13 +572,21 @@ class AbsorberActivation:
         self.probe_strength = float(probe_strength)
         self._z = self._slope = None
 
-    def forward(self, z: np.ndarray, keep: bool = True) -> np.ndarray:
-        out, slope = self.absorber.forward(z, self.rule)
+    def forward(self, z: np.ndarray, keep: bool = True, out=None, slope=None) -> np.ndarray:
+        """g(z); ``out`` and ``slope`` (arrays like ``z``) may receive the output and the
+        backward slope (their roles may come back swapped: use the returned output and
+        ``self._slope``)."""
+        if out is None or out.shape != z.shape or out.dtype != z.dtype:
+            out = np.empty_like(z)
+        if slope is None or slope.shape != z.shape or slope.dtype != z.dtype:
+            slope = np.empty_like(z)
+        out, slope = self.absorber.forward_into(z, out, slope, self.rule)
         if keep:
             self._z, self._slope = z, slope
         return out
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
+    def backward(self, delta: np.ndarray, out=None) -> np.ndarray:
+        """Error before the cell for the error ``delta`` after it (in ``out`` when given)."""
         if self._slope is None:
             raise RuntimeError("backward() needs a forward() with keep=True first")
         if self.rule == "probe" and self.probe_strength > 0:
@@ -551,5 +594,11 @@ class AbsorberActivation:
             peak = np.abs(delta).max(axis=1, keepdims=True)
             rel = np.divide(delta, peak, out=np.zeros_like(delta), where=peak > 0)
             z_eff = np.sqrt(self._z ** 2 + self.probe_strength * i_sat * rel ** 2)
-            return delta * self.absorber.probe(z_eff)
+            res = delta * np.asarray(self.absorber.probe(z_eff), dtype=delta.dtype)
+            if out is not None and out.shape == res.shape:
+                out[...] = res
+                return out
+            return res
+        if out is not None and out.shape == delta.shape and out.dtype == np.result_type(delta, self._slope):
+            return np.multiply(delta, self._slope, out=out)
         return delta * self._slope

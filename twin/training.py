@@ -1,6 +1,7 @@
 """Minibatch training of any :class:`twin.system.System` (twin, bench or hybrid)."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -68,23 +69,41 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
-def _epoch(system, task, optimizer, weights, targets, loss_fn, batch, rng, epoch, error_scale):
-    """One epoch of shuffled minibatch steps; returns (mean train loss, train accuracy)."""
+def _epoch(system, task, optimizer, weights, targets, loss_fn, batch, rng, epoch, error_scale, fast=None):
+    """One epoch of shuffled minibatch steps; returns (mean train loss, train accuracy).
+
+    ``fast = (x, targets, loss name)``: the system's fused ``train_step`` on data already in
+    its dtype, gathered batch by batch into reused arrays.
+    """
     order = rng.permutation(len(task.x_train))
+    labels = task.y_train[order]
     total, correct = 0.0, 0
+    if fast is not None:
+        x_all, t_all, loss = fast
+        xb = np.empty((batch, x_all.shape[1]), x_all.dtype)
+        tb = np.empty((batch, t_all.shape[1]), t_all.dtype)
     for i in range(0, len(order), batch):
         idx = order[i:i + batch]
-        fw = system.forward(task.x_train[idx], rng=rng)
-        lv, d_out = loss_fn(fw.output, targets[idx])
-        if not np.isfinite(lv):
+        if fast is not None:
+            n = len(idx)
+            x, t = xb[:n], tb[:n]
+            np.take(x_all, idx, axis=0, out=x)
+            np.take(t_all, idx, axis=0, out=t)
+            lv, out = system.train_step(x, t, optimizer, loss, rng=rng, error_scale=error_scale)
+        else:
+            fw = system.forward(task.x_train[idx], rng=rng)
+            out = fw.output
+            lv, d_out = loss_fn(out, targets[idx])
+        if not math.isfinite(lv):
             raise FloatingPointError(f"loss became {lv} at epoch {epoch + 1}: training diverged; "
                                      f"lower the learning rate or the initial weight scale")
         total += lv * len(idx)
-        correct += int(np.sum(np.argmax(fw.output, axis=1) == task.y_train[idx]))
-        bw = system.backward(d_out * error_scale)
-        grads = bw.grads if error_scale == 1.0 else [g / error_scale for g in bw.grads]
-        optimizer.step(weights, grads)
-        system.set_weights(weights)   # a bench re-shows its SLM frames; a twin keeps the arrays
+        correct += int(np.count_nonzero(out.argmax(axis=1) == labels[i:i + batch]))
+        if fast is None:
+            bw = system.backward(d_out * error_scale)
+            grads = bw.grads if error_scale == 1.0 else [g / error_scale for g in bw.grads]
+            optimizer.step(weights, grads)
+            system.set_weights(weights)   # a bench re-shows its SLM frames; a twin keeps the arrays
     return total / len(order), correct / len(order)
 
 
@@ -141,6 +160,11 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
                             target=target)[1]
     history = history or History()
     targets = target * one_hot(task.y_train, task.n_classes)
+    fast = None
+    if callable(getattr(system, "train_step", None)) and getattr(system, "dtype", None) is not None:
+        # the twin's fused step, on the data in the twin's precision (no copy when it already is)
+        dt = np.dtype(system.dtype)
+        fast = (np.ascontiguousarray(task.x_train, dtype=dt), targets.astype(dt), loss)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -160,7 +184,7 @@ def train(system: System, task: Task, optimizer, epochs: int = 10, batch: int = 
             optimizer.lr = base_lr * lr_factor(lr_schedule, epoch, epochs)
             t0 = time.perf_counter()
             train_loss, train_acc = _epoch(system, task, optimizer, weights, targets, loss_fn, batch,
-                                           np.random.default_rng([seed, epoch]), epoch, error_scale)
+                                           np.random.default_rng([seed, epoch]), epoch, error_scale, fast)
             test_loss, test_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, loss,
                                            rng=np.random.default_rng([seed, epoch, 1]), target=target)
             history.append(epoch=epoch + 1, train_loss=train_loss, train_accuracy=train_acc, test_accuracy=test_acc,

@@ -12,11 +12,11 @@ hidden neuron ``k`` then sees ``z1_k ~ f sum_j G_kj``: the sweep reaches as far 
 saturation as the optics allow (``info['saturation_reached']``, a warning below 10 x i_sat).
 Before the sweep the exposures are lengthened as far as the brightest state allows
 (:func:`boost_exposures`; homodyne values scale exactly with the exposure and are divided
-back).  A wide input layer can saturate the cell already at one DMD pixel per block: when
-the weakest pump of the first pass lies above ``weak_s`` x i_sat (:class:`AbsorberPlan`), the
-weak end is extended once with one pixel on fewer and fewer input blocks (those nearest the
-middle of the layout, down to a single pixel), each such step at its own exposure.  At every
-step, LO phases 0 and pi, ``repeats`` frame pairs:
+back).  Below one DMD pixel per block the first pass goes on with one pixel on fewer and
+fewer input blocks (those nearest the middle of the layout, down to a single pixel; a wide
+input layer's summed field saturates the cell already at one pixel on every input), each
+such weak step at its own, longer exposure.  At every step, LO phases 0 and pi, ``repeats``
+frame pairs:
 
 * ``cam_z1`` (field before the cell) and ``cam_a1`` (after it): ``P_in = h_z1^2``,
   ``P_out = h_a1^2`` per neuron (the mean's square minus its variance, so noise does not bias
@@ -29,8 +29,8 @@ step, LO phases 0 and pi, ``repeats`` frame pairs:
   transmission ``t(z1_k)``.  Each neuron's probe arrives with its own unknown amplitude:
   the curves are put on one scale model-free (:func:`neuron_scales`).
 
-Rows are recorded step by step (streams ``absorber.*``, meta ``step``, ``fill``, ``t_s`` =
-bench clock, exposure factors); a resumed run reuses the recorded steps.
+Rows are recorded step by step (streams ``absorber.*``, meta ``step``, ``fill`` (mean over
+the inputs), ``inputs_on``, ``t_s`` = bench clock, exposure factors); a resumed run reuses the recorded steps.
 
 Analysis (:func:`reduce_absorber`)
 ----------------------------------
@@ -44,10 +44,13 @@ Every law and its spot-averaged variant is fitted to all neurons at once
 differences of the homodyne conversions, the stray quadrature in the saturation, alpha0
 drifting linearly in time, weights from the measured variances), started from pooled fits
 (:func:`analyse_absorber` after a model-free alignment) and a coarse grid; the lowest BIC
-wins.  Standard errors: the larger of the covariance and leave-one-neuron-out jackknife
-ones.  A spot-averaged winner cannot be written in closed form for the twin: the Fit's model
-is then ``'tabulated'`` (the fitted law tabulated from ``z = 0`` to twice the measured
-range), ``info['parametric_model']`` names the law and ``info['spot_averaged']`` is True;
+wins.  Standard errors: the largest of the covariance ones (measured variances), the
+leave-one-neuron-out jackknife's and a delete-a-group jackknife over the sweep steps (the points
+of one step share its frames and err together on every neuron; ``info['covariance_stderr']``,
+``info['jackknife_stderr']``, ``info['step_jackknife_stderr']``).  A spot-averaged winner
+cannot be written in closed form for the twin: the Fit's model is then ``'tabulated'`` (the
+fitted law tabulated from ``z = 0`` to twice the measured range), ``info['parametric_model']``
+names the law and ``info['spot_averaged']`` is True;
 ``alpha0`` and ``i_sat`` are that law's (``i_sat`` referred to the peak field).  No law
 fitting at all falls back to the pooled fit's tabulated data.  The probe sweep is fitted
 separately with the chosen law and gives the measured probe-vs-derivative mismatch.
@@ -314,7 +317,11 @@ def _spot_result(base: Fit, law: str, f: dict, pump: _Sweep, probe_pump, probe_t
 
 def scale_fit(absorber: Fit, previous: Fit | None = None) -> Fit:
     """The contract's ``scale`` fit from an absorber fit: ``z1_per_h = 1/sqrt(i_sat)``,
-    ``a1_per_h = 1/sqrt(i_sat * T_bg)`` (twin units per homodyne unit).
+    ``a1_per_h = 1/sqrt(i_sat * T_bg)`` (twin units per homodyne unit), standard errors
+    propagated from the absorber fit's.  Homodyne values scale with the laser power, the
+    cell's field with its square root: the conversion holds at the sweep's laser power
+    (``info['z1_a1_at_s']``, bench clock; a drift of the laser by a fraction ``d`` since then
+    changes ``z1_per_h`` by about ``-d/2``).
 
     ``previous`` : an existing scale fit whose other quantities (``z2_per_h``,
     ``delta1_per_h``) are kept.
@@ -333,6 +340,9 @@ def scale_fit(absorber: Fit, previous: Fit | None = None) -> Fit:
     q["a1_per_h"] = Quantity(a1, a1_se, "twin field per homodyne unit (cam_a1)")
     info = dict(previous.info) if previous is not None else {}
     info["z1_a1_from"] = "absorber: z = h_z1/sqrt(i_sat), a1 = h_a1/sqrt(i_sat*T_bg)"
+    # homodyne values (signal x LO) follow the laser power, the cell's field its square root:
+    # the conversion holds at the laser power of the sweep
+    info["z1_a1_at_s"] = absorber.info.get("alpha0_at_s")
     return Fit(name="scale", model="homodyne-to-twin", quantities=q, info=info)
 
 
@@ -413,6 +423,8 @@ class NeuronSweeps:
     neuron : neuron index of each point; t_h : time of each point (hours, 0 = mid-sweep).
     im2 : squared quadrature (imaginary part) of z1 at each point, same units as p_in: the cell
         saturates on ``|z1|^2 = p_in + im2``, the homodyne sees only the real part.
+    step : sweep step of each point (the points of one step share its frames and settings);
+        enables the step jackknife (:func:`_jackknife_steps`).
     """
 
     p_in: np.ndarray
@@ -423,6 +435,16 @@ class NeuronSweeps:
     t_h: np.ndarray
     n_neurons: int
     im2: np.ndarray | None = None
+    step: np.ndarray | None = None
+
+    def subset(self, keep, neuron=None, n_neurons=None) -> "NeuronSweeps":
+        """The points ``keep`` (bool mask), neuron indices renumbered by ``neuron`` when given."""
+        def cut(a):
+            return None if a is None else np.asarray(a)[keep]
+        return NeuronSweeps(p_in=self.p_in[keep], p_out=self.p_out[keep], var_in=self.var_in[keep],
+                            var_out=self.var_out[keep], neuron=self.neuron[keep] if neuron is None else neuron,
+                            t_h=self.t_h[keep], n_neurons=self.n_neurons if n_neurons is None else n_neurons,
+                            im2=cut(self.im2), step=cut(self.step))
 
 
 def fit_law_jointly(law: str, spot: bool, data: NeuronSweeps, start: tuple, r0=None, q0=None) -> dict:
@@ -554,9 +576,7 @@ def _jackknife_neurons(law: str, spot: bool, data: NeuronSweeps, full: dict) -> 
     for drop in range(n):
         keep = data.neuron != drop
         remap = np.cumsum(np.arange(n) != drop) - 1
-        sub = NeuronSweeps(p_in=data.p_in[keep], p_out=data.p_out[keep], var_in=data.var_in[keep],
-                           var_out=data.var_out[keep], neuron=remap[data.neuron[keep]], t_h=data.t_h[keep],
-                           n_neurons=n - 1, im2=None if data.im2 is None else data.im2[keep])
+        sub = data.subset(keep, neuron=remap[data.neuron[keep]], n_neurons=n - 1)
         r0 = np.delete(full["r"], drop)
         q0 = np.delete(full["q"], drop)
         try:
@@ -568,6 +588,43 @@ def _jackknife_neurons(law: str, spot: bool, data: NeuronSweeps, full: dict) -> 
     # the i_sat/T_bg normalisation (geometric means over the neurons used) shifts with the subset:
     # compare alpha0 and the drift directly, the scale-like parameters relative to their mean
     se = np.sqrt((n - 1) / n * np.sum((v - v.mean(axis=0)) ** 2, axis=0))
+    return {k: float(x) for k, x in zip(keys, se)}
+
+
+def _jackknife_steps(law: str, spot: bool, data: NeuronSweeps, full: dict, n_groups: int = 10) -> dict:
+    """Delete-a-group jackknife over the sweep's steps: standard errors of alpha0, i_sat, T_bg, drift.
+
+    The points of one step share its frames (laser-power jitter, drift, the pump the panels
+    realised) and so err together on every neuron; the steps are the independent units.
+    Steps are ranked by their mean aligned pump and dealt round-robin into ``n_groups``
+    groups (each group spans the whole pump range); every group is left out once and the
+    chosen law refitted from the full fit.  Empty without step labels or with fewer than 4
+    groups.
+    """
+    if data.step is None:
+        return {}
+    steps = np.unique(data.step)
+    g = int(min(n_groups, steps.size))
+    if g < 4:
+        return {}
+    x = data.p_in / full["q"][data.neuron]
+    level = np.array([np.mean(x[data.step == s]) for s in steps])
+    group_of = dict(zip(steps[np.argsort(level, kind="stable")].tolist(), np.arange(steps.size) % g))
+    group = np.array([group_of[s] for s in data.step.tolist()])
+    keys = ("alpha0", "i_sat", "tbg", "drift")
+    vals = []
+    for drop in range(g):
+        keep = group != drop
+        if np.any(np.bincount(data.neuron[keep], minlength=data.n_neurons) < 4):
+            return {}
+        try:
+            f = fit_law_jointly(law, spot, data.subset(keep), (full["params"]["alpha0"], full["params"]["i_sat"]),
+                                full["r"], full["q"])
+        except (ValueError, FloatingPointError):
+            return {}
+        vals.append([f["params"][k] for k in keys])
+    v = np.asarray(vals)
+    se = np.sqrt((g - 1) / g * np.sum((v - v.mean(axis=0)) ** 2, axis=0))
     return {k: float(x) for k, x in zip(keys, se)}
 
 
@@ -641,12 +698,14 @@ def select_law_jointly(data: NeuronSweeps, pooled: Fit, probe_x=None, probe_y=No
                         "decide the law; extend the sweep to higher pump power or average more")
     law, spot = f["law"], f["spot"]
     p, se = f["params"], dict(f["stderr"])
-    jack = _jackknife_neurons(law, spot, data, f)
-    if jack:
-        for key, v in jack.items():
-            if np.isfinite(v) and not (v <= se.get(key, np.inf)):
-                se[key] = v
-        info["jackknife_stderr"] = jack
+    info["covariance_stderr"] = dict(se)
+    for label, jack in (("jackknife_stderr", _jackknife_neurons(law, spot, data, f)),
+                        ("step_jackknife_stderr", _jackknife_steps(law, spot, data, f))):
+        if jack:
+            for key, v in jack.items():
+                if np.isfinite(v) and not (v <= se.get(key, np.inf)):
+                    se[key] = v
+            info[label] = jack
     alpha0, i_sat = p["alpha0"], p["i_sat"]
     arrays = {}
     if spot:
@@ -811,8 +870,8 @@ def homodyne_of(powers, lo_amplitude) -> np.ndarray:
 def _progress(iterable, total, desc, enabled):
     if not enabled:
         return iterable
-    from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=desc, leave=False, unit="step")
+    from hwio.progress import progress
+    return progress(iterable, total=total, desc=desc, unit="step")
 
 
 @dataclass
@@ -828,9 +887,8 @@ class AbsorberPlan:
         :func:`boost_exposures`; 1 keeps the operating exposures).
     max_passes, bic_margin : the sweep is repeated (all steps again, new rows) while the best
         law leads the next one by less than ``bic_margin`` in BIC, at most ``max_passes`` times.
-    weak_s, n_weak : when the weakest pump of the sweep lies above ``weak_s`` x i_sat (the fit's),
-        up to ``n_weak`` weaker steps are added once: one DMD pixel on ``m`` input blocks, ``m``
-        geometric from 1 to n_in - 1 (meta ``inputs_on``; recorded as steps
+    n_weak : weak-end steps of the first pass, at most: one DMD pixel on ``m`` input blocks,
+        ``m`` geometric from 1 to n_in - 1 (meta ``inputs_on``; recorded as steps
         ``WEAK_STEP0 + j``).
     """
 
@@ -842,7 +900,6 @@ class AbsorberPlan:
     exposure_boost_max: float = 4.0
     max_passes: int = 3
     bic_margin: float = 10.0
-    weak_s: float = 0.1
     n_weak: int = 10
 
     @property
@@ -942,9 +999,9 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
     Needs the registration, readout and SLM fits in ``ctx``.  Raw spot powers (LO phases 0
     and pi, operating-exposure units after dividing by the meta ``k_*`` exposure factors) go
     to the streams ``absorber.<cam_z1|cam_a1|back_off|back_on>`` (one row (repeats, 2,
-    n_spots) per step, meta ``step``, ``fill``, ``t_s`` (bench clock), ``k_z1``, ``k_a1``,
-    ``k_back``) and ``absorber.z1_quadrature`` (LO phases pi/2, 3 pi/2 at the pump-off
-    steps).  Steps found in ``ctx.info['recorded']`` (a resumed run) are not measured again.
+    n_spots) per step, meta ``step``, ``fill`` (mean over the inputs), ``inputs_on`` (input
+    blocks lit), ``t_s`` (bench clock), ``k_z1``, ``k_a1``, ``k_back``) and
+    ``absorber.z1_quadrature`` (LO phases pi/2, 3 pi/2 at the pump-off steps).  Steps found in ``ctx.info['recorded']`` (a resumed run) are not measured again.
     Camera exposures are restored afterwards.
     """
     for cam in ("cam_z1", "cam_a1", "cam_back"):
@@ -983,12 +1040,12 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
             pq = [ctx.spot_powers(["cam_z1"], (0.5 * math.pi, 1.5 * math.pi), 1)["cam_z1"]
                   for _ in range(plan.repeats)]
             qstore.save(step, {"z1_quadrature": np.stack(pq)}, k_z1=k["cam_z1"])
-        extra = {} if inputs is None else {"inputs_on": int(inputs)}
+        m = n_in if inputs is None else int(inputs)
         return store.save(step, {"cam_z1": p["cam_z1"], "cam_a1": p["cam_a1"],
                                  "back_off": p_off["cam_back"], "back_on": p_on["cam_back"]},
-                          fill=fill if inputs is None else fill * inputs / n_in, t_s=t_mid, k_z1=k["cam_z1"],
+                          fill=fill * m / n_in, inputs_on=m, t_s=t_mid, k_z1=k["cam_z1"],
                           k_a1=k["cam_a1"], k_back=k["cam_back"], sat_pump=float(saturated(ctx, pump_peak)),
-                          sat_back=float(saturated(ctx, back_peak)), **extra)
+                          sat_back=float(saturated(ctx, back_peak)))
 
     def keep(step, count, got):
         rows.append(got)
@@ -1028,6 +1085,11 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
                         gain = boost_exposures(ctx, cams, probe_on, plan.exposure_boost_max)
                     got = measure(step, count, None, gain)
                 keep(step, count, got)
+            if n_pass == 0 and n_in > 1:
+                # the weak end below one pixel per block: fewer inputs lit (a wide layer's summed
+                # field saturates the cell already at one pixel on every input)
+                weak = [(WEAK_STEP0 + j, m) for j, m in enumerate(weak_inputs(n_in, plan.n_weak))]
+                measure_weak()
             # homodyne values scale with the exposure: back to the operating exposure's units
             h = {part: [homodyne_of(r[part], lo[cam_of[part]]) / f[cam_of[part]] for r, f in zip(rows, factors)]
                  for part in ABSORBER_PARTS}
@@ -1040,25 +1102,10 @@ def measure_absorber(ctx, plan: AbsorberPlan | None = None, *, progress: bool = 
             h["z1_quadrature"] = quad
             all_plan = AbsorberPlan(counts=np.asarray(counts), n_active=plan.n_active, repeats=plan.repeats,
                                     probe_repeats=plan.probe_repeats, probe_amplitude=plan.probe_amplitude)
-            fit = reduce_absorber(h, all_plan, None if any(t is None for t in times) else times,
-                                  spot_models=spot_models, saturated=np.array(sat_flags, dtype=bool))
-            s_min = fit.info.get("weakest_pump_s", 0.0)
-            if not weak and s_min > plan.weak_s and n_in > 1:
-                # a wide layer saturates the cell at one pixel per block: fewer inputs, once
-                weak = [(WEAK_STEP0 + j, m) for j, m in enumerate(weak_inputs(n_in, plan.n_weak))]
-                measure_weak()
-                continue_fit = True
-            else:
-                continue_fit = False
-            if continue_fit:
-                h = {part: [homodyne_of(r[part], lo[cam_of[part]]) / f[cam_of[part]] for r, f in zip(rows, factors)]
-                     for part in ABSORBER_PARTS}
-                h["z1_quadrature"] = quad
-                all_plan = AbsorberPlan(counts=np.asarray(counts), n_active=plan.n_active, repeats=plan.repeats,
-                                        probe_repeats=plan.probe_repeats, probe_amplitude=plan.probe_amplitude)
+            with ctx.timed("absorber.fit"):
                 fit = reduce_absorber(h, all_plan, None if any(t is None for t in times) else times,
                                       spot_models=spot_models, saturated=np.array(sat_flags, dtype=bool))
-                fit.info["weak_end"] = {"inputs_on": [m for _, m in weak], "weakest_pump_s_before": s_min}
+            fit.info["weak_end_inputs_on"] = [m for _, m in weak]
             fit.info["passes"] = n_pass + 1
             margin = law_margin(fit)
             fit.info["bic_margin"] = margin
@@ -1188,7 +1235,8 @@ def reduce_absorber(h: dict, plan: AbsorberPlan, times_s=None, *, spot_models: b
     data = NeuronSweeps(p_in=p_in_raw[usable], p_out=p_out_raw[usable],
                         var_in=(4.0 * mz ** 2 * vz + 2.0 * vz ** 2)[usable],
                         var_out=(4.0 * ma ** 2 * va + 2.0 * va ** 2)[usable],
-                        neuron=neuron_idx, t_h=t_h[step_idx], n_neurons=mz.shape[1], im2=im2[neuron_idx])
+                        neuron=neuron_idx, t_h=t_h[step_idx], n_neurons=mz.shape[1], im2=im2[neuron_idx],
+                        step=step_idx)
     fit = select_law_jointly(data, pooled, probe_x, probe_y, spot_models=spot_models)
     i_sat = fit.quantities["i_sat"].value
     s_max = float(np.max(fit.x) / i_sat) if fit.x is not None else float(x.max() / i_sat)

@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from calibration.deploy import REFERENCE_CAMERA, SLM_FIT_NAMES, camera_fit_name, phase_encoder
+from calibration.deploy import REFERENCE_CAMERA, SLM_FIT_NAMES, camera_fit_name, panel_encoding, phase_encoder
 from calibration.quantities import Fit
 from hwio.devices import CameraFrame, DeviceError, FrameError
 from hwio.encoding import DMDEncoder, PhaseEncoder
@@ -69,6 +69,9 @@ class CalContext:
         self._dmd = None
         self.n_grabs = 0
         self.n_shows = 0
+        #: bench time a real bench would spend (s): SLM settling before a frame, exposures, readouts
+        self.bench_time_s = {"settle": 0.0, "exposure": 0.0, "readout": 0.0}
+        self._pending_settle_s = 0.0
         self.peak_adu: dict[str, float] = {}
         self.apply_exposures()
 
@@ -128,7 +131,9 @@ class CalContext:
         slm = self.bench.slms[slm_name]
         levels = np.asarray(levels)
         self.n_shows += 1
-        return self._retry(lambda: slm.show(levels), f"show on {slm_name}", retries)
+        token = self._retry(lambda: slm.show(levels), f"show on {slm_name}", retries)
+        self._pending_settle_s = max(self._pending_settle_s, float(getattr(slm, "settle_time_s", 0.0) or 0.0))
+        return token
 
     def grab_frame(self, cam: str, retries: int | None = None) -> CameraFrame:
         """One fresh :class:`CameraFrame` of ``cam`` (retries faults, rejects stale repeats)."""
@@ -145,7 +150,17 @@ class CalContext:
         frame = self._retry(once, f"grab on {cam}", retries)
         self._last_ts[cam] = frame.timestamp_s
         self.n_grabs += 1
+        # panels shown since the last frame settle together before it
+        bt = self.bench_time_s
+        bt["settle"] += self._pending_settle_s
+        self._pending_settle_s = 0.0
+        bt["exposure"] += float(frame.exposure_s)
+        bt["readout"] += float(getattr(camera, "readout_s", 0.0) or 0.0)
         return frame
+
+    def counters(self) -> dict:
+        """Snapshot of the device counters: frames, shows and the bench time so far (s) by kind."""
+        return {"frames": self.n_grabs, "shows": self.n_shows, **{f"{k}_s": v for k, v in self.bench_time_s.items()}}
 
     def grab(self, cam: str, retries: int | None = None) -> np.ndarray:
         """The image (rows, cols) of one fresh frame of ``cam``."""
@@ -208,11 +223,14 @@ class CalContext:
         return self.weight_levels(slm_name, np.zeros((lay.n_rows, lay.n_cols)), 1.0)
 
     def uniform_levels(self, slm_name: str, level: int) -> np.ndarray:
-        """Every pixel of the panel at ``level``."""
+        """Every pixel of the panel at ``level``; on a first-order (blazed) panel its counterpart,
+        the full-depth grating over the whole panel at the level's phase (``BlazedEncoder.uniform_frame``)."""
         slm = self.bench.slms[slm_name]
         level = int(level)
         if not 0 <= level <= slm.max_level:
             raise ValueError(f"{slm_name}: level {level} outside 0..{slm.max_level}")
+        if slm_name in SLM_FIT_NAMES and panel_encoding(self.bench, slm_name)["encoding"] == "blazed":
+            return self.encoder(slm_name).uniform_frame(float(self.response(slm_name).phase(np.array([level]))[0]))
         return np.full(slm.shape, level, dtype=slm.level_dtype)
 
     @property
@@ -387,15 +405,20 @@ class CalContext:
         self.recorder.append(stream, np.asarray(array), **meta)
 
     def timed(self, name: str):
-        """Context manager adding the wall time of a block to ``info['timings_s'][name]``."""
+        """Context manager adding the wall time of a block to ``info['timings_s'][name]`` and its
+        frames and bench time (:meth:`counters`) to ``info['costs'][name]``."""
         ctx = self
 
         class _T:
             def __enter__(self):
                 self.t = time.perf_counter()
+                self.c = ctx.counters()
 
             def __exit__(self, *exc):
                 ctx.info["timings_s"][name] = ctx.info["timings_s"].get(name, 0.0) + time.perf_counter() - self.t
+                cost = ctx.info.setdefault("costs", {}).setdefault(name, {})
+                for k, v in ctx.counters().items():
+                    cost[k] = cost.get(k, 0) + v - self.c[k]
         return _T()
 
     def __repr__(self):

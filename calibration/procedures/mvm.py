@@ -15,9 +15,10 @@ the same table (``twin.layers.Imperfections.transfer``).
 Probes (:func:`measure_mvm`), each repeated ``repeats`` times (LO phases 0 and pi):
 
 * stray: every weight zero (the output is the stray field ``s``);
-* one-hot: one element ``(k, j)`` at full amplitude at a time with its input on (layer 1:
-  ``x = e_j``; layer 2: only hidden neuron ``j`` pumped; backward: the probe on one output
-  at a time), which gives ``G`` and ``C`` directly;
+* one-hot: elements at full amplitude with their input on, one per output spot (layer 1:
+  ``x = e_j`` and column ``j`` on every 7th row; layer 2: only hidden neuron ``j`` pumped and
+  column ``j`` on every 7th row; backward: a whole row of slm2 with the probe on one output at
+  a time; :func:`mvm_plans`), which gives ``G`` and ``C`` directly;
 * random: random signed amplitudes and random inputs; half of them refine the fit, the
   other half (held out) give the errors.
 
@@ -73,7 +74,7 @@ def predict_mvm(x, amps, gain, mixing=None, stray=None, *, side: str = "output",
     """
     x = np.asarray(x, float)
     v = x if (mixing is None or side == "output") else x @ np.asarray(mixing).T
-    u = np.einsum("skj,kj,sj->sk", np.asarray(amps, float), np.asarray(gain, float), v)
+    u = _apply(np.asarray(amps, float) * np.asarray(gain, float), v)
     if mixing is not None and side == "output":
         u = u @ np.asarray(mixing).T
     if factor is not None:
@@ -83,11 +84,16 @@ def predict_mvm(x, amps, gain, mixing=None, stray=None, *, side: str = "output",
     return u
 
 
+def _apply(m, v):
+    """Per-sample matrix-vector products: (S, n_out, n_in) @ (S, n_in) -> (S, n_out)."""
+    return np.matmul(m, v[:, :, None])[:, :, 0]
+
+
 def _lstsq(design, target):
     """Least-squares solution; a tall, well-conditioned design (a wide bench's tens of thousands of
     readings) through the normal equations, an SVD solve costing seconds per iteration."""
     m, n = design.shape
-    if m > 20000 and m > 50 * n:
+    if m > 2000 and m > 20 * n:
         gram = design.T @ design
         if np.linalg.cond(gram) < 1e10:
             return np.linalg.solve(gram, design.T @ target)
@@ -96,11 +102,11 @@ def _lstsq(design, target):
 
 
 #: above this many gain and stray parameters an output-side fit solves the gains row by row
-DENSE_MAX_PARAMS = 600
+DENSE_MAX_PARAMS = 200
 
 
 def _row_designs(x, a, F, mix, side):
-    """Per output row i: (design (S, n_in + 1), target transform) of the gain/stray solve.
+    """Designs of the per-row gain/stray solves, stacked: (n_out, S, n_in + 1).
 
     Input side: rows are independent (exact).  Output side (large problems only): in the frame
     whitened by the mixing, ``L^-1 y = (G*A) x + L^-1 s``, rows are independent too (least
@@ -109,18 +115,50 @@ def _row_designs(x, a, F, mix, side):
     """
     v = x if side == "output" else x @ mix.T
     S, n_out, n_in = a.shape
-    return [np.column_stack([F[:, i, None] * a[:, i, :] * v, np.ones(S)]) for i in range(n_out)]
+    d = np.empty((n_out, S, n_in + 1))
+    np.multiply(np.transpose(a, (1, 0, 2)), (F.T[:, :, None] * v[None, :, :]), out=d[:, :, :n_in])
+    d[:, :, n_in] = 1.0
+    return d
 
 
-def _solve_rows(x, a, y, F, mix, side):
-    """Gains and stray from independent per-row least squares (see :func:`_row_designs`)."""
+class _StackSolver:
+    """Least squares for a stack of designs ``d`` (B, m, p), factorised once: ``solver(t)``
+    with targets ``t`` (B, m) returns (B, p).
+
+    Batched QR (as stable as an SVD solve for full-rank designs); a rank-deficient design is
+    solved with ``lstsq`` for its row."""
+
+    def __init__(self, d):
+        self.d = d
+        q, r = np.linalg.qr(d)
+        diag = np.abs(np.diagonal(r, axis1=1, axis2=2))
+        self.ok = diag.min(axis=1) > 1e-10 * np.maximum(diag.max(axis=1), 1e-300)
+        # R^-1 Q^T of the full-rank designs: one small product per solve
+        self.pinv = np.linalg.solve(r[self.ok], np.transpose(q[self.ok], (0, 2, 1))) if self.ok.any() else None
+
+    def __call__(self, t):
+        out = np.empty((self.d.shape[0], self.d.shape[2]))
+        if self.pinv is not None:
+            out[self.ok] = np.einsum("bpm,bm->bp", self.pinv, t[self.ok])
+        for b in np.flatnonzero(~self.ok):
+            out[b] = np.linalg.lstsq(self.d[b], t[b], rcond=None)[0]
+        return out
+
+
+def _batched_lstsq(d, t):
+    """Least squares of a stack of designs ``d`` (B, m, p) and targets ``t`` (B, m): (B, p)."""
+    return _StackSolver(d)(t)
+
+
+def _solve_rows(x, a, y, F, mix, side, solver=None):
+    """Gains and stray from independent per-row least squares (see :func:`_row_designs`);
+    ``solver``: the output side's :class:`_StackSolver` (its designs do not depend on the mixing)."""
     S, n_out, n_in = a.shape
     target = np.linalg.solve(mix, y.T).T if side == "output" else y
-    gain = np.empty((n_out, n_in))
-    stray = np.empty(n_out)
-    for i, d in enumerate(_row_designs(x, a, F, mix, side)):
-        sol = _lstsq(d, target[:, i])
-        gain[i], stray[i] = sol[:-1], sol[-1]
+    if solver is None:
+        solver = _StackSolver(_row_designs(x, a, F, mix, side))
+    sol = solver(target.T)
+    gain, stray = sol[:, :-1].copy(), sol[:, -1].copy()
     if side == "output":
         stray = mix @ stray
     return gain, stray
@@ -128,13 +166,45 @@ def _solve_rows(x, a, y, F, mix, side):
 
 def _rows_se(x, a, F, mix, side, sigma2):
     """Standard errors of the per-row solve (gain (n_out, n_in), stray (n_out,))."""
-    S, n_out, n_in = a.shape
-    g_se = np.empty((n_out, n_in))
-    s_se = np.empty(n_out)
-    for i, d in enumerate(_row_designs(x, a, F, mix, side)):
-        se = _param_se(d, sigma2)
-        g_se[i], s_se[i] = se[:-1], se[-1]
-    return g_se, s_se
+    d = _row_designs(x, a, F, mix, side)
+    gram = np.einsum("bmp,bmq->bpq", d, d)
+    try:
+        cov = np.linalg.pinv(gram) * sigma2
+    except np.linalg.LinAlgError:
+        n_out, p = d.shape[0], d.shape[2]
+        return np.full((n_out, p - 1), np.nan), np.full(n_out, np.nan)
+    se = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
+    return se[:, :-1], se[:, -1]
+
+
+def _mixing_rows(u, y, F, off, stray, sigma2=None):
+    """Output-side mixing rows (and stray) with the gains fixed: row ``i`` solves
+    ``y_i - F_i u_i = sum_k L_ik F_i u_k + s_i`` over its free elements ``off[i]``.  Rows with
+    the same number of free elements are solved together.  With ``sigma2`` returns the
+    standard errors (n, n) instead of (mixing, stray)."""
+    S, n = u.shape
+    width = off.sum(axis=1)
+    new = np.eye(n)
+    se = np.zeros((n, n))
+    for w in np.unique(width):
+        rows = np.flatnonzero(width == w)
+        ks = np.array([np.flatnonzero(off[i]) for i in rows]).reshape(rows.size, int(w))
+        d = np.empty((rows.size, S, int(w) + 1))
+        d[:, :, :int(w)] = F.T[rows][:, :, None] * u.T[ks].transpose(0, 2, 1)
+        d[:, :, int(w)] = 1.0
+        if sigma2 is not None:
+            gram = np.einsum("bmp,bmq->bpq", d, d)
+            cov = np.linalg.pinv(gram) * sigma2
+            diag = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
+            for b, i in enumerate(rows):
+                se[i, ks[b]] = diag[b, :int(w)]
+            continue
+        t = (y[:, rows] - F[:, rows] * u[:, rows]).T
+        sol = _batched_lstsq(d, t)
+        for b, i in enumerate(rows):
+            new[i, ks[b]] = sol[b, :int(w)]
+            stray[i] = sol[b, int(w)]
+    return se if sigma2 is not None else (new, stray)
 
 
 def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: bool = True,
@@ -191,13 +261,14 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
     # rows solved one by one: exact on the input side; on the output side only for large
     # problems (the joint solve costs S n_out p_g^2: a 64-input, 32-neuron layer is hours)
     rows = side == "input" or (factor is None and p_g > DENSE_MAX_PARAMS)
+    solver = _StackSolver(_row_designs(x, a, F, mix, side)) if rows and side == "output" else None
     g_design = None
     it = 0
     prev = np.inf
     for it in range(1, n_iter + 1):
         # -- gains and stray, mixing fixed
         if rows:
-            gain, stray = _solve_rows(x, a, y, F, mix, side)
+            gain, stray = _solve_rows(x, a, y, F, mix, side, solver)
         elif side == "output":
             v = x
             coef = np.einsum("si,ik,skj,sj->sikj", F, mix, a, v)
@@ -216,14 +287,8 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
             break
         # -- mixing and stray, gains fixed
         if side == "output":
-            u = np.einsum("skj,kj,sj->sk", a, gain, x)             # (S, n_out) before mixing
-            new = np.eye(n_out)
-            for i in range(n_out):
-                cols = [F[:, i] * u[:, k] for k in range(n_out) if off[i, k]] + [np.ones(S)]
-                sol_i = _lstsq(np.stack(cols, 1), y[:, i] - F[:, i] * u[:, i])
-                new[i, off[i]] = sol_i[:-1]
-                stray[i] = sol_i[-1]
-            mix = new
+            u = _apply(a * gain, x)                                # (S, n_out) before mixing
+            mix, stray = _mixing_rows(u, y, F, off, stray)
         else:
             m = a * gain                                           # (S, n_out, n_in)
             cols = []
@@ -231,7 +296,7 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
             for j, q in pairs:
                 cols.append((F * m[:, :, j] * x[:, q, None]).ravel())
             design_c = np.concatenate([np.stack(cols, 1), np.tile(eye_out, (S, 1))], axis=1)
-            base = F * np.einsum("sij,sj->si", m, x)
+            base = F * _apply(m, x)
             sol_c = _lstsq(design_c, (y - base).ravel())
             new = np.eye(n_in)
             for (j, q), val in zip(pairs, sol_c[:len(pairs)]):
@@ -245,7 +310,7 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
         prev = rss
     # final linear solve for gains with the final mixing (consistent stray), then uncertainties
     if crosstalk and rows:
-        gain, stray = _solve_rows(x, a, y, F, mix, side)
+        gain, stray = _solve_rows(x, a, y, F, mix, side, solver)
     elif crosstalk:
         if side == "output":
             coef = np.einsum("si,ik,skj,sj->sikj", F, mix, a, x)
@@ -268,10 +333,8 @@ def fit_mvm_model(x, amps, y, *, side: str = "output", factor=None, crosstalk: b
     mix_se = np.zeros_like(mix)
     if crosstalk:
         if side == "output":
-            u = np.einsum("skj,kj,sj->sk", a, gain, x)
-            for i in range(n_out):
-                cols = [F[:, i] * u[:, k] for k in range(n_out) if off[i, k]] + [np.ones(S)]
-                mix_se[i, off[i]] = _param_se(np.stack(cols, 1), sigma2)[:-1]
+            u = _apply(a * gain, x)
+            mix_se = _mixing_rows(u, y, F, off, stray.copy(), sigma2=sigma2)
         else:
             m = a * gain
             pairs = [(j, q) for j in range(n_in) for q in range(n_in) if off[j, q]]
@@ -395,9 +458,28 @@ def _random_groups(rng, n_groups, per_group, amp_shape, x_shape, x_lo, x_hi):
     return out
 
 
-def mvm_plans(sizes, seed: int = 2308, n_groups: int = 8, per_group: int = 5, probe_amplitude: float = 1.0) -> dict:
+#: rows lit together in a one-hot step of a forward layer are this far apart: twice the widest
+#: finite crosstalk band the fit considers (3) plus one, so every unlit output within that band
+#: of a lit one sees a single lit element
+ONEHOT_SPACING = 7
+
+
+def _row_classes(n: int, spacing: int = ONEHOT_SPACING) -> list:
+    m = max(1, min(int(spacing), int(n)))
+    return [np.arange(c, n, m) for c in range(m)]
+
+
+def mvm_plans(sizes, seed: int = 2308, n_groups: int = 8, per_group: int = 5, probe_amplitude: float = 1.0,
+              spacing: int = ONEHOT_SPACING) -> dict:
     """Deterministic probe settings of the three MVMs (same seed -> same plan, so a resumed run
     measures exactly the settings that are missing).
+
+    One-hot steps light one element per output spot, several spots at once: forward layers light
+    column ``j`` of the panel (layer 1: input ``j`` alone; layer 2: hidden neuron ``j`` alone
+    pumped) on every ``spacing``-th row (outputs ``spacing`` apart: each unlit output within the
+    crosstalk band of a lit one sees one lit element); the backward path lights a whole row
+    ``i`` of slm2 with the probe on one output ``m`` (every element reaches its own hidden
+    spot, the probe crosstalk acts before the panel), so every element is measured with every probe.
 
     Returns dict name -> list of settings; each setting a dict with ``kind`` ('stray',
     'onehot', 'fit', 'test') and the frames' contents:
@@ -408,10 +490,10 @@ def mvm_plans(sizes, seed: int = 2308, n_groups: int = 8, per_group: int = 5, pr
     n_in, n_h, n_out = (int(s) for s in sizes)
     rng = np.random.default_rng(seed)
     p1 = [{"kind": "stray", "A1": np.zeros((n_h, n_in)), "x": np.zeros(n_in)}]
-    for k in range(n_h):
-        for j in range(n_in):
+    for j in range(n_in):
+        for rows in _row_classes(n_h, spacing):
             a = np.zeros((n_h, n_in))
-            a[k, j] = 1.0
+            a[rows, j] = 1.0
             p1.append({"kind": "onehot", "A1": a, "x": np.eye(n_in)[j]})
     for kind, a, x in _random_groups(rng, n_groups, per_group, (n_h, n_in), n_in, 0.0, 1.0):
         p1.append({"kind": kind, "A1": a, "x": x})
@@ -420,9 +502,9 @@ def mvm_plans(sizes, seed: int = 2308, n_groups: int = 8, per_group: int = 5, pr
     for k in range(n_h):
         pump = np.zeros((n_h, n_in))
         pump[k] = 1.0
-        for i in range(n_out):
+        for rows in _row_classes(n_out, spacing):
             a2 = np.zeros((n_out, n_h))
-            a2[i, k] = 1.0
+            a2[rows, k] = 1.0
             p2.append({"kind": "onehot", "A1": pump, "x": np.ones(n_in), "A2": a2})
     for g in range(n_groups):
         a2 = rng.uniform(-1.0, 1.0, (n_out, n_h))
@@ -432,11 +514,10 @@ def mvm_plans(sizes, seed: int = 2308, n_groups: int = 8, per_group: int = 5, pr
                        "A2": a2})
     pb = [{"kind": "stray", "A2": np.ones((n_out, n_h)), "u": np.zeros(n_out)}]
     for i in range(n_out):
-        for k in range(n_h):
-            a2 = np.zeros((n_out, n_h))
-            a2[i, k] = 1.0
-            for m in range(n_out):
-                pb.append({"kind": "onehot", "A2": a2, "u": probe_amplitude * np.eye(n_out)[m]})
+        a2 = np.zeros((n_out, n_h))
+        a2[i, :] = 1.0
+        for m in range(n_out):
+            pb.append({"kind": "onehot", "A2": a2, "u": probe_amplitude * np.eye(n_out)[m]})
     for kind, a2, u in _random_groups(rng, n_groups, per_group, (n_out, n_h), n_out, -probe_amplitude,
                                       probe_amplitude):
         pb.append({"kind": kind, "A2": a2, "u": u})
@@ -579,12 +660,14 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         panels.weights("slm1", st["A1"])
         panels.inputs(st["x"])
     notes = []
-    rows1, store1, keep1 = _measure(ctx, "mvm1", plans["mvm1"], ("cam_z1",), repeats, setup1, progress)
+    with ctx.timed("mvm.measure_mvm1"):
+        rows1, store1, keep1 = _measure(ctx, "mvm1", plans["mvm1"], ("cam_z1",), repeats, setup1, progress)
     plans["mvm1"], rows1 = _unsaturated(plans["mvm1"], rows1, keep1, "mvm1", notes)
     z1 = np.stack([homodyne_of(r["cam_z1"], lo["cam_z1"]) for r in rows1]) * z1_per_h.value   # (S, R, n_h)
     # fit against what the devices realised: the panels' transfer tables, the DMD's fill fractions
     _add_realised(ctx, plans)
-    fit1 = _fit_forward("mvm1", plans["mvm1"], "A1_real", "x_real", z1, None)
+    with ctx.timed("mvm.fit_mvm1"):
+        fit1 = _fit_forward("mvm1", plans["mvm1"], "A1_real", "x_real", z1, None)
 
     # ---------------------------------------------------------------- MVM-2 forward
     def setup2(st):
@@ -598,13 +681,15 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         x = np.asarray(st["x"], float)
         scale = 0.5 ** int(level)
         panels.inputs(input_fills(ctx, float(x[0]) * scale) if np.ptp(x) == 0 else x * scale)
-    rows2, store2, keep2 = _measure(ctx, "mvm2", plans["mvm2"], ("cam_a1", "cam_out"), repeats, setup2, progress,
-                                    dim=dim2)
+    with ctx.timed("mvm.measure_mvm2"):
+        rows2, store2, keep2 = _measure(ctx, "mvm2", plans["mvm2"], ("cam_a1", "cam_out"), repeats, setup2,
+                                        progress, dim=dim2)
     plans["mvm2"], rows2 = _unsaturated(plans["mvm2"], rows2, keep2, "mvm2", notes)
     a1 = np.stack([homodyne_of(r["cam_a1"], lo["cam_a1"]) for r in rows2]) * a1_per_h.value     # (S, R, n_h)
     hout = np.stack([homodyne_of(r["cam_out"], lo["cam_out"]) for r in rows2])                 # (S, R, n_out)
     a1_mean = a1.mean(axis=1)
-    raw2 = _fit_forward("mvm2", plans["mvm2"], "A2_real", None, hout, a1_mean, finish=False)
+    with ctx.timed("mvm.fit_mvm2"):
+        raw2 = _fit_forward("mvm2", plans["mvm2"], "A2_real", None, hout, a1_mean, finish=False)
     hmax = raw2["fit"]["gain"]
     kmax = np.unravel_index(np.argmax(np.abs(hmax)), hmax.shape)
     z2_per_h = 1.0 / abs(hmax[kmax])
@@ -648,15 +733,17 @@ def measure_mvm(ctx, *, repeats: int = 8, backward_repeats: int = 16, pump_repea
         panels.weights("slm2", st["A2"])
         u = np.asarray(st["u"], float)
         panels.frame("probe_input", ctx.weight_levels("probe_input", u[None, :], 1.0), ("u", u.tobytes()))
-    rowsb, storeb, keepb = _measure(ctx, "mvm2_backward", plans["mvm2_backward"], ("cam_back",), backward_repeats,
-                                    setupb, progress)
+    with ctx.timed("mvm.measure_mvm2_backward"):
+        rowsb, storeb, keepb = _measure(ctx, "mvm2_backward", plans["mvm2_backward"], ("cam_back",),
+                                        backward_repeats, setupb, progress)
     plans["mvm2_backward"], rowsb = _unsaturated(plans["mvm2_backward"], rowsb, keepb, "mvm2_backward", notes)
     zp_end = pump_z1(1)
     zp = np.concatenate([zp_start, zp_end]) * z1_per_h.value            # (2 R, n_h)
     twin_absorber = absorber_from_fit(absorber)
     t = twin_absorber.probe(zp.mean(axis=0))                              # (n_h,)
     hb = np.stack([homodyne_of(r["cam_back"], lo["cam_back"]) for r in rowsb])   # (S, R, n_h)
-    fitb = _fit_backward(plans["mvm2_backward"], hb, t, fit2)
+    with ctx.timed("mvm.fit_mvm2_backward"):
+        fitb = _fit_backward(plans["mvm2_backward"], hb, t, fit2)
     ctx.blank_all()
 
     q = dict(scale.quantities)

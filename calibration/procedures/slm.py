@@ -68,7 +68,7 @@ from calibration.procedures.context import CalContext, SLM_FIT_NAMES
 from calibration.procedures.exposure import input_fills, kept_exposures, min_input
 from calibration.quantities import Fit, Quantity
 from calibration.slm_fit import combine_slm, fit_diffractive_response, fit_illumination, fit_phase_response
-from hwio.encoding import amplitude_transfer, realised_weights
+from hwio.encoding import BlazedEncoder, amplitude_transfer
 from hwio.response import PhaseResponse
 
 __all__ = ["measure_slm", "measure_phase_response", "measure_crosstalk", "measure_illumination",
@@ -189,7 +189,7 @@ class _Panel:
         ctx.need(f"readout.{self.cam}", "readout")
 
     def setup(self, x: float | None = None, inputs=None) -> None:
-        ctx, sz = self.ctx, self.ctx.bench.sizes
+        ctx = self.ctx
         if x is not None:
             self.x = float(x)
         if inputs is None:
@@ -273,8 +273,10 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
     x = p.choose_input()
     p.setup(x)
     fields = np.empty((levels.size, ctx.readout(p.cam).n_spots), dtype=complex)
+    enc = ctx.encoder(panel)
+    first = isinstance(enc, BlazedEncoder)      # first-order optics: two-level gratings (docs/encodings.md)
     for i, g in enumerate(levels):
-        ctx.show(panel, ctx.uniform_levels(panel, int(g)))
+        ctx.show(panel, enc.two_level_frame(int(g)) if first else ctx.uniform_levels(panel, int(g)))
         fields[i] = p.fields()[p.cam]
     ctx.record(f"slm.{panel}.uniform", np.column_stack([fields.real, fields.imag]).astype(np.float64),
                units="homodyne field (re | im) per spot, rows = levels")
@@ -295,7 +297,7 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
         power = np.empty(levels.size)
         power_se = np.empty(levels.size)
         for i, g in enumerate(levels):
-            ctx.show(panel, _stripes(p.slm, int(g)))
+            ctx.show(panel, enc.two_level_frame(int(g)) if first else _stripes(p.slm, int(g)))
             _, pw = p.fields(powers=True)
             per_spot = pw[p.cam].mean(axis=0) - lo2 - bg            # zero-order power per spot
             power[i] = per_spot.sum()
@@ -303,7 +305,7 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
         ctx.record(f"slm.{panel}.grating", np.column_stack([levels, power]).astype(np.float64),
                    units="level | zero-order power (adu ROI sums, LO removed)")
         try:
-            diff = fit_diffractive_response(levels, power, bits=bits, order="zero")
+            diff = fit_diffractive_response(levels, power, bits=bits, order="first" if first else "zero")
         except ValueError as exc:       # e.g. a panel whose range stays below pi
             data["diffractive_error"] = str(exc)
         data["grating_power"] = power
@@ -312,6 +314,9 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
 
 # ----------------------------------------------------------------------------------- crosstalk
 def _patterns(ctx: CalContext, panel: str, response: PhaseResponse):
+    enc = ctx.encoder(panel)
+    if isinstance(enc, BlazedEncoder):
+        return enc.crosstalk_patterns(response.inverse())
     slm = ctx.bench.slms[panel]
     lay = ctx.bench.layouts[panel]
     lut = response.inverse()
@@ -333,13 +338,79 @@ def _patterns(ctx: CalContext, panel: str, response: PhaseResponse):
     return {k: v.astype(dt) for k, v in pats.items()}, np.full(slm.shape, l0, dtype=dt)
 
 
-def _model_ratios(pats, uniform, zero, layout, response, sigma):
-    """Model of ``(E_P - E_Z) / (E_U - E_Z)`` per pattern (element mean) at crosstalk ``sigma``."""
-    def field(frame):
-        return realised_weights(frame.astype(np.int64), layout, response, 1.0, sigma, complex_field=True)
-    z = field(zero)
-    u = field(uniform) - z
-    return {k: complex(np.mean((field(v) - z) / u)) for k, v in pats.items()}
+class BlockBlurMeans:
+    """Element means of a blurred panel field, for many blur widths: the separable form of
+    :func:`hwio.encoding.realised_weights` (Gaussian blur with zero field outside the panel,
+    ``truncate=4``, optionally the first-order carrier ``exp(-2 pi i X / period)``, then the
+    mean over each block's active rectangle).
+
+    ``E = A f B^T`` with ``A[i, r]`` the mean over block row ``i``'s active rows of the 1-D
+    kernel at ``r`` and ``B[j, c]`` the same over block column ``j``'s active columns (times the
+    carrier): two small matrix products per frame and width instead of a blur of the whole panel.
+    """
+
+    def __init__(self, layout, shape, period: float | None = None):
+        g = layout.guard_px
+        bh, bw = layout.block_px[0] - 2 * g, layout.block_px[1] - 2 * g
+        self._rows = layout.origin_px[0] + g + np.arange(layout.n_rows)[:, None] * layout.pitch_px[0] + np.arange(bh)
+        self._cols = layout.origin_px[1] + g + np.arange(layout.n_cols)[:, None] * layout.pitch_px[1] + np.arange(bw)
+        self.shape = tuple(shape)
+        self._carrier = None
+        if period is not None:
+            p = float(period)
+            self._carrier = np.exp(-2j * np.pi * (np.arange(self.shape[1]) % p) / p)
+        self._memo: dict = {}
+
+    @staticmethod
+    def _kernel_means(idx: np.ndarray, n: int, sigma: float, weight=None) -> np.ndarray:
+        if sigma > 0:
+            radius = int(4.0 * sigma + 0.5)
+            off = np.arange(-radius, radius + 1)
+            g = np.exp(-0.5 * off ** 2 / sigma ** 2)
+            g /= g.sum()
+        else:
+            off, g = np.zeros(1, dtype=int), np.ones(1)
+        p = idx.ravel()
+        wp = np.ones(p.size) if weight is None else weight[p]
+        m = np.zeros((idx.shape[0], n), dtype=complex if weight is not None else float)
+        e = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
+        for o, w in zip(off, g):
+            q = p + o
+            ok = (q >= 0) & (q < n)
+            np.add.at(m, (e[ok], q[ok]), w * wp[ok] / idx.shape[1])
+        return m
+
+    def __call__(self, field: np.ndarray, sigma: float) -> np.ndarray:
+        """(n_rows, n_cols) complex element means of ``field`` (the panel's complex pixel field)
+        blurred with sigma ``sigma`` (px)."""
+        key = round(float(sigma), 12)
+        ab = self._memo.get(key)
+        if ab is None:
+            ab = (self._kernel_means(self._rows, self.shape[0], sigma),
+                  self._kernel_means(self._cols, self.shape[1], sigma, self._carrier))
+            if len(self._memo) > 256:
+                self._memo.clear()
+            self._memo[key] = ab
+        return ab[0] @ field @ ab[1].T
+
+
+def _pixel_fields(frames: dict, response) -> dict:
+    """name -> complex pixel field exp(i phi(level)) of each level frame."""
+    return {k: np.exp(1j * response.phase(np.asarray(v, np.int64))) for k, v in frames.items()}
+
+
+def _model_ratios(pats, uniform, zero, layout, response, sigma, period=None, means=None, fields=None):
+    """Model of ``(E_P - E_Z) / (E_U - E_Z)`` per pattern (element mean) at crosstalk ``sigma``
+    (``period``: the first order of a blazed panel's grating).  ``means``
+    (:class:`BlockBlurMeans`) and ``fields`` (:func:`_pixel_fields` of the patterns, 'uniform'
+    and 'zero') may be passed to reuse them between calls."""
+    if means is None:
+        means = BlockBlurMeans(layout, np.shape(uniform), period)
+    if fields is None:
+        fields = _pixel_fields({**pats, "uniform": uniform, "zero": zero}, response)
+    z = means(fields["zero"], sigma)
+    u = means(fields["uniform"], sigma) - z
+    return {k: complex(np.mean((means(fields[k], sigma) - z) / u)) for k in pats}
 
 
 def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n_avg: int = 8,
@@ -349,6 +420,7 @@ def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n
     p.setup(x if x is not None else p.choose_input())
     lay = ctx.bench.layouts[panel]
     pats, uniform = _patterns(ctx, panel, response)
+    period = getattr(ctx.encoder(panel), "grating_period_px", None)
     zero = ctx.zero_levels(panel)
     ctx.show(panel, zero)
     ez = p.fields()[p.cam]
@@ -363,9 +435,15 @@ def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n
     w = np.abs(eu) ** 2
     w = w / w.sum()
     names = list(pats)
+    means = BlockBlurMeans(lay, uniform.shape, period)
+    pix = _pixel_fields({**pats, "uniform": uniform, "zero": zero}, response)
+
+    def model(sigma, which=None):
+        return _model_ratios(pats if which is None else {which: pats[which]}, uniform, zero, lay, response,
+                             sigma, period, means=means, fields=pix)
 
     def resid(sigma):
-        mod = _model_ratios(pats, uniform, zero, lay, response, sigma)
+        mod = model(sigma)
         r = [(meas[k] - mod[k]) * np.sqrt(w) for k in names]
         r = np.concatenate(r)
         return np.concatenate([r.real, r.imag])
@@ -388,7 +466,7 @@ def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n
     per_pattern = {}
     for k in names:
         def cost_k(sg, k=k):
-            m = _model_ratios({k: pats[k]}, uniform, zero, lay, response, sg)[k]
+            m = model(sg, k)[k]
             r = (meas[k] - m) * np.sqrt(w)
             return float(np.sum(np.abs(r) ** 2))
         per_pattern[k] = float(minimize_scalar(cost_k, bounds=(max(sigma - 0.3, 0.0), sigma + 0.3),
@@ -396,7 +474,7 @@ def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n
     spread = np.array(list(per_pattern.values()))
     se_stat = se
     se = max(se, float(spread.std(ddof=1) / math.sqrt(spread.size))) if spread.size > 1 else se
-    mod = _model_ratios(pats, uniform, zero, lay, response, sigma)
+    mod = model(sigma)
     return Fit(name="slm.crosstalk", model="gaussian-blur zero-order",
                quantities={"crosstalk_px": Quantity(sigma, se, "px")},
                x=np.arange(len(names), dtype=float),
@@ -416,12 +494,155 @@ def _frac_coords(layout):
     return (c[..., 1] - lo[1]) / ext[1], (c[..., 0] - lo[0]) / ext[0]
 
 
-def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 4, n_rep: int = 4, x: float | None = None,
-                         forward: np.ndarray | None = None) -> tuple[Fit | None, dict]:
-    """Per-element amplitudes (one element at a time) and the Gaussian illumination fit.
+def _row_classes(n_rows: int, spacing: int) -> list:
+    """Row indices lit together: every ``spacing``-th row (``spacing`` classes, or one row each)."""
+    m = max(1, min(int(spacing), int(n_rows)))
+    return [np.arange(c, n_rows, m) for c in range(m)]
 
-    Every element is measured ``n_rep`` times (``n_avg`` frames per LO phase each); the
-    scatter of the repeats gives the amplitude errors the fit is weighted with.
+
+def _leak_by_distance(signal: np.ndarray, lit: np.ndarray, n_rows: int, spacing: int) -> dict:
+    """Field seen on unlit spots relative to the lit spot ``d`` rows away, median per distance
+    ``d`` = 1 .. spacing - 1 (the output crosstalk that lit rows ``spacing`` apart leave out)."""
+    out = {}
+    for d in range(1, max(int(spacing), 1)):
+        vals = []
+        for k in lit:
+            for i in (k - d, k + d):
+                if 0 <= i < n_rows and (i - lit[0]) % spacing != 0 and abs(signal[k]) > 0:
+                    vals.append(abs(signal[i]) / abs(signal[k]))
+        if vals:
+            out[d] = float(np.median(vals))
+    return out
+
+
+def _pooled_stderr(reps: np.ndarray):
+    """Standard error of the mean over repeats ``reps`` (n_rep, rows, cols), pooled: the noise of
+    an element's reading is its spot's (row) times its column's (e.g. 1 / a1_j) -- the rank-one
+    model ``row mean x column mean / grand mean`` of the repeat variances -- so an element's
+    weight does not depend on its own few repeats (weights from a handful of repeats bias a
+    weighted fit towards the elements whose repeats happened to agree).  None for one repeat."""
+    if reps.shape[0] < 2:
+        return None
+    var = reps.var(axis=0, ddof=1)
+    grand = float(var.mean())
+    if not grand > 0:
+        return np.full(var.shape, 1e-300)
+    model = np.outer(var.mean(axis=1), var.mean(axis=0)) / grand
+    return np.sqrt(model / reps.shape[0])
+
+
+def _jackknife_errors(fit: Fit, amp, xs, ys, se) -> None:
+    """Widen the illumination fit's ``waist``/``x0``/``y0`` errors to the delete-one-row and
+    delete-one-column jackknife's: errors common to a row (its spot's readout calibration) or a
+    column (slm2's division by the column's ``a1``) are not independent per element."""
+    nr, nc = amp.shape
+    keys = ("waist", "x0", "y0")
+    var = dict.fromkeys(keys, 0.0)
+    for axis, n in ((0, nr), (1, nc)):
+        if n < 4:
+            continue
+        vals = {k: [] for k in keys}
+        for i in range(n):
+            keep = np.arange(n) != i
+            sl = (keep, slice(None)) if axis == 0 else (slice(None), keep)
+            try:
+                f = fit_illumination(amp[sl], xs[sl], ys[sl], stderr=se[sl])
+            except ValueError:
+                continue
+            for k in keys:
+                vals[k].append(f.quantities[k].value)
+        for k in keys:
+            v = np.asarray(vals[k])
+            if v.size > 2:
+                var[k] += (v.size - 1) / v.size * float(np.sum((v - v.mean()) ** 2))
+    for k in keys:
+        q = fit.quantities[k]
+        fit.quantities[k] = Quantity(q.value, max(q.stderr, math.sqrt(var[k])), q.units)
+    fit.info["stderr_jackknife"] = {k: math.sqrt(var[k]) for k in keys}
+
+
+def fit_column_free_illumination(amplitude, xs, ys, stderr) -> Fit:
+    """Round Gaussian illumination from the row profile, with a free factor per column.
+
+    Every element of column ``j`` of slm1 is lit through input ``j`` alone, whose own
+    illumination (the input panel's beam) multiplies the whole column: the column profile of
+    slm1 cannot be told apart from it.  The model ``c_j exp(-((y - y0) / waist)^2)`` takes the
+    waist and ``y0`` from the rows (a round beam: one waist); ``x0`` is the centre of the
+    columns' product profile (an elliptical fit of the amplitudes; exact when both beams are
+    centred on their layouts).  Errors scaled by sqrt(reduced chi^2) when that exceeds 1; the
+    per-spot readout systematic (``SPOT_SYSTEMATIC``, common to a row's elements) is added to the
+    waist's and ``y0``'s from a fit of the row profile with that error per row.
+    """
+    a = np.asarray(amplitude, float)
+    se = np.asarray(stderr, float)
+    nr, nc = a.shape
+    if nr < 3:
+        raise ValueError(f"illumination: a row profile needs >= 3 rows, got {nr}")
+    y = np.asarray(ys, float)[:, 0]
+    ext = float(max(np.ptp(y), 1e-12))
+
+    def model(p):
+        return np.exp(p[:nc])[None, :] * np.exp(-((y[:, None] - p[nc]) / p[nc + 1]) ** 2)
+
+    def resid(p):
+        return ((model(p) - a) / se).ravel()
+
+    wt = np.clip(a, 0, None)
+    y0 = float((wt.sum(axis=1) * y).sum() / max(wt.sum(), 1e-300))
+    p0 = np.concatenate([np.log(np.maximum(a.max(axis=0), 1e-300)), [y0, ext]])
+    lo = np.concatenate([np.full(nc, -np.inf), [-np.inf, 1e-6 * ext]])
+    res = least_squares(resid, p0, bounds=(lo, np.full(nc + 2, np.inf)), x_scale="jac")
+    dof = max(a.size - nc - 2, 1)
+    redchi = float(res.fun @ res.fun) / dof
+    try:
+        cov = np.linalg.inv(res.jac.T @ res.jac) * max(redchi, 1.0)
+        perr = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    except np.linalg.LinAlgError:
+        perr = np.full(nc + 2, np.nan)
+    # every element of a row is read on the same spot: the per-spot readout systematic
+    # (SPOT_SYSTEMATIC) scales a whole row, so it enters the row profile once per row
+    col = np.exp(res.x[:nc])
+    prof = (a / col[None, :]).mean(axis=1)
+    gy = np.exp(-((y - res.x[nc]) / res.x[nc + 1]) ** 2)
+    jac = np.column_stack([gy, gy * 2 * (y - res.x[nc]) / res.x[nc + 1] ** 2,
+                           gy * 2 * (y - res.x[nc]) ** 2 / res.x[nc + 1] ** 3]) / (SPOT_SYSTEMATIC * prof)[:, None]
+    try:
+        sys_se = np.sqrt(np.clip(np.diag(np.linalg.inv(jac.T @ jac)), 0.0, None))[1:]
+    except np.linalg.LinAlgError:
+        sys_se = np.zeros(2)
+    perr[nc:nc + 2] = np.hypot(perr[nc:nc + 2], sys_se)
+    # x0: the product profile's centre (an elliptical fit; a round one when too few columns
+    # leave its column waist undetermined)
+    ell = fit_illumination(a, xs, ys, stderr=se, elliptical=nc >= 4)
+    waist, x0 = float(res.x[nc + 1]), ell.quantities["x0"]
+    xx = np.asarray(xs, float)
+    shape = np.exp(-((xx - x0.value) ** 2 + (np.asarray(ys, float) - res.x[nc]) ** 2) / waist ** 2)
+    best = model(res.x)
+    q = {"amplitude": Quantity(float(np.exp(res.x[:nc]).max()), float("nan"), "data units"),
+         "x0": x0, "y0": Quantity(float(res.x[nc]), float(perr[nc]), ""),
+         "waist": Quantity(waist, float(perr[nc + 1]), "")}
+    return Fit(name="slm.illumination", model="gaussian rows x free column factors", quantities=q,
+               arrays={"illumination_map": shape / shape.max(), "column_factor": np.exp(res.x[:nc])},
+               x=np.asarray(ys, float).ravel(), y=a.ravel(), y_fit=best.ravel(),
+               info={"redchi": redchi, "elliptical": False, "column_factors": True,
+                     "waist_x_product": float(ell.quantities.get("waist_x", ell.quantities["waist"]).value)})
+
+
+def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 1, n_rep: int = 16, x: float | None = None,
+                         forward: np.ndarray | None = None, spacing: int = 4) -> tuple[Fit | None, dict]:
+    """Per-element amplitudes and the Gaussian illumination fit.
+
+    Elements are lit several at a time where their light reaches different spots: slm1 column
+    ``j`` (input ``j`` alone) and slm2 column ``j`` light every ``spacing``-th row at once
+    (rows ``spacing`` apart: the output crosstalk between neighbouring spots stays out; the
+    leakage measured on the unlit rows in between is kept in ``data['leak_by_distance']``);
+    the backward probe through slm2 lights a whole row of slm2 at once (every element reaches
+    its own cam_back spot).  slm1's single input carries up to the light of the whole input
+    layer in the uniform sweep (``min(1, x n_in)``, halved while a spot saturates).  Every
+    element is measured at least twice and at most ``n_rep`` times (``n_avg`` frames per LO
+    phase each), until the repeats give the median element's amplitude to ``SPOT_SYSTEMATIC``;
+    the scatter of the repeats gives the amplitude errors the fit is weighted with (``cam_a1``,
+    which slm2 does not change, once per repeat).
 
     Returns (Fit 'slm.illumination' or None for probe_input, data dict with ``amplitude``).
     For probe_input pass ``forward``: the complex slm2 element fields divided by a1 (from
@@ -432,62 +653,104 @@ def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 4, n_rep: 
     p = _Panel(ctx, panel, n_avg)
     xin = x if x is not None else p.choose_input()
     nr, nc = lay.n_rows, lay.n_cols
-    data: dict = {"input_amplitude": xin}
+    data: dict = {"input_amplitude": xin, "spacing": int(spacing)}
+    classes = _row_classes(nr, spacing)
+    leaks: list = []
+    def enough(reps_done):
+        """Repeats so far give every element's amplitude to SPOT_SYSTEMATIC (median) or better."""
+        a = np.abs(np.asarray(reps_done))
+        if a.shape[0] < 2:
+            return False
+        rel = _pooled_stderr(a) / np.maximum(a.mean(axis=0), 1e-300)
+        return float(np.median(rel)) <= SPOT_SYSTEMATIC
+
     if panel == "slm1":
-        reps = np.empty((n_rep, nr, nc))
-        for r in range(n_rep):
-            for j in range(nc):
+        # one input at a time: it may carry the light the whole input layer carried in the
+        # uniform-panel sweep (x on every input), as long as no lit element's spot saturates; a
+        # column that saturates is measured again at half the fill (and the next ones there).
+        # Amplitudes are divided by the column's realised fill (fields are linear in it).
+        fill = min(1.0, xin * sz.n_in)
+        reps = []
+        fills = np.empty(nc)
+        while len(reps) < n_rep and not enough(reps):
+            rep = np.empty((nr, nc))
+            j = 0
+            while j < nc:
                 one = np.zeros(sz.n_in)
                 one[j] = 1.0
-                p.setup(xin, inputs=one)
+                p.setup(fill, inputs=one)
                 ctx.show(panel, ctx.zero_levels(panel))
                 ez = p.fields()[p.cam]
-                for i in range(nr):
+                again = False
+                col_leaks = []
+                for rows in classes:
                     w = np.zeros((nr, nc))
-                    w[i, j] = 1.0
+                    w[rows, j] = 1.0
                     ctx.show(panel, ctx.weight_levels(panel, w))
-                    reps[r, i, j] = abs(p.fields()[p.cam][i] - ez[i])
+                    ctx.peak_adu.clear()
+                    sig = p.fields()[p.cam] - ez
+                    if p.saturated() and fill > xin:
+                        fill, again = max(0.5 * fill, xin), True
+                        break
+                    rep[rows, j] = np.abs(sig[rows])
+                    col_leaks.append(_leak_by_distance(sig, rows, nr, len(classes)))
+                if again:
+                    continue
+                realised = float(ctx.dmd.fill_fractions(one[None, :] * max(fill, 1.0 / ctx.dmd.n_active))[0, j])
+                rep[:, j] /= realised
+                fills[j] = realised
+                if not reps:
+                    leaks.extend(col_leaks)
+                j += 1
+            reps.append(rep)
+        reps = np.asarray(reps)
+        data["single_input_fill"] = fills
         amp = reps.mean(axis=0)
-        amp_se = reps.std(axis=0, ddof=1) / math.sqrt(n_rep) if n_rep > 1 else None
+        amp_se = _pooled_stderr(np.abs(reps))
     elif panel == "slm2":
         p.setup(xin)
-        cams = [p.cam, "cam_a1"]
-        reps = np.empty((n_rep, nr, nc), dtype=complex)
-        for r in range(n_rep):
+        reps = []
+        while len(reps) < n_rep and not enough(reps):
+            rep = np.empty((nr, nc), dtype=complex)
             ctx.show(panel, ctx.zero_levels(panel))
-            base = p.fields(cams)
-            for i in range(nr):
-                for j in range(nc):
+            # a1 does not depend on slm2: measured once per repeat, with the slm2 baseline
+            base = p.fields([p.cam, "cam_a1"])
+            a1 = base["cam_a1"]
+            for j in range(nc):
+                for rows in classes:
                     w = np.zeros((nr, nc))
-                    w[i, j] = 1.0
+                    w[rows, j] = 1.0
                     ctx.show(panel, ctx.weight_levels(panel, w))
-                    f = p.fields(cams)
-                    reps[r, i, j] = (f[p.cam][i] - base[p.cam][i]) / f["cam_a1"][j]
+                    sig = p.fields()[p.cam] - base[p.cam]
+                    rep[rows, j] = sig[rows] / a1[j]
+                    if not reps:
+                        leaks.append(_leak_by_distance(sig, rows, nr, len(classes)))
+            reps.append(rep)
+        reps = np.asarray(reps)
         elem = reps.mean(axis=0)
         amp = np.abs(elem)
-        amp_se = np.abs(reps).std(axis=0, ddof=1) / math.sqrt(n_rep) if n_rep > 1 else None
+        amp_se = _pooled_stderr(np.abs(reps))
         data["element_field"] = elem
     else:
         if forward is None:
             raise ValueError("probe_input illumination needs the forward slm2 element fields (measure slm2 first)")
-        # backward through one slm2 element (i, j) at a time, probe element i alone
+        # backward through row i of slm2 (every element (i, j) reaches cam_back spot j), probe element i alone
         n2r, n2c = ctx.bench.layouts["slm2"].n_rows, ctx.bench.layouts["slm2"].n_cols
         ctx.show_inputs(input_fills(ctx, xin))
         ctx.show("slm1", ctx.uniform_levels("slm1", 0))
         ratios = np.full((nc, n2c), np.nan, dtype=complex)
         sig = np.zeros((nc, n2c), dtype=complex)
-        p.n_avg = 4 * p.n_avg          # the backward probe is weak: average more
+        p.n_avg = 16 * p.n_avg         # the backward probe is weak: average more
         for i in range(nc):
             pw = np.zeros((1, nc))
             pw[0, i] = 1.0
             ctx.show("probe_input", ctx.weight_levels("probe_input", pw))
-            for j in range(n2c):
-                w2 = np.zeros((n2r, n2c))
-                w2[i, j] = 1.0
-                ctx.show("slm2", ctx.weight_levels("slm2", w2))
-                f = p.fields([p.cam])
-                sig[i, j] = f[p.cam][j]
-                ratios[i, j] = f[p.cam][j] / forward[i, j]
+            w2 = np.zeros((n2r, n2c))
+            w2[i, :] = 1.0
+            ctx.show("slm2", ctx.weight_levels("slm2", w2))
+            f = p.fields([p.cam])[p.cam][:n2c]
+            sig[i] = f
+            ratios[i] = f / forward[i]
         # for fixed j the ratio is t_j * d2_i: normalise every column j by its sum over i, then
         # average the columns weighted by their backward signal power
         a = np.abs(ratios)
@@ -497,19 +760,34 @@ def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 4, n_rep: 
         data["backward_ratio"] = ratios
         amp_se = None
         ctx.show("probe_input", ctx.zero_levels("probe_input"))
+    if panel != "probe_input":
+        data["repeats"] = int(len(reps))
+    if leaks:
+        dist = sorted({d for lk in leaks for d in lk})
+        data["leak_by_distance"] = {int(d): float(np.median([lk[d] for lk in leaks if d in lk])) for d in dist}
     data["amplitude"] = amp
     ctx.record(f"slm.{panel}.illumination", amp.astype(np.float64), units="relative element amplitude")
     fit = None
-    if amp.size >= 6:
+    if panel != "probe_input" and amp.size >= 6:
         xs, ys = _frac_coords(lay)
         if amp_se is not None:
             # repeat scatter (laser jitter, shot noise) plus 0.3 % per element for the per-spot readout
             # calibration (ROI fractions, LO amplitudes), which no repeat reveals
             amp_se = np.hypot(amp_se, SPOT_SYSTEMATIC * amp)
-        fit = fit_illumination(amp, xs, ys, stderr=amp_se)
-        if amp_se is not None and fit.info["redchi"] > 1.0:    # model misfit: scale the errors up
-            fit = fit_illumination(amp, xs, ys, stderr=amp_se * math.sqrt(fit.info["redchi"]))
+        if panel == "slm1" and amp_se is not None and nr >= 3 and nc >= 2:
+            # each column is lit through its own input, whose beam profile multiplies it
+            fit = fit_column_free_illumination(amp, xs, ys, amp_se)
+        else:
+            fit = fit_illumination(amp, xs, ys, stderr=amp_se)
+            if amp_se is not None and fit.info["redchi"] > 1.0:    # model misfit: scale the errors up
+                fit = fit_illumination(amp, xs, ys, stderr=amp_se * math.sqrt(fit.info["redchi"]))
+            if amp_se is not None:
+                _jackknife_errors(fit, amp, xs, ys, amp_se)
         data["amplitude_stderr"] = amp_se
+        if "leak_by_distance" in data:
+            fit.info["leak_by_distance"] = data["leak_by_distance"]
+        fit.info["repeats"] = data.get("repeats")
+        fit.info["spacing"] = int(spacing)
     return fit, data
 
 
@@ -564,6 +842,9 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
                     forward = ill_data.get("element_field")
             fit = combine_slm(interf, illumination=ill, crosstalk=xt)
             fit.name = name
+            if ill is not None:
+                fit.info["illumination"] = {k: ill.info[k] for k in ("repeats", "spacing", "leak_by_distance", "redchi",
+                                                                     "column_factors") if k in ill.info}
             fit.info["panel"] = panel
             fit.info["camera"] = PANEL_CAMERAS[panel]
             fit.info["input_amplitude"] = data["input_amplitude"]
@@ -591,6 +872,7 @@ def measure_slm(ctx: CalContext, panels=("slm1", "slm2", "probe_input"), *, n_le
             encoder = ctx.encoder(panel)
             edges, realised = amplitude_transfer(encoder, response, sigma)
             fit.info["encoder_dither"] = bool(encoder.dither)
+            fit.info.update(getattr(encoder, "encoding_record", {}))      # blazed: encoding, grating period
             # the flatness map the panel was calibrated with (deploy refuses a bench with another)
             fit.info.update(getattr(encoder, "wavefront_record", None) or {"wavefront_map_sha256": None})
             fit.arrays["amplitude_transfer_edges"] = edges

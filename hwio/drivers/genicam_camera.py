@@ -7,6 +7,12 @@ ExposureAuto/GainAuto/BalanceWhiteAuto/BlackLevelAuto off, BlackLevel fixed, gam
 LUT off.  Nodes the camera lacks are skipped: the simulated producer ``viky.cti``
 shipped in the ``genicam`` wheel, for example, has no exposure or trigger nodes.
 
+A producer is a shared library that runs in this process: its path comes from trusted
+configuration (the bench file's ``cti`` option, or ``GENICAM_GENTL64_PATH``), must name an
+existing regular file ending in ``.cti`` (:func:`check_producer`; ValueError otherwise,
+before harvesters is asked to load anything) and is logged (logger
+``hwio.drivers.genicam_camera``, level INFO) before it is loaded.
+
 Trigger modes (``trigger``)
 ---------------------------
 ``"auto"`` (default)
@@ -24,8 +30,10 @@ Trigger modes (``trigger``)
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
+import stat
 import threading
 import time
 
@@ -34,9 +42,11 @@ import numpy as np
 from hwio.devices import Camera, DeviceError, DeviceTimeout, FrameError, Timeline
 from hwio.drivers import one_line, require
 
-__all__ = ["GenICamCamera", "mono_bits", "pick_mono_format", "snap_to_increment", "find_producers"]
+__all__ = ["GenICamCamera", "mono_bits", "pick_mono_format", "snap_to_increment", "find_producers",
+           "check_producer"]
 
 _MONO = re.compile(r"^Mono(\d+)$")
+_log = logging.getLogger(__name__)
 
 
 def mono_bits(pixel_format: str) -> int:
@@ -87,7 +97,8 @@ def _acquire_harvester(core, producers: list[str]):
             h = core.Harvester()
             try:
                 for f in producers:
-                    h.add_file(f)
+                    _log.info("loading GenTL producer %s (native code named by the bench configuration)", f)
+                    h.add_file(f, check_existence=True)
                 h.update()
             except Exception:
                 h.reset()
@@ -111,20 +122,50 @@ def _release_harvester(key) -> None:
                 pass
 
 
+def check_producer(path) -> str:
+    """The absolute path of a GenTL producer file, checked before anything loads it.
+
+    A producer is a shared library: loading it runs its code in this process, so only a
+    path that exists, is a regular file (a symbolic link to one is followed) and ends in
+    ``.cti`` is accepted.  Which producer to load is the bench file's choice: bench files
+    are trusted configuration.
+
+    Raises
+    ------
+    ValueError : one line naming the path and what is wrong with it.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"GenICamCamera: cti must be the path of a GenTL producer file (.cti), got {path!r}")
+    text = os.fspath(path)
+    full = os.path.abspath(os.path.expanduser(text))
+    if not text.lower().endswith(".cti"):
+        raise ValueError(f"GenICamCamera: GenTL producer {text!r} does not end in .cti; give the vendor's "
+                         f".cti file (a producer is a shared library; nothing else is loaded)")
+    if not os.path.exists(full):
+        raise ValueError(f"GenICamCamera: GenTL producer file not found: {full}; install the camera vendor's "
+                         f"GenTL producer or fix cti in the bench file")
+    mode = os.stat(full).st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"GenICamCamera: GenTL producer {full} is not a regular file; give the vendor's .cti file")
+    return full
+
+
 def find_producers(cti: str | os.PathLike | list | None = None) -> list[str]:
-    """GenTL producer files: ``cti`` (file or list) or all ``*.cti`` on GENICAM_GENTL64_PATH."""
+    """GenTL producer files: ``cti`` (file or list) or all ``*.cti`` on GENICAM_GENTL64_PATH,
+    each checked by :func:`check_producer` (ValueError when one is missing or not a ``.cti``
+    file; DeviceError when none is given and none is on the path)."""
     if cti is None:
         dirs = os.environ.get("GENICAM_GENTL64_PATH", "") or os.environ.get("GENICAM_GENTL32_PATH", "")
         files = sorted(f for d in dirs.split(os.pathsep) if d for f in glob.glob(os.path.join(d, "*.cti")))
         if not files:
             raise DeviceError("GenICamCamera: no GenTL producer given and none on GENICAM_GENTL64_PATH; "
                               "pass cti='/path/to/vendor.cti'")
-        return files
-    files = [str(cti)] if isinstance(cti, (str, os.PathLike)) else [str(c) for c in cti]
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        raise DeviceError(f"GenICamCamera: GenTL producer file not found: {', '.join(missing)}")
-    return files
+    else:
+        files = [cti] if isinstance(cti, (str, os.PathLike)) else list(cti) if isinstance(cti, (list, tuple)) \
+            else [cti]
+        if not files:
+            raise ValueError("GenICamCamera: cti is an empty list; give the path of a GenTL producer file (.cti)")
+    return [check_producer(f) for f in files]
 
 
 class GenICamCamera(Camera):
@@ -132,7 +173,8 @@ class GenICamCamera(Camera):
 
     Parameters
     ----------
-    cti : GenTL producer file(s); default every ``*.cti`` on GENICAM_GENTL64_PATH.
+    cti : GenTL producer file(s) (``.cti``, checked by :func:`check_producer`); default every
+        ``*.cti`` on GENICAM_GENTL64_PATH.
     serial : serial number of the camera; default the ``index``-th device found.
     index : position in the device list when ``serial`` is not given.
     name : device name (default ``"genicam-<serial>"``).

@@ -49,13 +49,16 @@ from hwio.devices import DeviceTimeout
 from hwio.sim.camera_physics import Sensor, psf_matrix
 from hwio.sim.devices import SimCamera, SimSLM
 from hwio.sim.faults import Drift, FaultInjector
+from hwio.sim.first_order import panel_for
 from hwio.sim.optics import NetworkOptics
-from hwio.sim.slm_physics import AmplitudePanel, PhasePanel, gaussian_illumination
+from hwio.sim.slm_physics import AmplitudePanel, gaussian_illumination
 from hwio.sim.truth import PHASE_SLMS, Truth
 
 __all__ = ["SimEngine"]
 
 LASER_SLMS = ("input", "slm1", "slm2", "probe_input", "lo")
+#: the field each imaged plane shows
+_PLANE_FIELD = {"cam_z1": "z1", "cam_a1": "a1", "cam_out": "z2", "cam_back": "d1"}
 _PURPOSE = {"stray": 1, "lo": 2, "sensor": 3, "noise": 4, "faults": 5}
 _DEVICE_INDEX = {n: i for i, n in enumerate(("input", "slm1", "slm2", "probe_input", "lo", "flat_source")
                                              + CAMERA_NAMES)}
@@ -123,7 +126,7 @@ class SimEngine:
             else:
                 table = st.phase_table(dev["bit_depth"])
                 realised["phase_table_rad"][name] = table
-                self._panels[name] = PhasePanel(name, dev["shape"], table, st.crosstalk_px, layout, illum)
+                self._panels[name] = panel_for(dev, name, dev["shape"], table, st.crosstalk_px, layout, illum)
         # network
         self._optics = NetworkOptics(truth.optics, truth.absorber, cfg.sizes.n_hidden, cfg.sizes.n_out,
                                      rng("stray"))
@@ -251,12 +254,13 @@ class SimEngine:
         flat = self._last_show.get("flat_source", 0)
         return flat > 0 and flat > max((v for n, v in self._last_show.items() if n != "flat_source"), default=0)
 
-    def _fields(self, power: float, t_s: float):
-        """The network's fields (z1, a1, z2, d1, leak) at relative laser power ``power`` and time ``t_s``."""
+    def _fields(self, power: float, t_s: float, need: str = "all"):
+        """The network's fields (z1, a1, z2, d1, leak) at relative laser power ``power`` and time
+        ``t_s``; ``need`` names the one field a camera images (the others may be None)."""
         x = self._elements("input")[0, :self._sizes.n_in].real
         return self._optics.run(x, self._elements("slm1"), self._elements("slm2"),
                                 self._elements("probe_input")[0, :self._sizes.n_out], power,
-                                self._drift.alpha0_at(t_s))
+                                self._drift.alpha0_at(t_s), need=need)
 
     def _lo_factor(self, column: int) -> complex:
         """Zero order of LO channel ``column`` (unit modulus for a uniform block)."""
@@ -269,7 +273,7 @@ class SimEngine:
 
     def _plane_flux(self, cam: str, st: _CameraState, f, power: float) -> np.ndarray:
         """Photons/s of every spot of plane ``cam`` for the fields ``f``."""
-        field = {"cam_z1": f.z1, "cam_a1": f.a1, "cam_out": f.z2, "cam_back": f.d1}[cam]
+        field = getattr(f, _PLANE_FIELD[cam])
         if st.lo_column is not None:
             field = field + np.sqrt(power) * st.lo_amplitude * self._lo_factor(st.lo_column)
         intensity = np.abs(field) ** 2
@@ -280,7 +284,7 @@ class SimEngine:
     def _spot_flux(self, cam: str, st: _CameraState, t_s: float) -> np.ndarray:
         """Photons/s of every spot of camera ``cam`` at time ``t_s``."""
         power = self._drift.power(t_s, st.noise_rng)
-        return self._plane_flux(cam, st, self._fields(power, t_s), power)
+        return self._plane_flux(cam, st, self._fields(power, t_s, _PLANE_FIELD[cam]), power)
 
     def _photon_flux(self, cam: str, pc: _PhysicalCamera, t_s: float) -> np.ndarray:
         ct = pc.sensor.truth

@@ -123,7 +123,7 @@ class NetworkOptics:
             out = out + ref * e[:, n_cols]
         return out
 
-    def run(self, x, e1, e2, d, power: float, alpha0: float) -> Fields:
+    def run(self, x, e1, e2, d, power: float, alpha0: float, need: str = "all") -> Fields:
         """Propagate one sample.
 
         Parameters
@@ -133,15 +133,22 @@ class NetworkOptics:
         d : (n_out,) complex element fields of probe_input.
         power : relative laser power (fields scale with its square root).
         alpha0 : optical depth of the cell now.
+        need : the field a camera images ('z1', 'a1', 'z2', 'd1') or 'all': fields it does not
+            need (and the cell passes they would take) are left None.
         """
         amp = np.sqrt(max(power, 0.0))
         n_in = len(x)
         z1 = amp * (self.c1 @ (self.k1 * self._mvm(e1, np.asarray(x, complex), n_in) + self.stray1))
+        if need == "z1":
+            return Fields(z1=z1, a1=None, z2=None, d1=None, leak=None)
         r1 = np.abs(z1)
         a1 = self.cell.pump_transmission(r1, alpha0) * z1
-        z2 = self.c2 @ (self.k2 * self._mvm(e2, a1, self.n_hidden, amp) + amp * self.stray2)
-        d2 = amp * self.probe_gain * np.asarray(d, complex)
-        b = self.k2 * (e2[:, :self.n_hidden].T @ (self.c2.T @ d2))
-        d1 = self.cell.probe_transmission(r1, np.abs(b), alpha0) * b
-        leak = self.pump_leak * np.abs(a1) ** 2
+        z2 = d1 = leak = None
+        if need in ("z2", "all"):
+            z2 = self.c2 @ (self.k2 * self._mvm(e2, a1, self.n_hidden, amp) + amp * self.stray2)
+        if need in ("d1", "all"):
+            d2 = amp * self.probe_gain * np.asarray(d, complex)
+            b = self.k2 * (e2[:, :self.n_hidden].T @ (self.c2.T @ d2))
+            d1 = self.cell.probe_transmission(r1, np.abs(b), alpha0) * b
+            leak = self.pump_leak * np.abs(a1) ** 2
         return Fields(z1=z1, a1=a1, z2=z2, d1=d1, leak=leak)

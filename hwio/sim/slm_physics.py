@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.sparse import csr_matrix
 
 from hwio.layout import BlockLayout
 
@@ -103,9 +104,49 @@ class PhasePanel:
             field[self._box] = gaussian_filter(sub, self.crosstalk_px, mode="constant", cval=0.0, truncate=4.0)
         return field
 
+    def _operator(self):
+        """Sparse (n_elements, box pixels) matrix: blur then block mean, as one linear map.
+
+        Row e holds ``sum over the block's active pixels p of g(p - q) / count_e`` for every pixel q
+        of the blurred box (the separable, normalised Gaussian of ``gaussian_filter`` with
+        ``truncate=4`` and zero field outside the box), so ``op @ exp(i phi)[box]`` equals the mean
+        of :meth:`pixel_field` over each block.
+        """
+        if getattr(self, "_op", None) is not None:
+            return self._op, self._op_box
+        box = self._box if self._box is not None else (slice(0, self.shape[0]), slice(0, self.shape[1]))
+        r0, c0 = box[0].start, box[1].start
+        nbr, nbc = box[0].stop - r0, box[1].stop - c0
+        sums = self._sums
+        pr, pc = np.divmod(sums.index, self.shape[1])
+        pr, pc = pr - r0, pc - c0
+        if self.crosstalk_px > 0:
+            radius = int(4.0 * self.crosstalk_px + 0.5)
+            off = np.arange(-radius, radius + 1)
+            g = np.exp(-0.5 * off ** 2 / self.crosstalk_px ** 2)
+            g /= g.sum()
+        else:
+            off, g = np.zeros(1, dtype=int), np.ones(1)
+        rows, cols, vals = [], [], []
+        w_el = 1.0 / sums.counts[sums.element]
+        for dr, gr in zip(off, g):
+            for dc, gc in zip(off, g):
+                qr, qc = pr - dr, pc - dc
+                ok = (qr >= 0) & (qr < nbr) & (qc >= 0) & (qc < nbc)
+                rows.append(sums.element[ok])
+                cols.append(qr[ok] * nbc + qc[ok])
+                vals.append(gr * gc * w_el[ok])
+        op = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(sums.n, nbr * nbc))
+        op.sum_duplicates()
+        self._op, self._op_box = op, box
+        return op, box
+
     def element_fields(self, levels: np.ndarray) -> np.ndarray:
         """Complex element fields (n_rows, n_block_cols) for a level frame."""
-        return self.illumination * self._sums.mean(self.pixel_field(levels))
+        op, box = self._operator()
+        v = self._lut[np.asarray(levels)[box]].ravel()
+        return self.illumination * (op @ v).reshape(self._sums.out_shape)
 
 
 class AmplitudePanel:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import textwrap
 import time
 from pathlib import Path
 
@@ -433,7 +434,9 @@ def _calibrate_bench(args, out: Path) -> int:
             cal = calibrate_bench(bench, out, only=args.only, resume=args.resume, progress=not args.no_progress)
             if args.report:
                 from calibration.report import write_report
-                write_report(cal, args.report, truth=_sim_truth_for_report(bench, cal))
+                raw = run_info(cal).get("raw_file")
+                write_report(cal, args.report, truth=_sim_truth_for_report(bench, cal),
+                             raw_path=out.with_name(raw) if raw else None)
     except (CalibrationRunError, CalibrationFileError, RecordingError) as exc:
         raise UsageError(_one_line(exc)) from None
     except OSError as exc:
@@ -445,10 +448,130 @@ def _calibrate_bench(args, out: Path) -> int:
     info = run_info(cal)
     fits = [cal.fits[k] for k in cal.fits]
     extra = {"out_file": str(out), "report_dir": args.report, "bench": cal.bench_name, "wall_s": round(wall, 3),
-             "parts": info.get("parts"), "timings_s": info.get("timings_s"),
+             "parts": info.get("parts"), "timings_s": info.get("timings_s"), "steps": info.get("steps", {}),
              "resumed": info.get("resumed", False), "warnings": info.get("warnings", [])}
-    lines = [f"calibrated bench {cal.bench_name} in {wall:.1f} s -> {out}"
-             + (f" (report: {Path(args.report) / 'report.html'})" if args.report else "")]
+    if args.json:
+        return _emit(args, fits, extra)
+    print("\n".join(bench_summary_lines(cal, info, wall, out, args.report)))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ one-screen summary
+def _v(q, fmt: str = ".3g", se: bool = False) -> str:
+    """A quantity's value (``-`` when missing or not finite), optionally with its standard error."""
+    if q is None or not math.isfinite(q.value):
+        return "-"
+    text = format(q.value, fmt)
+    if se and math.isfinite(q.stderr):
+        text += f" +- {format(q.stderr, '.2g')}"
+    return text
+
+
+def _table(title: str, head: list[str], rows: list[list[str]]) -> list[str]:
+    """A titled text table, columns right-aligned except the first."""
+    if not rows:
+        return []
+    cells = [head] + rows
+    width = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    fmt = lambda r: "  " + "  ".join(c.ljust(width[0]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(r))
+    return [title, fmt(head)] + [fmt(r) for r in rows]
+
+
+def bench_summary_lines(cal, info: dict, wall_s: float, out, report=None) -> list[str]:
+    """One screen about a bench calibration: warnings first, then a table per kind of device.
+
+    The full list of quantities is in ``--json`` and in the report.
+    """
+    fits = cal.fits
+    lines = [f"calibrated bench {cal.bench_name} in {wall_s:.1f} s -> {out}"]
     if info.get("resumed"):
-        lines.append(f"resumed: parts loaded from the interrupted run: {', '.join(info.get('parts_loaded_on_resume', []))}")
-    return _emit(args, fits, extra, lines)
+        lines.append(f"resumed: parts loaded from the interrupted run: "
+                     f"{', '.join(info.get('parts_loaded_on_resume', []))}")
+    warnings = list(info.get("warnings", []) or [])
+    for name, fit in sorted(fits.items()):
+        warnings += [w if w.startswith(name.split(".")[0]) else f"{name}: {w}"
+                     for w in fit.info.get("warnings", []) or []]
+    warnings = list(dict.fromkeys(warnings))
+    lines.append(f"warnings ({len(warnings)}):" if warnings else "warnings: none")
+    for w in warnings:
+        lines += textwrap.wrap(w, width=108, initial_indent="  ! ", subsequent_indent="    ")
+
+    cams = [(f.info.get("camera", n.split(".", 1)[-1] if "." in n else "cam_out"), f)
+            for n, f in sorted(fits.items()) if n == "camera" or n.startswith("camera.")]
+    lines += _table("cameras (EMVA 1288; saturation = saturation capacity, not the full well)",
+                    ["camera", "gain DN/e-", "read noise e-", "dark DN", "dark e-/s", "saturation e-", "PRNU %",
+                     "lin. err %", "hot/dead px"],
+                    [[c, _v(q.get("gain_adu_per_e"), ".4g"), _v(q.get("read_noise_e")), _v(q.get("dark_offset_adu"),
+                      ".4g"), _v(q.get("dark_current_e_per_s")), _v(q.get("saturation_e"), ".5g"),
+                      _v(q.get("prnu_pct")), _v(q.get("linearity_error_pct"), ".2g"),
+                      f"{f.info.get('n_hot', '-')}/{f.info.get('n_dead', '-')}"]
+                     for c, f in cams for q in [f.quantities]])
+    exp = fits.get("exposure")
+    if exp is not None and exp.quantities:
+        lines.append("operating exposures: " + ", ".join(f"{c} {q.value * 1e3:.3g} ms"
+                                                          for c, q in exp.quantities.items()))
+    reg = fits.get("registration")
+    if reg is not None:
+        models = reg.info.get("models", {})
+        rows = []
+        for cam in models:
+            q = reg.quantities
+            red = reg.info.get(f"{cam}.redchi")
+            rows.append([cam, models[cam], _v(q.get(f"{cam}.rotation_deg"), ".3f"), _v(q.get(f"{cam}.scale"), ".4f"),
+                         f"{_v(q.get(f'{cam}.offset_row_px'), '.2f')}, {_v(q.get(f'{cam}.offset_col_px'), '.2f')}",
+                         _v(q.get(f"{cam}.residual_px"), ".2g"), "-" if red is None or not math.isfinite(red)
+                         else f"{red:.2f}", _v(q.get(f"{cam}.psf_sigma_px"), ".3f")])
+        lines += _table("registration (layout -> camera)", ["camera", "model", "rotation deg", "scale",
+                        "offset row, col px", "rms residual px", "chi2/dof", "PSF sigma px"], rows)
+    rows = []
+    for n, f in sorted(fits.items()):
+        if n.startswith("readout."):
+            lo = np.asarray(f.arrays.get("lo_amplitude", []), float)
+            rows.append([n.split(".", 1)[1], f.model, str(lo.size), f"{lo.mean():.4g}" if lo.size else "-",
+                         f"{100 * lo.std() / lo.mean():.1f}" if lo.size > 1 and lo.mean() else "-",
+                         _v(f.quantities.get("roi_radius_px")), _v(f.quantities.get("background_adu_per_px")),
+                         _v(f.quantities.get("residual_field_ratio"), ".2g")])
+    lines += _table("readout (homodyne with the LO; amplitude in sqrt(ADU summed over the ROI))",
+                    ["camera", "method", "spots", "LO amplitude", "spread %", "ROI radius px", "background ADU/px",
+                     "residual |E|/|LO|"], rows)
+    rows = []
+    for n, f in sorted(fits.items()):
+        if n == "slm" or n.startswith("slm."):
+            q = f.quantities
+            rows.append([f.info.get("panel", n), f.model, _v(q.get("phase_range_rad"), ".4f", se=True),
+                         _v(q.get("gamma"), ".4f"), _v(q.get("crosstalk_px"), ".3f"),
+                         "yes" if f.info.get("encoder_dither") else "no"])
+    lines += _table("phase panels (SLM)", ["panel", "law", "phase range rad", "gamma", "crosstalk px", "dithered"],
+                    rows)
+    ab = fits.get("absorber")
+    if ab is not None:
+        q = ab.quantities
+        law = ab.info.get("parametric_model", ab.model) + (" averaged over the spot" if ab.info.get("spot_averaged")
+                                                           else "")
+        lines.append(f"absorber (saturable): law {law}" + (f"; the twin uses its {ab.model} curve"
+                                                           if ab.model != ab.info.get("parametric_model", ab.model)
+                                                           else ""))
+        units = q["i_sat"].units if "i_sat" in q else ""
+        lines.append(f"  alpha0 {_v(q.get('alpha0'), '.5g', True)}   i_sat {_v(q.get('i_sat'), '.5g', True)} {units}"
+                     f"   drift {_v(q.get('alpha0_drift_per_hour'), '.2g', True)} 1/h")
+        lines.append(f"  background transmission (camera tap ratio, not a loss): pump "
+                     f"{_v(q.get('background_transmission'), '.3f')}, probe "
+                     f"{_v(q.get('probe_background_transmission'), '.3f')}")
+    rows = []
+    for n in ("mvm1", "mvm2", "mvm2_backward"):
+        f = fits.get(n)
+        if f is None:
+            continue
+        q = f.quantities
+        floor = f.info.get("stats_vs_model", {}).get("noise_floor_nrmse")
+        rows.append([n, _v(q.get("total_nrmse"), ".3g"), _v(q.get("systematic_nrmse"), ".3g"),
+                     _v(q.get("shot_to_shot_nrmse"), ".3g"), "-" if floor is None else f"{floor:.3g}",
+                     _v(q.get("ideal_systematic_nrmse"), ".3g"), _v(q.get("w_max"), ".4g")])
+    lines += _table("matrix-vector multiplications (held-out probes, nrmse)",
+                    ["MVM", "total", "systematic", "shot-to-shot", "noise floor", "vs ideal W x", "w_max"], rows)
+    timings = info.get("timings_s") or {}
+    if timings:
+        lines.append("time per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    lines.append("all quantities with errors: --json" + (f"; report: {Path(report) / 'report.html'}" if report
+                                                          else "; figures and fit statistics: --report DIR"))
+    return lines

@@ -12,7 +12,10 @@ from optwin.errors import UsageError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compare", help="compare the calibrated twin with the bench (figures + HTML)")
+    p = sub.add_parser("compare", help="compare the calibrated twin with the bench (figures + HTML)",
+                       description="Send the same inputs through the calibrated twin and the bench and report, per "
+                                   "matrix-vector multiplication, the twin's error against the bench's own noise "
+                                   "floor (compare.html with figures in --report DIR).")
     p.add_argument("--bench", required=True, help="bench config (TOML path or embedded name)")
     p.add_argument("--cal", required=True, help="calibration file from 'optwin calibrate'")
     p.add_argument("--allow-other-bench", action="store_true",
@@ -47,7 +50,7 @@ def _compare(args, out: Path) -> int:
     from hwio.bench import open_bench
     from optwin.outputs import print_json
     from optwin.workflows.compare import measure_agreement
-    from optwin.workflows.compare_plots import plot_activation, plot_mvm_scatter, write_compare_report
+    from optwin.workflows.compare_plots import READABLE, plot_activation, plot_mvm_scatter, write_compare_report
     from optwin.workflows.from_calibration import (bench_system_from_calibration, check_calibration_bench,
                                                    load_calibration, twin_from_calibration)
 
@@ -72,13 +75,17 @@ def _compare(args, out: Path) -> int:
     figures = [("MVM agreement (Fig. 2a)", plot_mvm_scatter(agreement, out / "mvm_scatter.png")),
                ("activation (Fig. 2b)", plot_activation(agreement, twin, out / "activation.png"))]
     summary = dict(agreement["summary"])
-    per_mvm = summary.pop("noise_floor_nrmse_per_mvm")
-    page = write_compare_report(out, summary, figures)
-    result = dict(summary, noise_floor_nrmse_per_mvm=per_mvm, report=str(page))
+    page = write_compare_report(out, summary, figures, stats=agreement["stats"])
+    result = dict(summary, report=str(page))
     if args.json:
         print_json(result)
     else:
-        for k in ("mvm1_nrmse", "mvm2_forward_nrmse", "mvm2_backward_nrmse", "noise_floor_nrmse", "activation_rmse"):
-            print(f"{k:>22}: {result[k]:.4f}")
+        st = agreement["stats"]
+        print(f"{'MVM':<40} {'nrmse':>7} {'noise floor':>12} {'ratio':>6}")
+        for key in ("mvm1", "mvm2_forward", "mvm2_backward"):
+            total, floor = st[key]["total_nrmse"], st[key]["noise_floor_nrmse"]
+            ratio = f"{total / floor:6.2f}" if floor else "     -"
+            print(f"{READABLE[key]:<40} {total:7.4f} {floor:12.4f} {ratio}")
+        print(f"activation rms error: {result['activation_rmse']:.4f} twin field units")
         print(f"report: {page}")
     return 0

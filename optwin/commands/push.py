@@ -32,8 +32,9 @@ _SHOW_ATTEMPTS = 3
 
 def register(sub) -> None:
     p = sub.add_parser("push", help="show trained weights on the bench's weight SLMs",
-                       description="Encode a training run's weights (double-phase, through the bench layouts, the "
-                                   "calibrated inverse LUTs and weight ranges) and show them on slm1 and slm2.")
+                       description="Encode a training run's weights (each panel's encoding: double phase or blazed "
+                                   "grating, through the bench layouts, the calibrated inverse LUTs and weight "
+                                   "ranges) and show them on slm1 and slm2.")
     p.add_argument("--bench", required=True, help="bench config: a .toml file or a built-in name (sim)")
     p.add_argument("--weights", required=True, help="training-run file written by `optwin train --out`")
     p.add_argument("--cal", help="calibration file from `optwin calibrate` (or lab-file fits saved with --out); "

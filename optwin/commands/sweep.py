@@ -41,7 +41,8 @@ def register(sub) -> None:
                                  "RESULTS_plots beside the results)")
     p.add_argument("--retry-failed", action="store_true", help="rerun points recorded as failed")
     p.add_argument("--force", action="store_true",
-                   help="replace a sweep's CSV left beside --out without its results file")
+                   help="replace a sweep's CSV left beside --out without its results file; (plot) replace "
+                        "the PNGs of an earlier plot")
     p.add_argument("--x", help="(plot) axis along x")
     p.add_argument("--y", help="(plot) axis along y")
     p.add_argument("--metric", help="(plot) test_accuracy (default), train_accuracy, test_loss, "
@@ -125,15 +126,14 @@ def _plot(args) -> int:
     for flag in ("workers", "scheduler"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag} belongs to running a sweep, not to `optwin sweep plot`")
-    if args.force:
-        raise UsageError("--force belongs to running a sweep, not to `optwin sweep plot`")
     path = Path(args.results)
     out_dir = Path(args.out) if args.out else path.with_name(path.stem + "_plots")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder for the plots; choose another --out")
     try:
         results = read_results(path)
-        files = plot_sweep(results, out_dir, x=args.x, y=args.y, metric=args.metric or "test_accuracy")
+        files = plot_sweep(results, out_dir, x=args.x, y=args.y, metric=args.metric or "test_accuracy",
+                           replace=args.force)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.json:

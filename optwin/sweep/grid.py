@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optwin.commands.train import TASK_DEFAULTS
+from optwin.settings import TASK_DEFAULTS
 
 __all__ = ["Grid", "Point", "load_grid", "parse_grid", "canonical_config", "point_key", "check_config",
            "POINT_DEFAULTS"]
@@ -275,8 +275,15 @@ def load_grid(path) -> Grid:
         raise ValueError(f"{path}: no such grid file") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read grid file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text; a grid file is TOML (save it as UTF-8)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
-    return parse_grid(data, str(path))
+    try:
+        return parse_grid(data, str(path))
+    except ValueError as exc:                  # every message names the file
+        if str(exc).startswith(f"{path}"):
+            raise
+        raise ValueError(f"{path}: {exc}") from None

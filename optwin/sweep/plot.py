@@ -158,8 +158,11 @@ def _curves(results, agg, x, y, metric, path) -> None:
 
 
 def plot_sweep(results, out_dir, x: str | None = None, y: str | None = None,
-               metric: str = "test_accuracy") -> list[Path]:
-    """Write the heatmap (when two axes vary) and the curves of ``metric``; returns the PNG paths."""
+               metric: str = "test_accuracy", replace: bool = False) -> list[Path]:
+    """Write the heatmap (when two axes vary) and the curves of ``metric``; returns the PNG paths.
+
+    An existing PNG of the same name (an earlier plot) is replaced only with ``replace``; otherwise
+    ValueError, before anything is written."""
     if not results.rows:
         raise ValueError(f"{results.path}: no finished points to plot yet")
     x, y = choose_axes(results, x, y)
@@ -167,6 +170,11 @@ def plot_sweep(results, out_dir, x: str | None = None, y: str | None = None,
     if not np.isfinite(agg["mean"]).any():
         raise ValueError(f"{results.path}: no point finished with status 'ok'; nothing to plot")
     out_dir = Path(out_dir)
+    names = ([f"heatmap_{metric}_{y}_vs_{x}.png", f"curves_{metric}_vs_{x}_by_{y}.png"] if y is not None
+             else [f"curves_{metric}_vs_{x}.png"])
+    existing = [out_dir / n for n in names if (out_dir / n).exists()]
+    if existing and not replace:
+        raise ValueError(f"{existing[0]} exists (an earlier plot); pass --force to replace it or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     if y is not None:

@@ -14,8 +14,6 @@ import hashlib
 import os
 import socket
 import time
-from argparse import Namespace
-
 import numpy as np
 
 from optwin.sweep.grid import canonical_config, check_config, point_key
@@ -67,28 +65,27 @@ def imperfections_for(layers: list[int], cfg: dict) -> list:
 def train_point(cfg: dict):
     """Train the twin one canonical configuration describes; returns ``(network, task, history)``.
 
-    Reuses ``optwin train``'s validation, task loading and network construction; raises
-    ValueError or :class:`optwin.errors.UsageError` on settings it cannot use.
+    The training settings go through :class:`optwin.settings.TrainSettings` (the validation
+    of ``optwin train``); raises ValueError on settings it cannot use.
     """
-    from optwin.commands.train import build_twin, load_task_for, resolve_settings
+    from optwin.settings import TrainSettings
+    from optwin.workflows.twin_training import build_twin, load_task_for
     from twin.optim import make_optimizer
     from twin.training import train
 
     check_config(cfg)
-    args = Namespace(system="twin", task=cfg["task"], absorber=cfg["absorber"], alpha0=cfg["alpha0"],
-                     i_sat=cfg["i_sat"], rule=cfg["rule"], loss=cfg["loss"], optimizer=cfg["optimizer"],
-                     epochs=cfg["epochs"], batch=cfg["batch"], lr=cfg["lr"], init_scale=cfg["init_scale"],
-                     seed=cfg["seed"], n_samples=cfg["n_samples"], limit_train=cfg["limit_train"],
-                     layers=",".join(map(str, cfg["layers"])) if cfg["layers"] is not None else None)
-    settings = resolve_settings(args)
-    task = load_task_for(settings, args)
+    settings = TrainSettings.twin(task=cfg["task"], **{
+        k: cfg[k] for k in ("absorber", "alpha0", "i_sat", "rule", "loss", "optimizer", "epochs", "batch", "lr",
+                            "init_scale", "seed", "n_samples", "limit_train")},
+        layers=tuple(cfg["layers"]) if cfg["layers"] is not None else None)
+    task, settings = load_task_for(settings)
     if cfg["hidden"] is not None:
-        settings["layers"] = [task.n_features, *cfg["hidden"], task.n_classes]
-    net = build_twin(settings, imperfections=imperfections_for(settings["layers"], cfg),
+        settings = settings.replace(layers=(task.n_features, *cfg["hidden"], task.n_classes))
+    net = build_twin(settings, imperfections=imperfections_for(list(settings.layers), cfg),
                      probe_strength=cfg["probe_strength"], update=cfg["update"])
-    optimizer = make_optimizer(settings["optimizer"], settings["lr"])
-    history = train(net, task, optimizer, epochs=settings["epochs"], batch=settings["batch"],
-                    loss=settings["loss"], seed=settings["seed"])
+    optimizer = make_optimizer(settings.optimizer, settings.lr)
+    history = train(net, task, optimizer, epochs=settings.epochs, batch=settings.batch, loss=settings.loss,
+                    seed=settings.seed)
     return net, task, history
 
 

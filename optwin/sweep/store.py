@@ -37,6 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hwio.h5check import check_root
 from optwin.outputs import SWEEP_CSV, describe_kind, file_kind, output_lock, temp_path
 
 __all__ = ["SweepStore", "SweepResults", "read_results", "SWEEP_SCHEMA_VERSION", "FINAL_STATUSES"]
@@ -120,21 +121,17 @@ class SweepResults:
 def _read_file(path: Path) -> tuple[dict, list]:
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("kind") != "optwin-sweep":
-                raise ValueError(f"{path}: not an optwin sweep results file (no kind='optwin-sweep')")
-            version = int(f.attrs.get("schema_version", -1))
-            if version > SWEEP_SCHEMA_VERSION:
-                raise ValueError(f"{path}: sweep schema {version} is newer than this optwin reads "
-                                 f"({SWEEP_SCHEMA_VERSION}); upgrade optwin")
+            check_root(f, path, "optwin-sweep", SWEEP_SCHEMA_VERSION, what="an optwin sweep results file",
+                       label="sweep", advice="move it away or choose another --out")
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
             table = f["points"][()]
-    except ValueError:
-        raise
-    except (OSError, KeyError) as exc:
-        raise ValueError(f"{path}: unreadable sweep results file ({exc}); move it away or choose "
-                         f"another --out") from None
-    names = table.dtype.names or ()
-    rows = [{n: _decode(rec[n]) for n in names} for rec in table]
+        names = table.dtype.names or ()
+        rows = [{n: _decode(rec[n]) for n in names} for rec in table]
+    except (OSError, KeyError, TypeError, AttributeError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: unreadable sweep results file ({' '.join(str(exc).split())}); move it away "
+                         f"or choose another --out") from None
     return attrs, rows
 
 
@@ -144,15 +141,21 @@ def read_results(path) -> SweepResults:
     if not path.exists():
         raise ValueError(f"{path}: no such sweep results file")
     attrs, rows = _read_file(path)
-    axes = json.loads(attrs["axes"])
-    for r in rows:
-        for a in axes:  # text columns hold JSON for lists (e.g. hidden = [16])
-            if isinstance(r[a], str) and r[a][:1] in "[{":
-                try:
-                    r[a] = json.loads(r[a])
-                except ValueError:
-                    pass
-    return SweepResults(path, rows, axes, json.loads(attrs["grid"]))
+    try:
+        axes, grid = json.loads(attrs["axes"]), json.loads(attrs["grid"])
+        if not isinstance(axes, list) or not all(isinstance(a, str) for a in axes) or not isinstance(grid, dict):
+            raise ValueError("axes or grid attribute of the wrong type")
+        for r in rows:
+            for a in axes:  # text columns hold JSON for lists (e.g. hidden = [16])
+                if isinstance(r[a], str) and r[a][:1] in "[{":
+                    try:
+                        r[a] = json.loads(r[a])
+                    except ValueError:
+                        pass
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged sweep results file ({' '.join(str(exc).split())}); move it away or "
+                         f"choose another --out") from None
+    return SweepResults(path, rows, axes, grid)
 
 
 class SweepStore:

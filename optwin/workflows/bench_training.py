@@ -15,30 +15,30 @@ law, perfect MVMs, the SLMs' weight range (+-w_max), exact derivatives.  ``insil
 also train on an *uncalibrated* twin (``twin="ideal"``: nominal thin-cell law, perfect
 MVMs) to show the reality gap that calibration closes.
 
-``optwin train --system bench --out run.h5`` checkpoints atomically after every epoch
-(weights in twin units, optimizer state, curves, settings with ``epochs_done``);
-``--resume`` continues from the last checkpoint.  With a bench in the loop (hybrid,
+``optwin train --system bench`` (:func:`train_on_bench`, settings from
+:class:`optwin.settings.TrainSettings`) pre-trains hybrid and optical runs on the calibrated
+twin unless ``--init-from`` gives the weights, trains towards the target amplitude the
+calibration allows (:func:`target_from_calibration`) and with ``--out run.h5`` checkpoints
+atomically after every epoch (weights in twin units, optimizer state, curves, settings with
+``epochs_done``); ``--resume`` continues from the last checkpoint.  With a bench in the loop (hybrid,
 optical) a :class:`optwin.workflows.drift.DriftWatch` checks the bench against the twin
 after every epoch and re-fits drifting calibration parts (``--no-drift-watch`` turns it off).
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from optwin.commands.restart_runs import check_restarts
-from optwin.commands.train import check_val_fraction
-from optwin.errors import UsageError
-from optwin.outputs import print_json
+from optwin.errors import UsageError, raise_if_interrupted
+from optwin.settings import MODES, SettingsError, TrainSettings
 
-__all__ = ["MODES", "run_mode", "run_cli", "describe_refit"]
+__all__ = ["MODES", "run_mode", "train_on_bench", "target_from_calibration", "describe_refit"]
 
-MODES = ("insilico", "hybrid", "optical", "ideal")
-# one-hot target amplitude for bench training, in twin output units (full-scale layer-2
-# weight x unit activation): 1, the paper's MSE; see --target in the README for smaller ones
+# one-hot target amplitude of run_mode, in twin output units (full-scale layer-2 weight x unit
+# activation): 1, the paper's MSE; bench runs of optwin train derive theirs from the
+# calibration (target_from_calibration)
 DEFAULT_TARGET = 1.0
 
 
@@ -199,265 +199,275 @@ def twin_builder(mode: str, cal, sizes, *, twin: str = "calibrated", rule: str =
     return build
 
 
+def target_from_calibration(cal) -> float:
+    """The one-hot target amplitude a bench can reach, from its calibration (twin output units).
+
+    One hidden neuron at the saturation intensity (z1 = 1, where the cell's nonlinearity acts)
+    through a full-scale layer-2 weight gives the output ``w_max2 * g(1)``, with g the
+    calibrated pump law of the cell: the output scale the trained network works at.  Every
+    correct output then is within reach of a few hidden neurons, and the wrong ones at 0.
+    """
+    from calibration.absorber_fit import absorber_from_fit
+    from optwin.workflows.from_calibration import _need
+    law = absorber_from_fit(_need(cal, "absorber", "absorber"))
+    w_max2 = float(_need(cal, "mvm2", "mvm").quantities["w_max"].value)
+    target = w_max2 * float(np.ravel(law.transmit(np.array([1.0])))[0])
+    if not (np.isfinite(target) and target > 0):
+        raise UsageError(f"the calibration gives no usable output scale (w_max2 {w_max2}, g(1) {target / w_max2}); "
+                         f"give --target")
+    return float(f"{target:.3g}")
+
+
 # settings that must match for --resume (the rest, e.g. --epochs or the drift watch, may change)
 RESUME_KEYS = ("system", "mode", "task", "bench", "cal", "seed", "batch", "lr", "init_scale", "rule",
-               "n_samples", "layers", "target", "probe_correction", "val_fraction", "lr_schedule")
+               "n_samples", "layers", "target", "probe_correction", "val_fraction", "lr_schedule", "init_from",
+               "pretrain")
 # what a run file written before a setting existed was trained with
-RESUME_DEFAULTS = {"val_fraction": 0.0, "lr_schedule": "constant"}
+RESUME_DEFAULTS = {"val_fraction": 0.0, "lr_schedule": "constant", "init_from": None, "pretrain": None}
 
 
-def _bench_settings(args, mode: str, layers) -> dict:
-    val_fraction = check_val_fraction(getattr(args, "val_fraction", 0.0))
-    bench = str(args.bench)
-    if Path(bench).exists():
-        bench = str(Path(bench).resolve())
-    return {"system": "bench", "mode": mode, "task": args.task, "bench": bench,
-            "cal": str(Path(args.cal).resolve()), "seed": args.seed, "epochs": args.epochs or 20,
-            "batch": args.batch or 16, "lr": args.lr or 1e-2, "init_scale": args.init_scale or 3.0,
-            "rule": args.rule or "exact", "n_samples": args.n_samples or 400, "layers": [int(s) for s in layers],
-            "target": DEFAULT_TARGET if getattr(args, "target", None) is None else float(args.target),
-            "probe_correction": bool(getattr(args, "probe_correction", True)) and mode == "optical",
-            "val_fraction": val_fraction, "lr_schedule": getattr(args, "lr_schedule", None) or "constant",
-            "restarts": check_restarts(getattr(args, "restarts", 1), val_fraction)}
-
-
-def _load_checkpoint(path, settings: dict) -> dict | None:
-    """The checkpoint in ``path`` (None when there is none yet); UsageError when settings differ."""
+def _load_checkpoint(path, settings: TrainSettings) -> dict | None:
+    """The checkpoint in ``path`` (None when there is none yet); SettingsError when settings differ."""
     from optwin.runfile import load_run
+    from optwin.workflows.twin_training import check_schedule_epochs
     if not Path(path).exists():
         return None
     saved = load_run(path)
+    now = settings.record()
     for key in RESUME_KEYS:
-        if saved["settings"].get(key, RESUME_DEFAULTS.get(key)) != settings[key]:
-            raise UsageError(f"--resume: {path} was trained with {key}={saved['settings'].get(key)!r}, "
-                             f"now {key}={settings[key]!r}; use the same settings or a new --out")
-    from optwin.commands.train import check_schedule_epochs
+        before = saved["settings"].get(key, RESUME_DEFAULTS.get(key))
+        if before != now[key]:
+            raise SettingsError(f"--resume: {path} was trained with {key}={before!r}, now {key}={now[key]!r}; "
+                                f"use the same settings or a new --out")
     check_schedule_epochs(saved["settings"], settings, path)
     return saved
 
 
-def _starting_weights(cal, sizes, seed: int, settings: dict) -> list:
+def _starting_weights(cal, sizes, settings: TrainSettings) -> list:
     """The weights a fresh run starts from (the calibrated twin's seeded initialisation)."""
     from optwin.workflows.from_calibration import twin_from_calibration
-    net = twin_from_calibration(cal, sizes, rule=settings["rule"], seed=seed, init_scale=settings["init_scale"])
+    net = twin_from_calibration(cal, sizes, rule=settings.rule, seed=settings.seed, init_scale=settings.init_scale)
     return [np.array(w) for w in net.get_weights()]
 
 
-def _initial_weights(path, sizes) -> list:
-    """Weights of a run file (``--init-from``), checked against the bench's layer sizes."""
-    from optwin.runfile import load_run
-    weights = load_run(path)["weights"]
-    want = [(sizes[k + 1], sizes[k]) for k in range(len(sizes) - 1)]
-    got = [tuple(np.shape(w)) for w in weights]
-    if got != want:
-        raise UsageError(f"--init-from {path}: weights have shapes {got}, the bench needs {want}")
-    return [np.asarray(w, dtype=np.float64) for w in weights]
+class _BenchRun:
+    """One ``optwin train --system bench`` run: the opened bench, its calibration, task and checkpoints."""
+
+    def __init__(self, settings: TrainSettings, bench, out, progress: bool):
+        from optwin.workflows.from_calibration import (bench_system_from_calibration, check_calibration_bench,
+                                                       load_calibration)
+        from twin.tasks import load_task
+        self.bench, self.out, self.progress = bench, out, progress
+        self.cal = load_calibration(settings.cal)
+        check_calibration_bench(self.cal, bench, settings.cal, allow_other=settings.allow_other_bench,
+                                command="optwin train")
+        self.system = bench_system_from_calibration(bench, self.cal)
+        sizes = self.system.sizes
+        if settings.target is None:
+            settings = settings.replace(target=target_from_calibration(self.cal))
+        self.settings = settings = settings.replace(layers=sizes)
+        try:
+            task = load_task(settings.task, seed=settings.seed, n_samples=settings.n_samples)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if task.n_features != sizes[0] or task.n_classes > sizes[-1]:
+            raise SettingsError(f"task {settings.task!r} ({task.n_features} inputs, {task.n_classes} classes) does "
+                                f"not fit bench {bench.name!r} with sizes {sizes}")
+        self.task, self.validation = task.with_outputs(sizes[-1]).split_validation(settings.val_fraction)
+        self.record = settings.record()
+
+    def save(self, epoch, weights, hist, opt, kept=None, extra=None, curves=None):
+        """Atomic run file: weights, settings (+ ``extra``), curves (+ ``curves``), optimizer, kept weights."""
+        from optwin.runfile import save_run
+        fields = {"epochs_done": int(epoch), **(kept.settings(hist) if kept is not None else {}), **(extra or {})}
+        save_run(self.out, weights, dict(self.record, **fields), {**hist.as_dict(), **(curves or {})}, opt.state(),
+                 extra_weights=kept.weights if kept is not None else None)
+
+    def pretrain(self) -> dict:
+        """Best of ``pretrain.restarts`` calibrated-twin trainings (early stopping on the validation
+        samples); the summary with the chosen weights (``weights``) and their bench accuracy."""
+        p = self.settings.pretrain
+        s = self.settings
+        res = run_mode("insilico", self.system, self.cal, self.task, epochs=p.epochs, batch=s.batch, lr=p.lr,
+                       seed=s.seed, init_scale=s.init_scale, rule=s.rule, target=s.target,
+                       validation=self.validation, keep_best=True, restarts=p.restarts, progress=self.progress)
+        return {"weights": res["weights"], "restart": int(res["restart"]),
+                "restart_val_accuracy": [float(v) for v in res["restart_val_accuracy"]],
+                "bench_accuracy": float(res["bench_accuracy"]), "twin_accuracy": float(res["twin_accuracy"]),
+                "seconds": float(res["seconds"])}
 
 
-def run_cli(args) -> int:
-    """``optwin train --system bench ...``"""
+def train_on_bench(settings: TrainSettings, out=None, resume: bool = False, progress: bool = False) -> dict:
+    """``optwin train --system bench``: train as ``settings`` say; returns the result.
+
+    Hybrid and optical runs with ``settings.pretrain`` first pre-train on the calibrated twin
+    (:meth:`_BenchRun.pretrain`) and checkpoint the chosen weights as epoch 0 (``--resume``
+    does not repeat it); the bench then fine-tunes them.
+    """
     from hwio.bench import open_bench
-    from optwin.commands.train import KeptWeights
+    if resume and not out:
+        raise SettingsError("--resume needs --out (the run file to continue)")
+    try:
+        bench = open_bench(settings.bench)
+    except (ValueError, OSError) as exc:
+        raise SettingsError(str(exc)) from None
+    with bench:
+        run = _BenchRun(settings, bench, out, progress)
+        saved = _load_checkpoint(out, run.settings) if resume else None
+        if run.settings.restarts > 1:
+            return _train_restarts(run, saved)
+        if saved is not None and int(saved["settings"].get("restarts", 1)) > 1:
+            raise SettingsError(f"--resume: {out} was trained with --restarts {saved['settings']['restarts']}; "
+                                f"give it again")
+        return _train_single(run, saved)
+
+
+def _train_single(run: _BenchRun, saved: dict | None) -> dict:
+    """One bench run (any mode) from the pre-trained, given, checkpointed or seeded weights."""
     from optwin.workflows.drift import DriftWatch, DriftWatchError
-    from optwin.workflows.from_calibration import (bench_system_from_calibration, check_calibration_bench,
-                                                   load_calibration)
+    from optwin.workflows.twin_training import KeptWeights, initial_weights
     from twin.optim import Adam
-    from twin.tasks import load_task
     from twin.training import History
 
-    if args.system != "bench":
-        raise UsageError(f"unknown --system {args.system!r}; use twin or bench")
-    if not args.bench or not args.cal:
-        raise UsageError("--system bench needs --bench CONFIG and --cal cal.h5")
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out (the run file to continue)")
-    mode = args.mode or "optical"
-    if mode not in MODES:
-        raise UsageError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    drift_flag = getattr(args, "drift_watch", None)
-    if drift_flag and mode not in ("hybrid", "optical"):
-        raise UsageError(f"--drift-watch needs the bench in the training loop (--mode hybrid or optical), "
-                         f"not --mode {mode}")
-    watch_on = mode in ("hybrid", "optical") if drift_flag is None else bool(drift_flag)
-    progress = not (args.json or getattr(args, "no_progress", False)) and sys.stderr.isatty()
-    every = getattr(args, "drift_every", None)
-    every = 1 if every is None else every
-    if every < 1:
-        raise UsageError(f"--drift-every must be a positive number of epochs, got {every}")
-    if args.rule is not None and args.rule not in ("probe", "exact"):
-        raise UsageError(f"unknown rule {args.rule!r}; choose probe or exact")
-    target = getattr(args, "target", None)
-    if target is not None and not (np.isfinite(target) and target > 0):
-        raise UsageError(f"--target must be a positive amplitude, got {target}")
-    cal = load_calibration(args.cal)
-    try:
-        bench = open_bench(args.bench)
-    except (ValueError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-    with bench:
-        check_calibration_bench(cal, bench, args.cal, allow_other=getattr(args, "allow_other_bench", False),
-                                command="optwin train")
-        system = bench_system_from_calibration(bench, cal)
-        settings = _bench_settings(args, mode, system.sizes)
-        try:
-            task = load_task(args.task, seed=args.seed, n_samples=settings["n_samples"])
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if task.n_features != system.sizes[0] or task.n_classes > system.sizes[-1]:
-            raise UsageError(f"task {args.task!r} ({task.n_features} inputs, {task.n_classes} classes) does not "
-                             f"fit bench {bench.name!r} with sizes {system.sizes}")
-        task, validation = task.split_validation(settings["val_fraction"])
-        optimizer = Adam(settings["lr"])
-        saved = _load_checkpoint(args.out, settings) if args.resume else None
-        if settings["restarts"] > 1:
-            return _restarts_cli(args, mode, bench, system, cal, task, validation, settings, saved, progress)
-        if saved is not None and int(saved["settings"].get("restarts", 1)) > 1:
-            raise UsageError(f"--resume: {args.out} was trained with --restarts {saved['settings']['restarts']}; "
-                             f"give it again")
-        start, history, init_weights, baseline, events = 0, None, None, None, []
-        drift_curves = {q: [] for q in ("z1", "a1", "z2")}
-        if saved is not None:
-            curves = saved["curves"]
-            history = History(**{k: [float(v) for v in curves[k]] for k in History().as_dict() if k in curves})
-            start = len(history.epoch)
-            init_weights = saved["extra_weights"].get("latest", saved["weights"])
-            if saved["optimizer"]:
-                optimizer.load_state(saved["optimizer"])
+    s, out = run.settings, run.out
+    optimizer = Adam(s.lr)
+    start, history, init_weights, baseline, events, pre = 0, None, None, None, [], None
+    drift_curves = {q: [] for q in ("z1", "a1", "z2")}
+    if saved is not None:
+        start, history, init_weights, baseline, events, pre, drift_curves = _resumed(run, saved, optimizer)
+    elif s.init_from is not None:
+        init_weights = initial_weights(s.init_from, run.system.sizes, s.task)
+    elif s.pretrain is not None:
+        pre = run.pretrain()
+        init_weights = pre.pop("weights")
+    cal, system = run.cal, run.system
+    # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
+    kept = None
+    if run.validation is not None:
+        start_w = init_weights if init_weights is not None else _starting_weights(cal, system.sizes, s)
+        # as the panels realise them (clipped to each layer's range): what epoch 0 scores
+        kept = KeptWeights([np.clip(w, -wm, wm) for w, wm in zip(start_w, system.cal.w_max)], saved)
+    watch = None
+    if s.drift_watch:
+        base = Path(out) if out else Path(s.cal)
+        watch = DriftWatch(system, cal, refit_base=base, seed=s.seed, every_epochs=s.drift_every,
+                           progress=run.progress)
+        watch.events = events
+
+    def extra():
+        fields = {"drift_watch": watch is not None, "pretrain_result": pre}
+        if watch is not None:
+            fields.update(drift_baseline=watch.baseline, drift_refits=watch.events)
+        return fields
+
+    def save(epoch, weights, hist, opt, final=None):
+        curves = {f"drift_{q}_nrmse": v for q, v in drift_curves.items()} if watch is not None else None
+        run.save(epoch, weights, hist, opt, kept, dict(extra(), **(final or {})), curves)
+
+    if out and saved is None and pre is not None:     # the pre-training is not repeated by --resume
+        save(0, init_weights, History(), optimizer)
+
+    def checkpoint(epoch, hist, sys_, opt):
+        if kept is not None:
+            kept.observe(epoch, hist, sys_.get_weights())
+        if watch is not None:     # the residuals of this epoch's check (NaN when none)
+            last = watch.checks[-1] if watch.checks and watch.checks[-1]["epoch"] == epoch else None
             for q in drift_curves:
-                c = curves.get(f"drift_{q}_nrmse")
-                drift_curves[q] = [float(v) for v in c] if c is not None and len(c) == start else [float("nan")] * start
-            baseline = saved["settings"].get("drift_baseline") or None
-            events = list(saved["settings"].get("drift_refits") or [])
-            active = events[-1]["cal_file"] if events else None
-            if active and Path(active).exists():   # the latest re-fit describes the bench best
-                cal = load_calibration(active)
-                system = bench_system_from_calibration(bench, cal)
-        if saved is None and getattr(args, "init_from", None):
-            init_weights = _initial_weights(args.init_from, system.sizes)
-        watch = None
-        if watch_on:
-            base = Path(args.out) if args.out else Path(args.cal)
-            watch = DriftWatch(system, cal, refit_base=base, seed=args.seed, every_epochs=every, progress=progress)
-            watch.events = events
+                drift_curves[q].append(last["residual"][q] if last else float("nan"))
+        if out:
+            save(epoch, sys_.get_weights(), hist, opt)
+        raise_if_interrupted()
 
-        # early stopping: the best epoch's weights and the last epoch's travel in every checkpoint
-        kept = None
-        if validation is not None:
-            start_w = init_weights if init_weights is not None else _starting_weights(cal, system.sizes, args.seed,
-                                                                                       settings)
-            # as the panels realise them (clipped to each layer's range): what epoch 0 scores
-            kept = KeptWeights([np.clip(w, -wm, wm) for w, wm in zip(start_w, system.cal.w_max)], saved)
-
-        def save(epoch, weights, hist, opt, final=None):
-            """Atomic run file: weights, settings (+ drift baseline and events), curves, optimizer."""
-            from optwin.runfile import save_run
-            extra = {"epochs_done": int(epoch), "drift_watch": watch is not None,
-                     **(kept.settings(hist) if kept is not None else {})}
-            curves = hist.as_dict()
-            if watch is not None:
-                extra.update(drift_baseline=watch.baseline, drift_refits=watch.events)
-                curves.update({f"drift_{q}_nrmse": v for q, v in drift_curves.items()})
-            save_run(args.out, weights, dict(settings, **extra, **(final or {})), curves, opt.state(),
-                     extra_weights=kept.weights if kept is not None else None)
-
-        def checkpoint(epoch, hist, sys_, opt):
-            if kept is not None:
-                kept.observe(epoch, hist, sys_.get_weights())
-            if watch is not None:     # the residuals of this epoch's check (NaN when none)
-                last = watch.checks[-1] if watch.checks and watch.checks[-1]["epoch"] == epoch else None
-                for q in drift_curves:
-                    drift_curves[q].append(last["residual"][q] if last else float("nan"))
-            if args.out:
-                save(epoch, sys_.get_weights(), hist, opt)
-
-        try:
-            res = run_mode(mode, system, cal, task, epochs=settings["epochs"], batch=settings["batch"],
-                           lr=settings["lr"], seed=args.seed, init_scale=settings["init_scale"], rule=settings["rule"],
-                           target=settings["target"], probe_correction=settings["probe_correction"],
-                           validation=validation, keep_best=kept is not None,
-                           best=kept.best if kept is not None else None, lr_schedule=settings["lr_schedule"],
-                           progress=progress,
-                           init_weights=init_weights, start_epoch=start, history=history, optimizer=optimizer,
-                           on_epoch_end=checkpoint if (args.out or watch is not None or validation is not None)
-                           else None,
-                           drift_watch=watch, drift_baseline=baseline)
-        except (FloatingPointError, DriftWatchError) as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        res = run_mode(s.mode, system, cal, run.task, epochs=s.epochs, batch=s.batch, lr=s.lr, seed=s.seed,
+                       init_scale=s.init_scale, rule=s.rule, target=s.target, probe_correction=s.probe_correction,
+                       validation=run.validation, keep_best=kept is not None,
+                       best=kept.best if kept is not None else None, lr_schedule=s.lr_schedule,
+                       progress=run.progress, init_weights=init_weights, start_epoch=start, history=history,
+                       optimizer=optimizer,
+                       on_epoch_end=checkpoint if (out or watch is not None or kept is not None) else None,
+                       drift_watch=watch, drift_baseline=baseline)
+    except (FloatingPointError, DriftWatchError) as exc:
+        raise UsageError(str(exc)) from None
     h = res["history"]
     seconds = res["seconds"] + (sum(history.seconds[:start]) if saved is not None else 0.0)
-    result = {"mode": mode, "system": "bench", "task": args.task, "layers": system.sizes,
-              "target": settings["target"], "rule": settings["rule"],
-              "probe_correction": settings["probe_correction"],
-              "test_accuracy": res["bench_accuracy"] if mode != "ideal" else res["twin_accuracy"],
-              "bench_accuracy": res["bench_accuracy"], "twin_accuracy": res["twin_accuracy"],
-              "train_accuracy": h.train_accuracy[-1] if h.epoch else float("nan"),
-              "final_loss": h.train_loss[-1] if h.epoch else float("nan"), "epochs": len(h.epoch),
-              "seconds": seconds, "samples_per_second": (len(h.epoch) - start) * len(task.x_train) / res["seconds"],
-              "resumed_from_epoch": start if saved is not None else None,
-              "drift_watch": watch is not None, "drift_refits": res.get("drift_refits", [])}
-    if validation is not None:
-        result.update(selected_epoch=h.selected_epoch, n_validation=len(validation[0]))
-    if args.out:
+    result = _result(run, res, h, seconds)
+    result.update(samples_per_second=(len(h.epoch) - start) * len(run.task.x_train) / res["seconds"]
+                  if res["seconds"] > 0 else None,
+                  resumed_from_epoch=start if saved is not None else None, drift_watch=watch is not None,
+                  drift_refits=res.get("drift_refits", []), pretrain=pre)
+    if out:
         save(len(h.epoch), res["weights"], h, res["optimizer"],
              final={"bench_accuracy": result["bench_accuracy"], "twin_accuracy": result["twin_accuracy"]})
-        result["out"] = str(args.out)
-    if args.json:
-        print_json(result)
-    else:
-        print(f"{mode} on {bench.name}: bench accuracy {result['bench_accuracy']:.3f}, "
-              f"twin accuracy {result['twin_accuracy']:.3f}, {result['epochs']} epochs in {result['seconds']:.0f} s")
-        for ev in result["drift_refits"]:
-            print("  " + describe_refit(ev))
-    return 0
+    return result
 
 
-def _restarts_cli(args, mode, bench, system, cal, task, validation, settings, saved, progress) -> int:
-    """``optwin train --system bench --mode insilico|ideal --restarts R``: best of R twin trainings."""
-    from optwin.commands.restart_runs import run_restarts
+def _resumed(run: _BenchRun, saved: dict, optimizer):
+    """What a checkpoint continues: ``(start epoch, history, weights, drift baseline, drift events,
+    pre-training summary, drift curves)``; restores ``optimizer`` and, after a drift re-fit, the
+    run's calibration and bench system."""
+    from optwin.workflows.from_calibration import bench_system_from_calibration, load_calibration
+    from twin.training import History
+    curves = saved["curves"]
+    history = History(**{k: [float(v) for v in curves[k]] for k in History().as_dict() if k in curves})
+    start = len(history.epoch)
+    if saved["optimizer"]:
+        optimizer.load_state(saved["optimizer"])
+    drift_curves = {}
+    for q in ("z1", "a1", "z2"):
+        c = curves.get(f"drift_{q}_nrmse")
+        drift_curves[q] = [float(v) for v in c] if c is not None and len(c) == start else [float("nan")] * start
+    st = saved["settings"]
+    events = list(st.get("drift_refits") or [])
+    active = events[-1]["cal_file"] if events else None
+    if active and Path(active).exists():   # the latest re-fit describes the bench best
+        run.cal = load_calibration(active)
+        run.system = bench_system_from_calibration(run.bench, run.cal)
+    return (start, history, saved["extra_weights"].get("latest", saved["weights"]), st.get("drift_baseline") or None,
+            events, st.get("pretrain_result"), drift_curves)
+
+
+def _result(run: _BenchRun, res: dict, h, seconds: float) -> dict:
+    """The fields every bench result has."""
+    s = run.settings
+    result = {"mode": s.mode, "system": "bench", "bench_name": run.bench.name, "task": s.task,
+              "layers": list(run.system.sizes), "target": s.target, "rule": s.rule,
+              "probe_correction": s.probe_correction,
+              "test_accuracy": res["bench_accuracy"] if s.mode != "ideal" else res["twin_accuracy"],
+              "bench_accuracy": res["bench_accuracy"], "twin_accuracy": res["twin_accuracy"],
+              "train_accuracy": h.train_accuracy[-1], "final_loss": h.train_loss[-1], "epochs": len(h.epoch),
+              "seconds": seconds, "settings": run.record}
+    if run.validation is not None:
+        result.update(selected_epoch=h.selected_epoch, n_validation=len(run.validation[0]))
+    return result
+
+
+def _train_restarts(run: _BenchRun, saved: dict | None) -> dict:
+    """``--mode insilico|ideal --restarts R``: the best of R twin trainings, deployed to the bench."""
     from optwin.runfile import load_run, save_run
+    from optwin.workflows.restarts import run_restarts
     from twin.optim import Adam
     from twin.training import evaluate
 
-    if mode not in ("insilico", "ideal"):
-        raise UsageError(f"--restarts trains on the twin; --mode {mode} trains on the bench: pre-train with "
-                         f"--mode insilico --restarts, then fine-tune the winner with --init-from")
-    if getattr(args, "init_from", None):
-        raise UsageError("--restarts starts every restart from fresh random weights; drop --init-from")
-    sizes = system.sizes
-    if task.n_classes != sizes[-1]:
-        task = task.with_outputs(sizes[-1])
-    build = twin_builder(mode, cal, sizes, rule=settings["rule"], init_scale=settings["init_scale"])
-    chosen, seconds = run_restarts(build, task, lambda: Adam(settings["lr"]), settings, validation,
-                                   out=args.out, saved=saved, progress=progress)
+    s, system, task = run.settings, run.system, run.task
+    build = twin_builder(s.mode, run.cal, system.sizes, rule=s.rule, init_scale=s.init_scale)
+    chosen, seconds = run_restarts(build, task, lambda: Adam(s.lr), run.record, run.validation, out=run.out,
+                                   saved=saved, progress=run.progress)
     weights = [np.array(w) for w in chosen.system.get_weights()]
     twin_acc = evaluate(chosen.system, task.x_test, task.y_test, task.n_classes)[1]
     bench_acc = float("nan")
-    if mode != "ideal":
+    if s.mode != "ideal":
         system.set_weights(weights)
         bench_acc = evaluate(system, task.x_test, task.y_test, task.n_classes, batch=256)[1]
-    h = chosen.history
-    result = {"mode": mode, "system": "bench", "task": args.task, "layers": sizes, "target": settings["target"],
-              "rule": settings["rule"], "probe_correction": False,
-              "test_accuracy": bench_acc if mode != "ideal" else twin_acc,
-              "bench_accuracy": bench_acc, "twin_accuracy": twin_acc,
-              "train_accuracy": h.train_accuracy[-1] if h.epoch else float("nan"),
-              "final_loss": h.train_loss[-1] if h.epoch else float("nan"), "epochs": len(h.epoch),
-              "seconds": seconds, "resumed_from_epoch": None, "drift_watch": False, "drift_refits": [],
-              "selected_epoch": h.selected_epoch, "n_validation": len(validation[0]),
-              "restarts": settings["restarts"], "restart": chosen.index,
-              "restart_val_accuracy": chosen.val_accuracy}
-    if args.out:
-        run = load_run(args.out)       # the last restart checkpoint, plus the final accuracies
-        save_run(args.out, run["weights"], dict(run["settings"], bench_accuracy=bench_acc, twin_accuracy=twin_acc),
-                 run["curves"], run["optimizer"])
-        result["out"] = str(args.out)
-    if args.json:
-        print_json(result)
-    else:
-        print(f"{mode} on {bench.name}: restart {chosen.index + 1} of {settings['restarts']} kept "
-              f"(validation accuracy {chosen.val_accuracy[chosen.index]:.3f}); bench accuracy {bench_acc:.3f}, "
-              f"twin accuracy {twin_acc:.3f}")
-    return 0
+    result = _result(run, {"bench_accuracy": bench_acc, "twin_accuracy": twin_acc}, chosen.history, seconds)
+    result.update(resumed_from_epoch=None, drift_watch=False, drift_refits=[], restarts=s.restarts,
+                  restart=chosen.index, restart_val_accuracy=chosen.val_accuracy)
+    if run.out:
+        saved_run = load_run(run.out)       # the last restart checkpoint, plus the final accuracies
+        save_run(run.out, saved_run["weights"], dict(saved_run["settings"], bench_accuracy=bench_acc,
+                                                     twin_accuracy=twin_acc),
+                 saved_run["curves"], saved_run["optimizer"])
+    return result
 
 
 def describe_refit(event: dict) -> str:

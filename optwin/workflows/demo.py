@@ -4,23 +4,30 @@ calibrate -> calibrated twin -> train the paper's 2-D tasks in every mode -> com
 bench -> one report (``DIR/report.html``) with the calibration, the MVM agreement, the
 activation curve, decision boundaries per mode and training curves.
 
-Per task: ``ideal`` (the reference network on a perfect computer), ``insilico`` on the
-uncalibrated and on the calibrated twin (deployed to the bench), ``hybrid`` and ``optical``
-fine-tuning the calibrated in-silico weights on the bench, and ``optical`` starting from the
-uncalibrated in-silico weights (training on the bench recovers what the reality gap lost).
+Per task (:data:`DEMO_ROWS`), with the defaults of ``optwin train --system bench``:
+``ideal`` (the reference network on a perfect computer), ``insilico`` on the uncalibrated and
+on the calibrated twin (deployed to the bench), ``hybrid`` and ``optical`` fine-tuning the
+calibrated in-silico weights on the bench.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import numpy as np
-
 from optwin.outputs import write_json
 
 __all__ = ["run_demo", "DEMO_TASKS"]
 
 DEMO_TASKS = ("moons", "rings", "xor")
+#: samples per task (a quarter for testing; of the rest a fifth for early stopping)
+DEMO_SAMPLES = 300
+#: (label, mode, twin trained in silico, start from the weights of): twin rows train from random
+#: weights with restarts, bench rows fine-tune the calibrated in-silico weights
+DEMO_ROWS = (("ideal", "ideal", "calibrated", None),
+             ("insilico (uncalibrated twin)", "insilico", "ideal", None),
+             ("insilico (calibrated twin)", "insilico", "calibrated", None),
+             ("hybrid (fine-tune)", "hybrid", "calibrated", "insilico (calibrated twin)"),
+             ("optical (fine-tune)", "optical", "calibrated", "insilico (calibrated twin)"))
 
 
 def _say(msg, quiet):
@@ -28,16 +35,57 @@ def _say(msg, quiet):
         print(msg, flush=True)
 
 
-def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 10, twin_epochs: int = 200,
-             n_samples: int = 300, batch: int = 16, lr: float = 2e-2, seed: int = 0, quiet: bool = False,
-             resume: bool = False) -> dict:
-    """Run the whole job; returns the results table (also written to DIR/results.json)."""
+def demo_settings(bench_name: str, cal_path, task_name: str, seed: int = 0, n_samples: int = DEMO_SAMPLES,
+                  epochs: int | None = None, twin_epochs: int | None = None, restarts: int | None = None):
+    """``(twin, bench)``: the settings of ``optwin train --system bench`` for the demo's twin rows
+    (``--mode insilico``: best of 8 restarts of 200 epochs) and its bench rows (``--mode optical``:
+    10 epochs at lr 0.003, cosine); ``epochs`` (bench), ``twin_epochs`` and ``restarts`` override
+    those defaults (shorter runs)."""
+    from optwin.settings import TrainSettings
+    common = {"task": task_name, "seed": seed, "n_samples": n_samples}
+    twin = TrainSettings.on_bench("insilico", bench_name, cal_path, epochs=twin_epochs, restarts=restarts, **common)
+    loop = TrainSettings.on_bench("optical", bench_name, cal_path, epochs=epochs, **common)
+    return twin, loop
+
+
+def _train_rows(system, cal, task, validation, twin, loop, target: float, quiet: bool) -> dict:
+    """Every row of one task: ``{label: run_mode result}`` (each with its ``seconds``)."""
+    from optwin.workflows.bench_training import run_mode
+    trained = {}
+    for label, mode, twin_kind, start in DEMO_ROWS:
+        s = twin if start is None else loop
+        kwargs = dict(epochs=s.epochs, batch=s.batch, lr=s.lr, seed=s.seed, init_scale=s.init_scale, rule=s.rule,
+                      target=target, validation=validation, keep_best=validation is not None,
+                      lr_schedule=s.lr_schedule)
+        t0 = time.perf_counter()
+        if start is None:
+            res = run_mode(mode, system, cal, task, twin=twin_kind, restarts=s.restarts, **kwargs)
+        else:
+            res = run_mode(mode, system, cal, task, init_weights=trained[start]["weights"],
+                           probe_correction=s.probe_correction and mode == "optical", **kwargs)
+        res["seconds"] = time.perf_counter() - t0
+        trained[label] = res
+        bench = "-    " if mode == "ideal" else f"{res['bench_accuracy']:.3f}"
+        _say(f"    {task.name:6s} {label:30s} bench {bench}  twin {res['twin_accuracy']:.3f}  "
+             f"({res['seconds']:.0f} s)", quiet)
+    return trained
+
+
+def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int | None = None,
+             twin_epochs: int | None = None, restarts: int | None = None, n_samples: int = DEMO_SAMPLES,
+             seed: int = 0, quiet: bool = False, resume: bool = False) -> dict:
+    """Run the whole job; returns the results table (also written to DIR/results.json).
+
+    Training uses the defaults of ``optwin train --system bench`` (:func:`demo_settings`;
+    target amplitude from the calibration); ``epochs``, ``twin_epochs`` and ``restarts``
+    shorten it.  ``n_samples`` per task, a quarter of them for testing.
+    """
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
-    from optwin.workflows.bench_training import run_mode
+    from optwin.workflows.bench_training import target_from_calibration
     from optwin.workflows.compare import decision_map, measure_agreement
     from optwin.workflows.compare_plots import (plot_activation, plot_decision_maps, plot_mvm_scatter,
-                                                plot_training_curves, write_compare_report)
+                                                plot_training_curves, results_table_html, write_compare_report)
     from optwin.workflows.from_calibration import bench_system_from_calibration, ideal_twin, twin_from_calibration
     from twin.tasks import load_task
 
@@ -54,27 +102,20 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
         _say(f"[2/4] calibrated twin built: sizes {sizes}, absorber {cal.fits['absorber'].model}", quiet)
         figures = []
         histories = {}
-        rows = []
         _say("[3/4] training the 2-D tasks in every mode ...", quiet)
+        target = target_from_calibration(cal)
         for task_name in tasks:
+            twin_s, loop_s = demo_settings(bench_name, out / "cal.h5", task_name, seed=seed, n_samples=n_samples,
+                                           epochs=epochs, twin_epochs=twin_epochs, restarts=restarts)
             task = load_task(task_name, seed=seed, n_samples=n_samples).with_outputs(sizes[-1])
+            task, validation = task.split_validation(twin_s.val_fraction)
             maps = {}
             per_task = {}
-            # (label, mode, twin to train on, epochs, start from the weights of)
-            plan = [("ideal", "ideal", "calibrated", twin_epochs, None),
-                    ("insilico (uncalibrated twin)", "insilico", "ideal", twin_epochs, None),
-                    ("insilico (calibrated twin)", "insilico", "calibrated", twin_epochs, None),
-                    ("hybrid (fine-tune)", "hybrid", "calibrated", epochs, "insilico (calibrated twin)"),
-                    ("optical (fine-tune)", "optical", "calibrated", epochs, "insilico (calibrated twin)"),
-                    ("optical (from uncalibrated)", "optical", "calibrated", epochs, "insilico (uncalibrated twin)")]
-            trained = {}
-            for label, mode, twin_kind, n_ep, start in plan:
-                t0 = time.perf_counter()
-                res = run_mode(mode, system, cal, task, epochs=n_ep, batch=batch, lr=lr, seed=seed, twin=twin_kind,
-                               init_weights=trained[start] if start else None)
-                trained[label] = res["weights"]
-                per_task[label] = {"bench_accuracy": res["bench_accuracy"], "twin_accuracy": res["twin_accuracy"],
-                                   "seconds": time.perf_counter() - t0}
+            for label, res in _train_rows(system, cal, task, validation, twin_s, loop_s, target, quiet).items():
+                mode = res["mode"]
+                per_task[label] = {"twin_accuracy": res["twin_accuracy"], "seconds": res["seconds"]}
+                if mode != "ideal":                    # 'ideal' runs on no bench
+                    per_task[label]["bench_accuracy"] = res["bench_accuracy"]
                 histories[f"{task_name}: {label}"] = res["history"]
                 # the map of the network the weights were evaluated on: the ideal one for 'ideal'
                 twin = (ideal_twin(cal, sizes, absorber="calibrated") if mode == "ideal"
@@ -84,12 +125,9 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
                 if mode != "ideal":
                     system.set_weights([w.copy() for w in res["weights"]])
                     maps[label]["bench"] = decision_map(system, n_grid=15)
-                _say(f"    {task_name:6s} {label:30s} bench {res['bench_accuracy']:.3f}  "
-                     f"twin {res['twin_accuracy']:.3f}  ({per_task[label]['seconds']:.0f} s)", quiet)
-                rows.append((task_name, label, res["bench_accuracy"], res["twin_accuracy"]))
             results["tasks"][task_name] = per_task
             figures.append((f"decision boundaries: {task_name} (Fig. 3)",
-                            plot_decision_maps(maps, task, out / f"decisions_{task_name}.png")))
+                            plot_decision_maps(maps, task, out / f"decisions_{task_name}.png", accuracy=per_task)))
         _say("[4/4] comparing twin and bench ...", quiet)
         twin = twin_from_calibration(cal, sizes, init_scale=3.0)
         system.set_weights([w.copy() for w in twin.get_weights()])
@@ -98,13 +136,9 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int = 1
     figures = [("MVM agreement (Fig. 2a)", plot_mvm_scatter(agreement, out / "mvm_scatter.png")),
                ("activation (Fig. 2b)", plot_activation(agreement, twin, out / "activation.png"))] + figures
     figures.append(("training curves", plot_training_curves(histories, out / "training_curves.png")))
-    table = ["<table><tr><th>task</th><th>mode</th><th>bench accuracy</th><th>twin accuracy</th></tr>"]
-    for task_name, label, b, t in rows:
-        bs = "-" if not np.isfinite(b) else f"{b:.3f}"
-        table.append(f'<tr><td class="l">{task_name}</td><td class="l">{label}</td><td>{bs}</td><td>{t:.3f}</td></tr>')
-    table.append("</table><p>Calibration report: <a href=\"calibration/report.html\">calibration/report.html</a></p>")
-    summary = {k: v for k, v in agreement["summary"].items() if isinstance(v, float)}
-    page = write_compare_report(out, summary, figures, table_html="".join(table))
+    table = results_table_html(results["tasks"]) + \
+        "<p>Calibration report: <a href=\"calibration/report.html\">calibration/report.html</a></p>"
+    page = write_compare_report(out, agreement["summary"], figures, table_html=table, stats=agreement["stats"])
     report = out / "report.html"
     page.replace(report)
     results["seconds"] = time.perf_counter() - t_start

@@ -67,6 +67,7 @@ re-fit after every epoch) and says so in the event's ``note``: run the full cali
 """
 from __future__ import annotations
 
+import glob
 import math
 import time
 from pathlib import Path
@@ -252,8 +253,14 @@ class DriftWatch:
 
     # ------------------------------------------------------------------ re-fit
     def _next_path(self) -> Path:
+        """The next free ``<refit_base>.refit<n>.h5``: a re-fit never replaces an earlier one (of
+        this run before a ``--resume``, or of an earlier run under the same name)."""
         n = len(self.events) + 1
-        return self.refit_base.with_name(f"{self.refit_base.name}.refit{n}.h5")
+        while True:
+            path = self.refit_base.with_name(f"{self.refit_base.name}.refit{n}.h5")
+            if not any(path.parent.glob(glob.escape(path.name) + "*")):       # the file and its raw/state siblings
+                return path
+            n += 1
 
     def recalibrate(self, parts, path=None):
         """Re-measure calibration ``parts`` on the bench and adopt the result; returns the new CalibrationSet.

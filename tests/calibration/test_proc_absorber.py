@@ -7,9 +7,10 @@ import pytest
 from scipy.integrate import quad
 
 from calibration.absorber_fit import MODELS
-from calibration.procedures.absorber import (SPOT_SUFFIX, absorber_plan, analyse_absorber, full_pump_levels,
-                                             measure_absorber, neuron_scales, repeated_powers, homodyne_of,
-                                             scale_fit, spot_amplitude_transmission)
+from calibration.procedures.absorber import (SPOT_SUFFIX, NeuronSweeps, _jackknife_steps, absorber_plan,
+                                             analyse_absorber, fit_law_jointly, full_pump_levels, measure_absorber,
+                                             neuron_scales, repeated_powers, homodyne_of, scale_fit,
+                                             spot_amplitude_transmission, weak_inputs)
 from calibration.quantities import Fit, Quantity
 from hwio.sim.optics import CellModel
 from hwio.sim.testing import truth_of
@@ -85,6 +86,39 @@ def test_neuron_scales_recover_spot_to_spot_differences():
     np.testing.assert_allclose(q, 1.0)
 
 
+def test_step_jackknife_covers_errors_common_to_a_step():
+    """Each step's points share one error (its frames' laser power) that the per-point variances
+    do not show: the covariance understates the scatter of i_sat between independent sweeps,
+    the step jackknife does not."""
+    i_true, n_k, n_steps = 2.0, 4, 30
+    x_step = np.geomspace(0.05, 60.0, n_steps)
+    devs, se_cov, se_step = [], [], []
+    for seed in range(8):
+        rng = np.random.default_rng(100 + seed)
+        common = 1.0 + 0.02 * rng.standard_normal(n_steps)            # per step, every neuron
+        k = np.repeat(np.arange(n_k)[None, :], n_steps, 0).ravel()
+        step = np.repeat(np.arange(n_steps), n_k)
+        x = np.repeat(x_step, n_k)
+        y = 0.3 * x * make_absorber("twolevel", alpha0=3.0, i_sat=i_true).probe(np.sqrt(x)) ** 2 * common[step]
+        var_out = (1e-3 * y) ** 2
+        y = y + np.sqrt(var_out) * rng.standard_normal(y.size)
+        t_h = rng.permutation(np.linspace(-0.05, 0.05, n_steps))[step]      # shuffled sweep order (hours)
+        data = NeuronSweeps(p_in=x, p_out=y, var_in=(1e-4 * x) ** 2, var_out=var_out, neuron=k,
+                            t_h=t_h, n_neurons=n_k, step=step)
+        full = fit_law_jointly("twolevel", False, data, (3.0, i_true))
+        jack = _jackknife_steps("twolevel", False, data, full)
+        devs.append(full["params"]["i_sat"] - i_true)
+        se_cov.append(full["stderr"]["i_sat"])
+        se_step.append(jack["i_sat"])
+
+    def rms(v):
+        return float(np.sqrt(np.mean(np.square(v))))
+    # scatter of i_sat over the 8 sweeps against the typical stated error
+    assert rms(devs) / rms(se_cov) > 2.0, (devs, se_cov)          # the covariance alone is too small
+    assert rms(devs) / rms(se_step) < 1.6, (devs, se_step)
+    assert _jackknife_steps("twolevel", False, NeuronSweeps(**{**data.__dict__, "step": None}), full) == {}
+
+
 def test_scale_fit_converts_to_twin_units():
     ab = Fit("absorber", "thin", quantities={"i_sat": Quantity(400.0, 4.0), "background_transmission":
                                              Quantity(0.25, 0.0025), "alpha0": Quantity(3.0, 0.1)})
@@ -116,7 +150,10 @@ def test_sweep_on_the_simulated_bench_recovers_the_cell(sim_absorber):
     alpha_true = t.absorber.alpha0 + t.drift.alpha0_per_hour * fit.info["alpha0_at_s"] / 3600.0
     q = fit.quantities["alpha0"]
     assert abs(q.value / alpha_true - 1) < 0.05 and q.within(alpha_true, 3.0), (q, alpha_true)
-    assert fit.info["steps_measured"] == len(absorber_plan(bench, n_geometric=8, n_linear=16).counts)
+    plan = absorber_plan(bench, n_geometric=8, n_linear=16)
+    # the plan's steps, then the weak end below one pixel per block (here: one pixel on one input)
+    assert fit.info["weak_end_inputs_on"] == weak_inputs(bench.sizes.n_in, plan.n_weak) == [1]
+    assert fit.info["steps_measured"] == len(plan.counts) + 1
     assert fit.info["probe_points"] > 20 and np.isfinite(fit.info["mismatch"]["max_abs"])
 
 

@@ -128,7 +128,7 @@ def test_mvm1_matches_the_optics(sim_mvm):
 def test_mvm2_forward_and_backward(sim_mvm):
     bench, ctx, fits, _ = sim_mvm
     t = truth_of(bench)
-    n_out, n_h = bench.sizes.n_out, bench.sizes.n_hidden
+    n_out = bench.sizes.n_out
     f2, fb = fits["mvm2"], fits["mvm2_backward"]
     off = ~np.eye(n_out, dtype=bool)
     for f in (f2, fb):          # reciprocity: the backward light sees the same output crosstalk

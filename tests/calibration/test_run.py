@@ -1,7 +1,5 @@
 """Whole-bench calibration: both simulated benches recovered against their hidden truth, the CLI's
 JSON, '--only' with the parts taken from an existing file, and resuming after kill -9."""
-import contextlib
-import io
 import json
 import math
 import os
@@ -21,7 +19,6 @@ from calibration.run import CalibrationRunError, calibrate_bench, run_info, stat
 from hwio.bench import open_bench
 from hwio.recording import list_streams
 from hwio.sim.testing import truth_of
-from optwin.cli import main
 
 from prereq_fixtures import true_z1
 
@@ -31,23 +28,11 @@ REQUIRED = ["camera.gain_adu_per_e", "camera.read_noise_e", "camera.dark_offset_
             "absorber.alpha0", "absorber.i_sat"]
 
 
-def _cli(argv):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(argv)
-    return rc, out.getvalue()
-
-
 @pytest.fixture(scope="module")
-def sim_cli(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sim")
-    out = d / "cal.h5"
-    t0 = time.perf_counter()
-    rc, text = _cli(["calibrate", "--bench", "sim", "--out", str(out), "--report", str(d / "report"), "--json",
-                     "--no-progress"])
-    wall = time.perf_counter() - t0
-    assert rc == 0, text
-    return json.loads(text), CalibrationSet.load(out), out, wall
+def sim_cli(sim_calibration_run):
+    """The suite's shared ``optwin calibrate --bench sim --report ... --json`` run."""
+    out = sim_calibration_run["path"]
+    return sim_calibration_run["json"], CalibrationSet.load(out), out, sim_calibration_run["wall_s"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +54,9 @@ def _check_absorber(cal, name):
         assert fit.info["parametric_model"] == t.absorber.model
         assert fit.info["spot_averaged"] == t.absorber.spot_averaging
         assert fit.model == ("tabulated" if t.absorber.spot_averaging else t.absorber.model)
-        # twin field z1 = h_z1 * z1_per_h against the simulator's cell field / sqrt(I_sat)
+        # twin field z1 = h_z1 * z1_per_h against the simulator's cell field / sqrt(I_sat), at the
+        # sweep's time: the laser drifts, and h_z1 (signal x LO) and the cell field follow it differently
+        bench.timeline.sleep(max(0.0, fit.info["alpha0_at_s"] - bench.timeline.now()))
         ctx = CalContext(bench, fits=dict(cal.fits))
         frame = full_pump_levels(ctx)
         ctx.blank_all()
@@ -80,7 +67,8 @@ def _check_absorber(cal, name):
             realised = float(ctx.dmd.fill_fractions(np.full((1, bench.sizes.n_in), fill))[0, 0])
             h = homodyne_of(repeated_powers(ctx, ("cam_z1",), 24)["cam_z1"], ctx.lo_amplitude("cam_z1")).mean(0)
             z_twin = h * cal.quantity("scale.z1_per_h").value
-            ratios.append(z_twin / (true_z1(bench, frame, realised).real / math.sqrt(t.absorber.i_sat)))
+            power = 1.0 + t.drift.laser_power_per_hour * bench.timeline.now() / 3600.0   # relative laser power
+            ratios.append(z_twin / (math.sqrt(power) * true_z1(bench, frame, realised).real / math.sqrt(t.absorber.i_sat)))
     i_rel = float(np.exp(np.mean(np.log(ratios)))) ** -2          # i_sat(fit) / i_sat(true), same units
     i_se = fit.quantities["i_sat"].stderr / fit.quantities["i_sat"].value
     spread = 2 * float(np.std(np.log(ratios))) / math.sqrt(np.size(ratios))

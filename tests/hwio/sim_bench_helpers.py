@@ -113,7 +113,6 @@ def homodyne_fields(bench, cams, n_avg=4, blocked=None):
     ``blocked`` : dict cam -> LO-only spot sums (signal blocked), measured by the caller.
     Uses the truth only for the conversion photons -> ADU (what calibration measures).
     """
-    t = truth_of(bench)
     half = 2 ** bench.slms["lo"].bit_depth // 2
     sums = {}
     for level in (0, half):
@@ -199,7 +198,6 @@ def blocked_sums(bench, cams, n_avg=None):
 
     ``n_avg`` : frames per camera (default: ``blocked_n_avg``).
     """
-    t = truth_of(bench)
     if n_avg is None:
         n_avg = blocked_n_avg(bench, cams)
     bench.slms["input"].show(np.zeros(bench.slms["input"].shape, np.int64))

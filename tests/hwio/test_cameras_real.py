@@ -199,7 +199,7 @@ def test_genicam_two_cameras_share_one_producer(viky_cti):
 
 def test_genicam_bad_producer_and_serial(viky_cti, tmp_path):
     from hwio.drivers.genicam_camera import GenICamCamera
-    with pytest.raises(DeviceError, match="not found"):
+    with pytest.raises(ValueError, match="not found"):
         GenICamCamera(str(tmp_path / "missing.cti"))
     with pytest.raises(DeviceError, match="no camera with serial '9'"):
         GenICamCamera(viky_cti, serial="9")

@@ -188,7 +188,6 @@ def test_probe_self_saturation_makes_strong_probes_nonlinear():
 def test_pump_leak_adds_delta_independent_light_on_cam_back():
     leak = 0.2
     bench = open_clean("sim", deep(IDEAL, {"absorber": {"pump_leak": leak}}))
-    t = truth_of(bench)
     n_in, n_h, n_out = bench.sizes
     blocked = blocked_sums(bench, CAMS)
     show_network(bench, np.ones((n_h, n_in)), np.zeros((n_out, n_h)), np.zeros(n_out), np.ones(n_in))

@@ -1,4 +1,4 @@
-"""Hardware-in-the-loop training on the calibrated simulated bench (issue: twin from calibration)."""
+"""Hardware-in-the-loop training on the calibrated simulated bench."""
 import numpy as np
 import pytest
 
@@ -97,7 +97,7 @@ def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):
     _, cal = calibrated
     run = tmp_path / "hybrid.h5"
     assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "hybrid",
-                 "--task", "moons", "--epochs", "2", "--n-samples", "120", "--val-fraction", "0.25",
+                 "--task", "moons", "--epochs", "2", "--n-samples", "120", "--val-fraction", "0.25", "--no-pretrain",
                  "--out", str(run), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["mode"] == "hybrid" and res["epochs"] == 2 and 0 <= res["bench_accuracy"] <= 1
@@ -108,24 +108,33 @@ def test_cli_bench_training_and_compare(calibrated, tmp_path, capsys):
     for w, best in zip(saved["weights"], saved["extra_weights"]["best"]):
         np.testing.assert_array_equal(w, best)
     assert len(saved["curves"]["val_accuracy"]) == 2
+    # every setting is recorded, the bench defaults included: the recipe's rate and schedule, the
+    # target amplitude derived from the calibration
+    from optwin.workflows.bench_training import target_from_calibration
+    st = saved["settings"]
+    assert (st["lr"], st["lr_schedule"], st["batch"], st["pretrain"]) == (0.003, "cosine", 16, None)
+    assert st["target"] == res["target"] == target_from_calibration(cal) and st["layers"] == [2, 16, 2]
     # pre-train in the calibrated twin, fine-tune on the bench from those weights
     pre = tmp_path / "pre.h5"
     assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "insilico",
-                 "--task", "moons", "--epochs", "20", "--n-samples", "120", "--out", str(pre), "--json"]) == 0
+                 "--task", "moons", "--epochs", "20", "--restarts", "1", "--n-samples", "120", "--out", str(pre),
+                 "--json"]) == 0
     pre_res = json.loads(capsys.readouterr().out)
-    from optwin.runfile import load_run
     assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "optical",
                  "--task", "moons", "--epochs", "1", "--n-samples", "120", "--init-from", str(pre),
                  "--no-drift-watch", "--json"]) == 0
     tuned = json.loads(capsys.readouterr().out)
     assert tuned["bench_accuracy"] >= pre_res["bench_accuracy"] - 0.1 and len(load_run(pre)["weights"]) == 2
-    assert tuned["probe_correction"] is True and tuned["rule"] == "exact" and tuned["target"] == 1.0
+    assert tuned["probe_correction"] is True and tuned["rule"] == "exact" and tuned["pretrain"] is None
     wrong = tmp_path / "wrong.h5"
     from optwin.runfile import save_run
     save_run(wrong, [np.zeros((3, 2)), np.zeros((2, 3))], {"task": "moons"}, {})
     assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "optical",
                  "--task", "moons", "--epochs", "1", "--init-from", str(wrong), "--json"]) == 2
     assert "--init-from" in capsys.readouterr().err
+    assert main(["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--mode", "hybrid",
+                 "--task", "xor", "--init-from", str(pre), "--json"]) == 2
+    assert "trained on task 'moons'" in capsys.readouterr().err
     assert main(["compare", "--bench", "sim", "--cal", str(cal.path), "--report", str(tmp_path / "rep"),
                  "--inputs", "12", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -157,8 +166,8 @@ def test_bench_cli_restarts_pretrain_on_the_twin(calibrated, tmp_path, capsys):
     assert res["restart"] in (0, 1) and len(res["restart_val_accuracy"]) == 2 and 0 <= res["bench_accuracy"] <= 1
     system = bench_system_from_calibration(bench, cal)
     task, val = load_task("moons", seed=0, n_samples=160).split_validation(0.25)
-    lib = run_mode("insilico", system, cal, task, epochs=6, batch=16, lr=1e-2, seed=0, target=1.0,
-                   validation=val, keep_best=True, restarts=2)
+    lib = run_mode("insilico", system, cal, task.with_outputs(2), epochs=6, batch=16, lr=0.02, seed=0,
+                   target=res["target"], validation=val, keep_best=True, restarts=2)
     assert lib["restart"] == res["restart"] and lib["restart_val_accuracy"] == res["restart_val_accuracy"]
     assert abs(lib["twin_accuracy"] - res["twin_accuracy"]) <= 0.1      # the twin's readout noise differs
     from optwin.runfile import load_run
@@ -166,3 +175,33 @@ def test_bench_cli_restarts_pretrain_on_the_twin(calibrated, tmp_path, capsys):
         np.testing.assert_array_equal(w, v)
     assert main(argv + ["--mode", "optical"]) == 2
     assert "--init-from" in capsys.readouterr().err
+
+
+def test_optical_default_pretrains_then_fine_tunes_and_resume_keeps_the_pretraining(calibrated, tmp_path, capsys):
+    """--mode optical without --init-from: best of the pre-training restarts (the same choice as
+    run_mode's insilico restarts), checkpointed as epoch 0, then the bench fine-tune; a resumed
+    run reuses the recorded pre-training."""
+    import json
+
+    from optwin.cli import main
+    from optwin.runfile import load_run
+    bench, cal = calibrated
+    run = tmp_path / "opt.h5"
+    argv = ["train", "--system", "bench", "--bench", "sim", "--cal", str(cal.path), "--task", "rings",
+            "--n-samples", "80", "--epochs", "1", "--pretrain-restarts", "2", "--pretrain-epochs", "8",
+            "--no-drift-watch", "--out", str(run), "--json"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    pre = res["pretrain"]
+    assert len(pre["restart_val_accuracy"]) == 2 and res["epochs"] == 1 and res["n_validation"] == 12
+    system = bench_system_from_calibration(bench, cal)
+    task, val = load_task("rings", seed=0, n_samples=80).with_outputs(2).split_validation(0.2)
+    lib = run_mode("insilico", system, cal, task, epochs=8, batch=16, lr=0.02, seed=0, target=res["target"],
+                   validation=val, keep_best=True, restarts=2)
+    assert lib["restart"] == pre["restart"] and lib["restart_val_accuracy"] == pre["restart_val_accuracy"]
+    saved = load_run(run)
+    assert saved["settings"]["pretrain"] == {"restarts": 2, "epochs": 8, "lr": 0.02}
+    assert saved["settings"]["pretrain_result"]["seconds"] == pre["seconds"]
+    assert main(argv + ["--resume"]) == 0           # nothing left to do: nothing is trained again
+    again = json.loads(capsys.readouterr().out)
+    assert again["pretrain"] == pre and again["resumed_from_epoch"] == 1

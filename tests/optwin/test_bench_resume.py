@@ -27,6 +27,7 @@ def cal_path(sim_calibration_file):
 def _argv(cal, out, *extra):
     return ["train", "--system", "bench", "--bench", "sim", "--cal", str(cal), "--mode", "optical", "--task", "moons",
             "--epochs", str(EPOCHS), "--n-samples", str(N_SAMPLES), "--batch", str(BATCH), "--lr", "2e-2",
+            "--no-pretrain", "--val-fraction", "0", "--target", "1", "--lr-schedule", "constant",
             "--out", str(out), "--json", *extra]
 
 

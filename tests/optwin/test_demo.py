@@ -8,21 +8,38 @@ def _refuse(name):
     raise ValueError(f"results.json is not strict JSON: {name}")
 
 
-def test_demo_end_to_end_writes_a_complete_report(tmp_path):
-    res = run_demo(tmp_path / "demo", tasks=("moons",), epochs=2, twin_epochs=30, n_samples=80, quiet=True)
+def test_demo_end_to_end_writes_a_complete_report(tmp_path, sim_calibration_file):
+    import shutil
+
+    from calibration.run import state_paths
     out = tmp_path / "demo"
+    out.mkdir()
+    # the session's calibration as a finished run the demo resumes (it measures nothing again)
+    for key in ("state", "fits"):
+        shutil.copy(state_paths(sim_calibration_file)[key], state_paths(out / "cal.h5")[key])
+    res = run_demo(out, tasks=("moons",), epochs=2, twin_epochs=30, restarts=2, n_samples=80, quiet=True,
+                   resume=True)
     html = (out / "report.html").read_text()
     # MVM scatter, activation, decision boundaries, training curves, all embedded
     assert html.count("data:image/png;base64,") == 4
     assert (out / "calibration" / "report.html").exists() and (out / "cal.h5").exists()
     saved = json.loads((out / "results.json").read_text(), parse_constant=_refuse)   # strict JSON: no NaN
-    assert saved["tasks"]["moons"]["ideal"]["bench_accuracy"] is None                 # 'ideal' runs on no bench
     modes = saved["tasks"]["moons"]
+    assert "bench_accuracy" not in modes["ideal"]                                    # 'ideal' runs on no bench
     assert set(modes) == {"ideal", "insilico (uncalibrated twin)", "insilico (calibrated twin)", "hybrid (fine-tune)",
-                          "optical (fine-tune)", "optical (from uncalibrated)"}
+                          "optical (fine-tune)"}
     for label, r in modes.items():
-        assert 0.0 <= r["twin_accuracy"] <= 1.0
+        assert 0.0 <= r["twin_accuracy"] <= 1.0 and (label == "ideal" or 0.0 <= r["bench_accuracy"] <= 1.0)
     assert res["compare"]["mvm1_nrmse"] < 0.2
+
+
+def test_demo_trains_with_the_bench_defaults_of_optwin_train():
+    from optwin.settings import TrainSettings
+    from optwin.workflows.demo import demo_settings
+    twin, loop = demo_settings("sim", "cal.h5", "xor")
+    assert twin == TrainSettings.on_bench("insilico", "sim", "cal.h5", task="xor", n_samples=twin.n_samples)
+    assert loop == TrainSettings.on_bench("optical", "sim", "cal.h5", task="xor", n_samples=twin.n_samples)
+    assert (twin.restarts, twin.epochs, loop.epochs, loop.lr, loop.lr_schedule) == (8, 200, 10, 0.003, "cosine")
 
 
 def test_report_renders_in_headless_chromium(tmp_path):

@@ -75,7 +75,7 @@ def test_bench_modes_refuses_bad_settings_before_running(argv, message, capsys):
 
 
 def test_hot_cell_stress_bench_opens():
-    """experiments/benches/sim_alt_hot.toml (README, Calibration file) stays a valid bench."""
+    """experiments/benches/sim_alt_hot.toml (docs/files.md, Calibration file) stays a valid bench."""
     from hwio.bench import open_bench
     with open_bench(str(ROOT / "experiments" / "benches" / "sim_alt_hot.toml")) as bench:
         assert tuple(bench.sizes) == (2, 16, 3) and bench.name == "sim_alt_hot"

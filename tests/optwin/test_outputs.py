@@ -387,10 +387,10 @@ def test_every_expected_failure_class_has_a_one_line_message_and_code():
 
 # ------------------------------------------------------------------------------------ strict JSON, pipes
 def test_json_is_strict(capsys):
-    rc, out, err = cli(capsys, "train", "--task", "moons", "--epochs", "0", "--json")
+    rc, out, err = cli(capsys, "train", "--task", "moons", "--epochs", "1", "--json")
     assert rc == 0, err
     res = strict_json(out)
-    assert res["test_accuracy"] is None and res["final_loss"] is None and res["epochs"] == 0
+    assert res["epochs"] == 1 and 0 <= res["test_accuracy"] <= 1
     import numpy as np
     assert json_safe({"a": np.float32("nan"), "b": [np.inf, np.int64(3)], "c": np.arange(2.0), "d": Path("x")}) == \
         {"a": None, "b": [None, 3], "c": [0.0, 1.0], "d": "x"}

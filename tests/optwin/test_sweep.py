@@ -260,6 +260,13 @@ def test_plot_writes_heatmap_and_curves(capsys, reference, tmp_path):
     code, stdout, _ = run_cli(capsys, "sweep", "plot", reference.path, "--x", "seed", "--y", "alpha0",
                               "--metric", "final_loss", "--out", tmp_path / "figs2", "--json")
     assert code == 0 and "heatmap_final_loss_alpha0_vs_seed.png" in stdout
+    # the same plot again: the earlier PNGs are kept unless --force
+    before = {f: f.stat().st_mtime_ns for f in files}
+    code, _, err = run_cli(capsys, "sweep", "plot", reference.path, "--out", tmp_path / "figs")
+    assert code == 2 and "exists (an earlier plot)" in err and "--force" in err
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    code, _, _ = run_cli(capsys, "sweep", "plot", reference.path, "--out", tmp_path / "figs", "--force")
+    assert code == 0 and all(f.stat().st_mtime_ns >= before[f] for f in files)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -141,8 +141,9 @@ def test_early_stopping_keeps_the_best_epoch_and_resumes_exactly(capsys, tmp_pat
         assert a["curves"]["val_accuracy"][sel - 1] == a["curves"]["val_accuracy"].max()
     assert res["test_accuracy"] == resumed["test_accuracy"]
     # the reported accuracy is the kept weights' (recomputed here from the file)
-    from optwin.commands.train import build_twin
-    net = build_twin(dict(a["settings"], layers=[2, 32, 2]))
+    from optwin.settings import TrainSettings
+    from optwin.workflows.twin_training import build_twin
+    net = build_twin(TrainSettings.from_record(a["settings"]))
     net.set_weights(a["weights"])
     task = load_task("moons", seed=2, n_samples=300)
     assert evaluate(net, task.x_test, task.y_test, 2, target=1.0)[1] == res["test_accuracy"]
@@ -160,7 +161,8 @@ def test_bad_validation_share_is_a_clear_error(capsys):
 def test_restarts_keep_the_validation_best_and_resume_restart_by_restart(capsys, tmp_path):
     """--restarts R: the JSON and the run file hold the restart that twin.restarts chooses;
     2 restarts resumed to 3 equal 3 at once; without --val-fraction it is refused."""
-    from optwin.commands.train import build_twin
+    from optwin.settings import TrainSettings
+    from optwin.workflows.twin_training import build_twin
     from twin.optim import Adam
     from twin.restarts import train_restarts
     from twin.tasks import load_task
@@ -176,9 +178,9 @@ def test_restarts_keep_the_validation_best_and_resume_restart_by_restart(capsys,
     assert a["settings"]["restarts_done"] == 3 and a["settings"]["restart"] == res["restart"]
     # second method: the library on the same task, split and settings
     task, val = load_task("rings", seed=4, n_samples=300).split_validation(0.25)
-    settings = dict(a["settings"])
-    lib = train_restarts(lambda s: build_twin(dict(settings, seed=s)), task, lambda: Adam(0.02), 3, seed=4,
-                         validation=val, epochs=10, batch=settings["batch"], target=1.0, keep_best=True)
+    settings = TrainSettings.from_record(a["settings"])
+    lib = train_restarts(lambda s: build_twin(settings, seed=s), task, lambda: Adam(0.02), 3, seed=4,
+                         validation=val, epochs=10, batch=settings.batch, target=1.0, keep_best=True)
     assert lib.index == res["restart"] and lib.val_accuracy == res["restart_val_accuracy"]
     for wa, wb in zip(a["weights"], lib.system.get_weights()):
         np.testing.assert_array_equal(wa, wb)

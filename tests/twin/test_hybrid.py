@@ -18,7 +18,7 @@ def bench_like(seed=0):
 
 
 def test_hybrid_weights_stay_in_sync_and_backward_uses_measured_values():
-    bench, twin = bench_like(), OpticalNetwork([2, 32, 2], absorber="thin", alpha0=10.0, seed=5)
+    bench, twin = bench_like(), OpticalNetwork([2, 32, 2], absorber="thin", alpha0=10.0, seed=5, dtype="float64")
     hyb = HybridSystem(bench, twin)
     for a, b in zip(hyb.get_weights(), twin.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -91,7 +91,7 @@ def test_exact_rule_equals_finite_differences_in_every_mode(batch):
                           crosstalk=neighbour_crosstalk(o, 0.07), readout_noise=0.01)
             for i, o in zip(sizes[:-1], sizes[1:])]
     net = OpticalNetwork(sizes, absorber=make_absorber("thin", alpha0=3.0, i_sat=0.8), rule="exact",
-                         imperfections=imps, init_scale=1.5, seed=batch)
+                         imperfections=imps, init_scale=1.5, seed=batch, dtype="float64")
     x = rng.uniform(-1, 1, (batch, sizes[0]))
     y = one_hot(rng.integers(0, 3, batch), 3)
 
@@ -185,7 +185,7 @@ def test_readout_noise_of_layers_and_networks_has_the_set_rms():
     imps = [Imperfections(gain=gaussian_illumination(o, i, 1.0), crosstalk=neighbour_crosstalk(o, 0.03),
                           levels=64, w_max=1.0, readout_noise=s)
             for (i, o), s in zip(zip(sizes[:-1], sizes[1:]), sigmas)]
-    net = OpticalNetwork(sizes, absorber="thin", alpha0=4.0, imperfections=imps, seed=0)
+    net = OpticalNetwork(sizes, absorber="thin", alpha0=4.0, imperfections=imps, seed=0, dtype="float64")
     x = rng.uniform(0, 1, (2000, sizes[0]))
     fw = net.forward(x, rng=np.random.default_rng(5))
     for k, (layer, s) in enumerate(zip(net.layers, sigmas)):

@@ -22,7 +22,7 @@ def imperfect_net(model="thin", rule="exact", nonreciprocity=False, levels=None,
             readout_noise=0.01,
             nonreciprocity=0.05 * defect_rng.standard_normal((n_out, n_in)) if nonreciprocity else None))
     return OpticalNetwork(sizes, absorber=make_absorber(model, alpha0=3.0, i_sat=0.8), rule=rule,
-                          imperfections=imps, init_scale=1.5, seed=seed)
+                          imperfections=imps, init_scale=1.5, seed=seed, dtype="float64")
 
 
 def loss_of(net, x, y, loss_fn, noise_seed=11):
@@ -99,7 +99,7 @@ def test_nonreciprocity_breaks_the_gradient_and_probe_rule_differs():
 
 
 def test_probe_rule_backward_is_transposed_matrix_times_probe_transmission():
-    net = OpticalNetwork([3, 4, 2], absorber=make_absorber("thin", alpha0=5.0), rule="probe", seed=5)
+    net = OpticalNetwork([3, 4, 2], absorber=make_absorber("thin", alpha0=5.0), rule="probe", seed=5, dtype="float64")
     x = np.random.default_rng(0).uniform(0, 1, (2, 3))
     fw = net.forward(x)
     d2 = np.array([[0.3, -0.2], [0.1, 0.4]])
@@ -116,7 +116,7 @@ def test_probe_self_saturation_makes_backward_nonlinear_and_reduces_to_weak_prob
     d2 = np.array([[0.3, -0.2], [0.1, 0.4], [-0.5, 0.05]])
     res = {}
     for p in (0.0, 1e-9, 2.0):
-        net = OpticalNetwork([3, 4, 2], absorber=ab, rule="probe", probe_strength=p, seed=5)
+        net = OpticalNetwork([3, 4, 2], absorber=ab, rule="probe", probe_strength=p, seed=5, dtype="float64")
         net.forward(x)
         res[p] = net.backward(d2).errors[0]
     np.testing.assert_allclose(res[1e-9], res[0.0], rtol=1e-7)
@@ -128,7 +128,7 @@ def test_probe_self_saturation_makes_backward_nonlinear_and_reduces_to_weak_prob
 def test_optical_update_is_outer_product_of_injected_error():
     imps = [Imperfections(gain=gaussian_illumination(4, 3, 0.7), crosstalk=neighbour_crosstalk(4, 0.1)),
             Imperfections()]
-    net = OpticalNetwork([3, 4, 2], absorber="thin", alpha0=2.0, imperfections=imps, update="optical")
+    net = OpticalNetwork([3, 4, 2], absorber="thin", alpha0=2.0, imperfections=imps, update="optical", dtype="float64")
     x = np.random.default_rng(0).uniform(0, 1, (5, 3))
     fw = net.forward(x)
     bw = net.backward(np.ones((5, 2)))

@@ -31,7 +31,7 @@ def test_full_models_reproduce_the_max_ratio_table(model, alpha0, table):
 
 
 def _pair(sizes=(2, 12, 2), alpha0=2.5, seed=3):
-    kw = dict(absorber=DopplerAbsorber(alpha0), init_scale=3.0, seed=seed)
+    kw = dict(absorber=DopplerAbsorber(alpha0), init_scale=3.0, seed=seed, dtype="float64")
     return OpticalNetwork(list(sizes), rule="probe", **kw), OpticalNetwork(list(sizes), rule="exact", **kw)
 
 

@@ -40,6 +40,12 @@ def test_mnist_from_idx_files():
     assert t.x_train.shape == (500, 784) and t.x_test.shape == (100, 784)
     assert 0 <= t.x_train.min() and t.x_train.max() <= 1
     assert set(np.unique(t.y_train)) == set(range(10))
+    # float32 fields: the 8-bit pixels over 255, to float32 rounding; other ranges map linearly
+    assert t.x_train.dtype == np.float32
+    raw = read_idx(mnist_dir() / "train-images-idx3-ubyte.gz")[:500].reshape(500, 784)
+    np.testing.assert_allclose(t.x_train, raw / 255.0, rtol=6e-8, atol=0)
+    shifted = load_task("mnist", limit_train=50, limit_test=10, input_range=(0.2, 0.7))
+    np.testing.assert_allclose(shifted.x_train, 0.2 + 0.5 * raw[:50] / 255.0, rtol=2e-7)
 
 
 def test_idx_reader_errors(tmp_path):
@@ -83,3 +89,13 @@ def test_validation_split_holds_out_the_last_training_samples():
     assert task.split_validation(0.0) == (task, None)
     with pytest.raises(ValueError, match="validation fraction"):
         task.split_validation(1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_finds_non_finite_features(bad):
+    t = load_task("moons", n_samples=40)
+    t.check()
+    x = t.x_train.copy()
+    x[3, 1] = bad
+    with pytest.raises(ValueError, match="x_train contains NaN or inf"):
+        type(t)(t.name, x, t.y_train, t.x_test, t.y_test, 2, t.input_range).check()

@@ -1,4 +1,4 @@
-"""``--restarts R``: best of R initialisations in one run file, resumable restart by restart.
+"""Restarts (``--restarts R``): best of R initialisations in one run file, resumable restart by restart.
 
 The run file (``--out``) always holds the best finished restart so far: its weights,
 curves and optimizer state, plus the settings ``restarts_done``, ``restart`` (the chosen
@@ -14,18 +14,7 @@ import numpy as np
 
 from optwin.errors import UsageError
 
-__all__ = ["check_restarts", "run_restarts", "restart_fields"]
-
-
-def check_restarts(value, val_fraction: float) -> int:
-    """--restarts as an int >= 1; more than one needs held-out validation samples."""
-    value = 1 if value is None else value
-    if not (isinstance(value, int) and value >= 1):
-        raise UsageError(f"--restarts must be a whole number >= 1, got {value}")
-    if value > 1 and not val_fraction > 0:
-        raise UsageError("--restarts chooses the best initialisation on held-out samples: give --val-fraction "
-                         "(e.g. 0.2); the test set never chooses")
-    return value
+__all__ = ["run_restarts", "restart_fields"]
 
 
 def restart_fields(result, done: int) -> dict:
