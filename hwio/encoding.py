@@ -129,6 +129,21 @@ def _check_shape(slm_shape) -> tuple[int, int]:
     return int(slm_shape[0]), int(slm_shape[1])
 
 
+def _weight_range(name: str, absw: np.ndarray, w_max) -> float:
+    """The weight range of one encode: ``w_max`` checked (finite, > 0, not exceeded by ``absw``),
+    or the largest |w| when it is None (1 for all-zero weights)."""
+    peak = float(absw.max()) if absw.size else 0.0
+    if w_max is None:
+        return peak if peak > 0 else 1.0
+    w_max = float(w_max)
+    if not (math.isfinite(w_max) and w_max > 0):
+        raise ValueError(f"{name}: w_max must be a finite number > 0, got {w_max}")
+    if peak > w_max * (1 + 1e-12):
+        raise ValueError(f"{name}: |weights| reach {peak:.6g} > w_max = {w_max:.6g}; "
+                         f"raise w_max or rescale the weights")
+    return w_max
+
+
 def _active_geometry(layout: BlockLayout):
     g = layout.guard_px
     bh, bw = layout.block_px[0] - 2 * g, layout.block_px[1] - 2 * g
@@ -456,16 +471,7 @@ class PhaseEncoder:
     def _grid(self, w: np.ndarray, w_max):
         """Grid coordinates (2, ...) of the phases s + theta, s - theta of finite ``w`` (> 0), and w_max."""
         absw = np.abs(w)
-        peak = float(absw.max())
-        if w_max is None:
-            w_max = peak if peak > 0 else 1.0
-        else:
-            w_max = float(w_max)
-            if not (math.isfinite(w_max) and w_max > 0):
-                raise ValueError(f"{self.name}: w_max must be a finite number > 0, got {w_max}")
-            if peak > w_max * (1 + 1e-12):
-                raise ValueError(f"{self.name}: |weights| reach {peak:.6g} > w_max = {w_max:.6g}; "
-                                 f"raise w_max or rescale the weights")
+        w_max = _weight_range(self.name, absw, w_max)
         absw *= self.amplitude_max / w_max
         np.minimum(absw, self.amplitude_max, out=absw)
         theta_bins = np.arccos(absw, out=absw)
@@ -1142,16 +1148,7 @@ class BlazedEncoder:
     def _depths(self, w: np.ndarray, w_max):
         """Quantised depths (int, in 1 / DEPTH_STEPS), negative mask, w_max."""
         absw = np.abs(w)
-        peak = float(absw.max()) if absw.size else 0.0
-        if w_max is None:
-            w_max = peak if peak > 0 else 1.0
-        else:
-            w_max = float(w_max)
-            if not (math.isfinite(w_max) and w_max > 0):
-                raise ValueError(f"{self.name}: w_max must be a finite number > 0, got {w_max}")
-            if peak > w_max * (1 + 1e-12):
-                raise ValueError(f"{self.name}: |weights| reach {peak:.6g} > w_max = {w_max:.6g}; "
-                                 f"raise w_max or rescale the weights")
+        w_max = _weight_range(self.name, absw, w_max)
         # the amplitude to 1 / 2**16 (nearest), then its depth in steps of 1 / DEPTH_STEPS from the table
         absw *= self.amplitude_max * _INV_SINC_N / w_max
         i = np.rint(absw, out=absw).astype(np.intp)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from twin.absorber import Absorber, make_absorber
-from twin.layers import AbsorberActivation, Imperfections, OpticalLinear, gaussian_noise32
+from twin.activation import AbsorberActivation
+from twin.layers import Imperfections, OpticalLinear, gaussian_noise32
 from twin.losses import LOSSES
 from twin.system import BackwardResult, ForwardResult
 

@@ -44,7 +44,7 @@ import json
 
 import numpy as np
 
-from hwio.bench import CAMERA_NAMES
+from hwio.config import CAMERA_NAMES
 from hwio.devices import DeviceTimeout
 from hwio.sim.camera_physics import Sensor, psf_matrix
 from hwio.sim.devices import SimCamera, SimSLM

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 
-from hwio.bench import Bench, _config_from_dict, _open, _read_toml, _resolve
+from hwio.bench import Bench, _open
+from hwio.config import _config_from_dict, _read_toml, _resolve
 from hwio.sim.truth import Truth
 
 __all__ = ["truth_of", "open_with"]

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from hwio.bench import CAMERA_NAMES, TableReader
+from hwio.config import CAMERA_NAMES
+from hwio.toml_table import TableReader
 
 __all__ = ["CameraTruth", "RegistrationTruth", "SLMTruth", "AbsorberTruth", "OpticsTruth", "LOTruth",
            "DriftTruth", "FaultTruth", "Truth", "parse_truth", "PHASE_SLMS", "ABSORBER_MODELS"]

@@ -75,3 +75,29 @@ def true_z1(bench, slm1_levels, fill):
     k1 = t.optics.layer_gain[0]
     c1 = crosstalk_matrix(bench.sizes.n_hidden, t.optics.output_crosstalk[0])
     return c1 @ (k1 * e1 @ x + t.realised["stray_field"]["layer1"])
+
+
+def twin_over_true_z1(bench, cal, fills=(0.35, 0.7), repeats: int = 24) -> list:
+    """Twin field z1 = h_z1 * z1_per_h over the simulator's cell field / sqrt(I_sat), per hidden
+    neuron and fill (truth), measured with the calibration's context at the absorber sweep's
+    time: the laser drifts, and h_z1 (signal x LO) and the cell field follow it differently.
+    ``mean(log(ratio))`` gives i_sat(fit) / i_sat(true) = exp(mean)^-2."""
+    import math
+
+    from calibration.procedures.absorber import full_pump_levels, homodyne_of, repeated_powers
+    t = truth_of(bench)
+    bench.timeline.sleep(max(0.0, cal.fits["absorber"].info["alpha0_at_s"] - bench.timeline.now()))
+    ctx = CalContext(bench, fits=dict(cal.fits))
+    frame = full_pump_levels(ctx)
+    ctx.blank_all()
+    ctx.show("slm1", frame)
+    ratios = []
+    for fill in fills:
+        ctx.show_inputs(np.full(bench.sizes.n_in, fill))
+        realised = float(ctx.dmd.fill_fractions(np.full((1, bench.sizes.n_in), fill))[0, 0])
+        h = homodyne_of(repeated_powers(ctx, ("cam_z1",), repeats)["cam_z1"], ctx.lo_amplitude("cam_z1")).mean(0)
+        z_twin = h * cal.quantity("scale.z1_per_h").value
+        power = 1.0 + t.drift.laser_power_per_hour * bench.timeline.now() / 3600.0   # relative laser power
+        z_true = math.sqrt(power) * true_z1(bench, frame, realised).real / math.sqrt(t.absorber.i_sat)
+        ratios.append(z_twin / z_true)
+    return ratios

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 
 from calibration.calset import CalibrationSet
-from calibration.procedures.absorber import full_pump_levels, homodyne_of, repeated_powers
-from calibration.procedures.context import CalContext
 from calibration.run import CalibrationRunError, calibrate_bench, run_info, state_paths
 from hwio.bench import open_bench
 from hwio.recording import list_streams
 from hwio.sim.testing import truth_of
 
-from prereq_fixtures import true_z1
+from prereq_fixtures import twin_over_true_z1
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED = ["camera.gain_adu_per_e", "camera.read_noise_e", "camera.dark_offset_adu", "camera.saturation_e",
@@ -54,21 +52,7 @@ def _check_absorber(cal, name):
         assert fit.info["parametric_model"] == t.absorber.model
         assert fit.info["spot_averaged"] == t.absorber.spot_averaging
         assert fit.model == ("tabulated" if t.absorber.spot_averaging else t.absorber.model)
-        # twin field z1 = h_z1 * z1_per_h against the simulator's cell field / sqrt(I_sat), at the
-        # sweep's time: the laser drifts, and h_z1 (signal x LO) and the cell field follow it differently
-        bench.timeline.sleep(max(0.0, fit.info["alpha0_at_s"] - bench.timeline.now()))
-        ctx = CalContext(bench, fits=dict(cal.fits))
-        frame = full_pump_levels(ctx)
-        ctx.blank_all()
-        ctx.show("slm1", frame)
-        ratios = []
-        for fill in (0.35, 0.7):
-            ctx.show_inputs(np.full(bench.sizes.n_in, fill))
-            realised = float(ctx.dmd.fill_fractions(np.full((1, bench.sizes.n_in), fill))[0, 0])
-            h = homodyne_of(repeated_powers(ctx, ("cam_z1",), 24)["cam_z1"], ctx.lo_amplitude("cam_z1")).mean(0)
-            z_twin = h * cal.quantity("scale.z1_per_h").value
-            power = 1.0 + t.drift.laser_power_per_hour * bench.timeline.now() / 3600.0   # relative laser power
-            ratios.append(z_twin / (math.sqrt(power) * true_z1(bench, frame, realised).real / math.sqrt(t.absorber.i_sat)))
+        ratios = twin_over_true_z1(bench, cal)          # i_sat in the cell's units
     i_rel = float(np.exp(np.mean(np.log(ratios)))) ** -2          # i_sat(fit) / i_sat(true), same units
     i_se = fit.quantities["i_sat"].stderr / fit.quantities["i_sat"].value
     spread = 2 * float(np.std(np.log(ratios))) / math.sqrt(np.size(ratios))

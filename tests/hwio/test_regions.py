@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwio.bench import _config_from_dict, _open, open_bench
+from hwio.bench import _open, open_bench
+from hwio.config import _config_from_dict
 from hwio.devices import Camera, SLM, SLMWriteError, Timeline
 from hwio.regions import RegionCamera, RegionSLM
 from hwio.sim.testing import truth_of

@@ -278,21 +278,29 @@ def test_csv_readers_on_mutated_and_arbitrary_files(work, reader, text, data):
     _check_csv_result(outcome(reader, path, LabFileError))
 
 
+
+def write_damaged_h5(path, valid, draw, kinds):
+    """``path`` <- one damaged variant of the valid HDF5 file ``valid``: arbitrary bytes, the HDF5
+    signature and garbage, a truncation, bit flips or HDF5-level edits (``kinds``: which ones)."""
+    kind = draw(st.sampled_from(kinds))
+    if kind == "bytes":
+        path.write_bytes(draw(st.binary(max_size=300)))
+    elif kind == "signature":
+        path.write_bytes(HDF5_SIGNATURE + draw(st.binary(max_size=300)))
+    elif kind == "truncated":
+        raw = valid.read_bytes()
+        path.write_bytes(raw[:draw(st.integers(0, len(raw) - 1))])
+    elif kind == "flips":                           # anywhere: the seal catches them before HDF5 reads
+        path.write_bytes(flipped(valid.read_bytes(), draw))
+    else:
+        apply_edits(valid, path, draw(h5_edits()))
+
 # ------------------------------------------------------------------------------------ camera HDF5
 @FUZZ
 @given(data=st.data())
 def test_camera_file_reader(work, camera_file, data):
     path = fresh(work, ".h5")
-    kind = data.draw(st.sampled_from(["bytes", "signature", "truncated", "edits"]))
-    if kind == "bytes":
-        path.write_bytes(data.draw(st.binary(max_size=300)))
-    elif kind == "signature":
-        path.write_bytes(HDF5_SIGNATURE + data.draw(st.binary(max_size=300)))
-    elif kind == "truncated":
-        raw = camera_file.read_bytes()
-        path.write_bytes(raw[:data.draw(st.integers(0, len(raw) - 1))])
-    else:
-        apply_edits(camera_file, path, data.draw(h5_edits()))
+    write_damaged_h5(path, camera_file, data.draw, ["bytes", "signature", "truncated", "edits"])
     result = outcome(read_camera_h5, path, LabFileError)
     if not isinstance(result, Exception):
         assert len(result) >= 1
@@ -305,15 +313,7 @@ def test_camera_file_reader(work, camera_file, data):
 @given(data=st.data())
 def test_calibration_file_reader(work, calibration_file, data):
     path = fresh(work, ".h5")
-    kind = data.draw(st.sampled_from(["bytes", "signature", "flips", "edits", "edits"]))
-    if kind == "bytes":
-        path.write_bytes(data.draw(st.binary(max_size=300)))
-    elif kind == "signature":
-        path.write_bytes(HDF5_SIGNATURE + data.draw(st.binary(max_size=300)))
-    elif kind == "flips":                           # anywhere: the seal catches them before HDF5 reads
-        path.write_bytes(flipped(calibration_file.read_bytes(), data.draw))
-    else:
-        apply_edits(calibration_file, path, data.draw(h5_edits()))
+    write_damaged_h5(path, calibration_file, data.draw, ["bytes", "signature", "flips", "edits", "edits"])
     result = outcome(CalibrationSet.load, path, CalibrationFileError)
     if isinstance(result, CalibrationSet):
         for fit in result.fits.values():
@@ -340,15 +340,7 @@ def test_calibration_edits_are_refused_and_name_the_fit(work, calibration_file):
 @given(data=st.data())
 def test_run_file_reader(work, run_file, data):
     path = fresh(work, ".h5")
-    kind = data.draw(st.sampled_from(["bytes", "signature", "flips", "edits", "edits"]))
-    if kind == "bytes":
-        path.write_bytes(data.draw(st.binary(max_size=300)))
-    elif kind == "signature":
-        path.write_bytes(HDF5_SIGNATURE + data.draw(st.binary(max_size=300)))
-    elif kind == "flips":                           # run files are sealed too
-        path.write_bytes(flipped(run_file.read_bytes(), data.draw))
-    else:
-        apply_edits(run_file, path, data.draw(h5_edits()))
+    write_damaged_h5(path, run_file, data.draw, ["bytes", "signature", "flips", "edits", "edits"])   # sealed too
     result = outcome(load_run, path, UsageError)
     if isinstance(result, dict):
         ws = result["weights"]
