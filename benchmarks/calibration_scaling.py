@@ -206,7 +206,8 @@ def compare(bench_file, cal_path, isat: bool = True) -> dict:
 
 def _isat_row(bench, t, cal):
     """i_sat in the cell's units: the twin field from the calibrated homodyne against the truth's."""
-    from calibration.procedures.absorber import full_pump_levels, homodyne_of, repeated_powers, saturated
+    from calibration.procedures.absorber import full_pump_levels
+    from calibration.procedures.steps import homodyne_of, repeated_powers, saturated
     from calibration.procedures.context import CalContext
     ctx = CalContext(bench, fits=dict(cal.fits))
     frame = full_pump_levels(ctx)

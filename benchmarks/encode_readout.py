@@ -22,8 +22,9 @@ repeats:
 
 The issue requires every encoding and the readout each <= 2x the copy: ``encode_ratio``,
 ``readout_ratio`` of the main case (``meets_requirement``), and the worst ratio of every
-encoding over the cases (``worst_ratio``, ``every_encoding_within_2x``).  Measure on a
-quiet machine, one thread: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
+encoding over the cases (``worst_ratio``, ``every_encoding_within_2x``); the dithered encode of
+the main case (8-bit panel) aims at <= 1.5x (``dithered_target_ratio``, ``dithered_within_target``).
+Measure on a quiet machine, one thread: ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
 
     python benchmarks/encode_readout.py [--repeats 300] [--skip-readout]
 """
@@ -60,6 +61,7 @@ ENCODE_CASES = [
      BlockLayout(64, 64, block_px=(17, 29), pitch_px=(17, 29), origin_px=(3, 4))),
 ]
 READOUT_CASES = [("64 spots r=6 px", 64), ("1024 spots r=6 px", 1024)]
+DITHERED_TARGET = 1.5   # the dithered encode of the main case (8-bit panel), in frame copies
 
 
 def _median_us(samples):
@@ -204,10 +206,12 @@ def main(argv=None) -> int:
     enc = [bench_encode(n, b, lay, args.repeats, rng, wavefront) for n, b, lay in ENCODE_CASES]
     packing = bench_packing(args.repeats, rng)
     worst = {key: max(e[f"{key}_ratio"] for e in enc) for key in list(ENCODINGS) + list(BLAZED)}
+    dithered = {"encode_ratio": enc[0]["encode_ratio"], "dithered_target_ratio": DITHERED_TARGET,
+                "dithered_within_target": bool(enc[0]["encode_ratio"] <= DITHERED_TARGET)}
     if args.skip_readout:
         result = {"frame_shape": list(SHAPE), "repeats": args.repeats, "statistic": "median",
                   "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
-                  "required_max_ratio": 2.0, "worst_ratio": worst,
+                  "required_max_ratio": 2.0, **dithered, "worst_ratio": worst,
                   "every_encoding_within_2x": bool(max(worst.values()) <= 2.0),
                   "encode_cases": enc, "packing_cases": packing}
         print(json.dumps(result, indent=1))
@@ -222,7 +226,7 @@ def main(argv=None) -> int:
         "encode_ratio": main_enc["encode_ratio"],
         "camera_copy_us": main_ro["copy_us"], "readout_us": main_ro["readout_us"],
         "readout_ratio": main_ro["readout_ratio"],
-        "required_max_ratio": 2.0,
+        "required_max_ratio": 2.0, **dithered,
         "meets_requirement": bool(main_enc["encode_ratio"] <= 2.0 and main_ro["readout_ratio"] <= 2.0),
         "encode_map_ratio": main_enc["encode_map_ratio"], "encode_plain_map_ratio": main_enc["encode_plain_map_ratio"],
         "worst_ratio": worst, "every_encoding_within_2x": bool(max(worst.values()) <= 2.0),

@@ -50,15 +50,17 @@ from scipy import stats
 from scipy.optimize import minimize
 from sklearn.isotonic import IsotonicRegression
 
-from calibration.quantities import Fit, Quantity
+from calibration.quantities import Fit, Quantity, param_stderr
 from twin.absorber import ABSORBER_MODELS, Absorber, TabulatedAbsorber, make_absorber
 
-__all__ = ["MODELS", "transmission", "estimate_noise", "runs_test_z", "fit_pump_sweep",
+__all__ = ["MODELS", "RUNS_Z", "CHI2_P", "transmission", "estimate_noise", "runs_test_z", "fit_pump_sweep",
            "fit_probe_sweep", "fit_absorber", "absorber_from_fit", "power_to_z", "derivative_mismatch"]
 
 MODELS = tuple(ABSORBER_MODELS)          # ('thin', 'twolevel', 'doppler')
-_RUNS_Z = -3.09                           # one-sided p = 0.001
-_CHI2_P = 0.999
+#: runs-test z below which a fit's residual signs show too few runs (one-sided p = 0.001)
+RUNS_Z = -3.09
+#: the chi^2 (or F) distribution point of the adequacy test
+CHI2_P = 0.999
 _REL_FLOOR = 1e-4                         # smallest relative noise an estimate may give
 
 
@@ -150,11 +152,6 @@ def runs_test_z(residuals) -> float:
     return float((runs - mu) / math.sqrt(var)) if var > 0 else 0.0
 
 
-def _stderr(par) -> float:
-    s = par.stderr
-    return float(s) if s is not None and np.isfinite(s) else float("nan")
-
-
 # ----------------------------------------------------------------------------- data sets
 class _Data:
     """One sweep: kind 'pump' (y = C x T) or 'probe' (y = C T^e)."""
@@ -243,7 +240,7 @@ def _fit_model(model, datasets):
     scale_covar = not all(d.sigma_given for d in datasets)
     res = lmfit.minimize(resid, params, method="leastsq", scale_covar=scale_covar)
     names = list(params)
-    se = {n: _stderr(res.params[n]) for n in names}
+    se = {n: param_stderr(res.params[n]) for n in names}
     if not all(np.isfinite(v) for v in se.values()):
         se = _bootstrap_se(model, datasets, res, names)
     r = resid(res.params)
@@ -253,17 +250,17 @@ def _fit_model(model, datasets):
     redchi = chi2 / max(n_tot - k, 1)
     # adequacy: chi-square / F test and runs test per data set
     if all(d.sigma_given for d in datasets):
-        crit = stats.chi2.ppf(_CHI2_P, max(n_tot - k, 1)) / max(n_tot - k, 1)
+        crit = stats.chi2.ppf(CHI2_P, max(n_tot - k, 1)) / max(n_tot - k, 1)
     else:
         nu = sum(d.noise_dof for d in datasets if d.noise_dof is not None)
-        crit = stats.f.ppf(_CHI2_P, max(n_tot - k, 1), max(nu, 1))
+        crit = stats.f.ppf(CHI2_P, max(n_tot - k, 1), max(nu, 1))
     runs, runs_fail = [], False
     off = 0
     for d in datasets:
         rd = r[off:off + d.x.size]
         runs.append(runs_test_z(rd))
         # the runs test only counts where residuals are at the noise level (not for exact data)
-        runs_fail |= runs[-1] <= _RUNS_Z and float(np.mean(rd ** 2)) >= 0.25
+        runs_fail |= runs[-1] <= RUNS_Z and float(np.mean(rd ** 2)) >= 0.25
         off += d.x.size
     adequate = bool(redchi <= crit and not runs_fail)
     return {
@@ -391,9 +388,23 @@ def fit_probe_sweep(pump, probe_transmission, *, stderr=None, probe_quantity: st
                     models: Sequence[str] = MODELS) -> Fit:
     """Fit every twin model's probe law to a probe sweep (weak probe transmission vs pump power).
 
-    Returns Fit named 'absorber.probe' with quantities ``alpha0``, ``i_sat`` (pump units),
-    ``background_transmission`` (the probe path's scale) and the same info as the pump fit;
-    ``info['mismatch']`` is the chosen model's own ``g'/t - 1`` over the measured pump range.
+    Parameters
+    ----------
+    pump, probe_transmission : array_like
+        Pump power (any units) and the weak probe's transmission (any scale).
+    stderr : array_like, optional
+        Standard errors of ``probe_transmission`` (else estimated).
+    probe_quantity : {'power', 'amplitude'}
+        What ``probe_transmission`` measures.
+    models : sequence of str
+        Twin models to try.
+
+    Returns
+    -------
+    Fit
+        Named 'absorber.probe': quantities ``alpha0``, ``i_sat`` (pump units),
+        ``background_transmission`` (the probe path's scale) and the same info as the pump fit;
+        ``info['mismatch']`` is the chosen model's own ``g'/t - 1`` over the measured pump range.
     """
     return _fit(None, None, pump, probe_transmission, probe_stderr=stderr, probe_quantity=probe_quantity,
                 models=models, name="absorber.probe")
@@ -431,6 +442,72 @@ def fit_absorber(pump_in, pump_out, probe_pump=None, probe_transmission=None, *,
 
 def _fit(pump_in, pump_out, probe_pump, probe_t, *, pump_stderr=None, probe_stderr=None,
          probe_quantity="power", shared=True, models=MODELS, operating_range=None, name="absorber") -> Fit:
+    """The fits behind :func:`fit_absorber`, :func:`fit_pump_sweep` and :func:`fit_probe_sweep`."""
+    models, exponent, pump, probe = _sweeps(pump_in, pump_out, probe_pump, probe_t, pump_stderr, probe_stderr,
+                                            probe_quantity, models)
+    warnings: list[str] = []
+    primary = pump if pump is not None else probe
+    if pump is not None and probe is not None and shared:
+        sets = [pump, probe]
+    else:
+        sets = [primary]
+    best, fits, table = _select(sets, models)
+    probe_fit = None
+    if pump is not None and probe is not None and not shared:
+        pbest, pfits, ptable = _select([probe], models)
+        probe_fit = (pbest, pfits[pbest], ptable)
+
+    f = fits[best]
+    p, se = f["params"], f["stderr"]
+    rivals = sorted(m for m in fits if m != best and fits[m]["adequate"] and fits[m]["bic"] - f["bic"] < 6.0)
+    if rivals:
+        warnings.append(f"models {', '.join([best] + rivals)} fit about equally well (BIC within 6): the data do "
+                        "not decide the law; extend the sweep to higher pump power or reduce the noise")
+    i_sat, alpha0 = p["i_sat"], p["alpha0"]
+    chosen = best if f["adequate"] else "tabulated"
+    if chosen == "tabulated":
+        warnings.append(f"no parametric model fits within the noise (best by BIC: {best}, reduced chi^2 "
+                        f"{f['redchi']:.3g} > {f['redchi_limit']:.3g} or runs z {min(f['runs_z']):.2f} < {RUNS_Z}); "
+                        "using the tabulated data; alpha0/i_sat are the best parametric model's")
+    c_pump = p["scale0"]
+    c_probe = None
+    if probe is not None:
+        if len(sets) == 2:
+            c_probe = p["scale1"]
+        elif pump is None:
+            c_probe = p["scale0"]
+        else:
+            c_probe = probe_fit[1]["params"]["scale0"]
+    absorber, arrays = _twin_absorber(chosen, best, alpha0, i_sat, pump, probe, c_pump, c_probe, exponent)
+    mismatch = _mismatch(absorber, pump if pump is not None else probe, i_sat, operating_range, probe_fit,
+                         probe is not None, chosen)
+    quantities = _quantities(alpha0, i_sat, se, pump, c_pump, c_probe, len(sets) == 2, probe_fit)
+    for q in quantities.values():
+        if not np.isfinite(q.stderr):
+            warnings.append("some standard errors could not be estimated")
+            break
+    info = {
+        "model": chosen,
+        "parametric_model": best,
+        "ambiguous_with": rivals,
+        "table": table,
+        "criterion": "lowest BIC; adequate if reduced chi^2 <= 99.9% F(n-k, nu) point with the model-free noise "
+                     "estimate and runs-test z > -3.09 (runs test skipped if reduced chi^2 < 0.25); else tabulated",
+        "mismatch": mismatch,
+        "z_conversion": "z = sqrt(P / i_sat), P and i_sat in the input's units",
+        "shared_fit": len(sets) == 2,
+        "noise_estimated": not all(d.sigma_given for d in sets),
+        "warnings": warnings,
+    }
+    if probe_fit is not None:
+        info["probe_model"] = probe_fit[0]
+        info["probe_table"] = probe_fit[2]
+    return Fit(name=name, model=chosen, quantities=quantities, arrays=arrays,
+               x=primary.x, y=primary.y, y_fit=f["fits"][0], info=info)
+
+
+def _sweeps(pump_in, pump_out, probe_pump, probe_t, pump_stderr, probe_stderr, probe_quantity, models):
+    """Checked inputs of :func:`_fit`: (models, probe exponent, pump _Data or None, probe _Data or None)."""
     if probe_quantity not in ("power", "amplitude"):
         raise ValueError(f"probe_quantity must be 'power' or 'amplitude', got {probe_quantity!r}")
     models = tuple(models)
@@ -454,66 +531,32 @@ def _fit(pump_in, pump_out, probe_pump, probe_t, *, pump_stderr=None, probe_stde
         probe = _Data("probe", x, y, s, exponent=exponent, label="probe")
     if pump is None and probe is None:
         raise ValueError("give a pump sweep, a probe sweep, or both")
+    return models, exponent, pump, probe
 
-    warnings: list[str] = []
-    primary = pump if pump is not None else probe
-    if pump is not None and probe is not None and shared:
-        sets = [pump, probe]
-    else:
-        sets = [primary]
-    best, fits, table = _select(sets, models)
-    probe_fit = None
-    if pump is not None and probe is not None and not shared:
-        pbest, pfits, ptable = _select([probe], models)
-        probe_fit = (pbest, pfits[pbest], ptable)
 
-    f = fits[best]
-    p, se = f["params"], f["stderr"]
-    rivals = sorted(m for m in fits if m != best and fits[m]["adequate"] and fits[m]["bic"] - f["bic"] < 6.0)
-    if rivals:
-        warnings.append(f"models {', '.join([best] + rivals)} fit about equally well (BIC within 6): the data do "
-                        "not decide the law; extend the sweep to higher pump power or reduce the noise")
-    i_sat, alpha0 = p["i_sat"], p["alpha0"]
-    chosen = best if f["adequate"] else "tabulated"
-    if chosen == "tabulated":
-        warnings.append(f"no parametric model fits within the noise (best by BIC: {best}, reduced chi^2 "
-                        f"{f['redchi']:.3g} > {f['redchi_limit']:.3g} or runs z {min(f['runs_z']):.2f} < {_RUNS_Z}); "
-                        "using the tabulated data; alpha0/i_sat are the best parametric model's")
-    c_pump = p["scale0"]
-    c_probe = None
-    if probe is not None:
-        if len(sets) == 2:
-            c_probe = p["scale1"]
-        elif pump is None:
-            c_probe = p["scale0"]
-        else:
-            c_probe = probe_fit[1]["params"]["scale0"]
+def _twin_absorber(chosen, best, alpha0, i_sat, pump, probe, c_pump, c_probe, exponent):
+    """(absorber in the twin's normalised units, arrays for the Fit) of the chosen model."""
+    if chosen != "tabulated":
+        return make_absorber(best, alpha0=alpha0, i_sat=1.0), {}
+    if pump is not None:
+        absorber = _tabulate(pump, probe, i_sat, c_pump, c_probe, exponent)
+        arrays = {"tabulated_z_in": absorber.z_in, "tabulated_z_out": absorber.z_out}
+        if absorber.probe_z is not None:
+            arrays["tabulated_probe_z"] = absorber.probe_z
+            arrays["tabulated_probe_t"] = absorber.probe_t
+        return absorber, arrays
+    pz, pt = _smooth_monotone(probe.x, probe.y)
+    t_amp = np.clip(pt / c_probe, 0.0, None) ** (0.5 / exponent)
+    z = np.sqrt(pz / i_sat)
+    absorber = TabulatedAbsorber(np.concatenate([[0.0], z]) if z[0] > 0 else z,
+                                 np.concatenate([[0.0], z * t_amp]) if z[0] > 0 else z * t_amp,
+                                 probe_z=z, probe_t=t_amp)
+    return absorber, {"tabulated_probe_z": z, "tabulated_probe_t": t_amp}
 
-    # absorber in the twin's normalised units
-    arrays = {}
-    if chosen == "tabulated":
-        if pump is not None:
-            tab_probe = probe if probe is not None else None
-            i_probe = i_sat
-            absorber = _tabulate(pump, tab_probe, i_probe, c_pump, c_probe, exponent)
-            arrays = {"tabulated_z_in": absorber.z_in, "tabulated_z_out": absorber.z_out}
-            if absorber.probe_z is not None:
-                arrays["tabulated_probe_z"] = absorber.probe_z
-                arrays["tabulated_probe_t"] = absorber.probe_t
-        else:
-            pz, pt = _smooth_monotone(probe.x, probe.y)
-            t_amp = np.clip(pt / c_probe, 0.0, None) ** (0.5 / exponent)
-            z = np.sqrt(pz / i_sat)
-            absorber = TabulatedAbsorber(np.concatenate([[0.0], z]) if z[0] > 0 else z,
-                                         np.concatenate([[0.0], z * t_amp]) if z[0] > 0 else z * t_amp,
-                                         probe_z=z, probe_t=t_amp)
-            arrays = {"tabulated_probe_z": z, "tabulated_probe_t": t_amp}
-    else:
-        absorber = make_absorber(best, alpha0=alpha0, i_sat=1.0)
 
-    # mismatch g'/t - 1 over the operating range of pump fields
-    ref_x = (pump if pump is not None else probe).x
-    lo_p, hi_p = (float(ref_x.min()), float(ref_x.max())) if operating_range is None else \
+def _mismatch(absorber, ref, i_sat, operating_range, probe_fit, have_probe: bool, chosen: str) -> dict:
+    """``g'/t - 1`` over the operating range of pump fields (default: the range of sweep ``ref``)."""
+    lo_p, hi_p = (float(ref.x.min()), float(ref.x.max())) if operating_range is None else \
         (float(operating_range[0]), float(operating_range[1]))
     if not (0 <= lo_p < hi_p) or not np.isfinite(hi_p):
         raise ValueError(f"operating_range must be (p_min, p_max) with 0 <= p_min < p_max, got {operating_range}")
@@ -525,48 +568,28 @@ def _fit(pump_in, pump_out, probe_pump, probe_t, *, pump_stderr=None, probe_stde
         def probe_fn(z, pm=pm, pa=pa, pi=pi):
             return np.sqrt(transmission(pm, z ** 2 * i_sat / pi, pa))
         t_source = f"probe sweep ({pm} fit)"
-    elif probe is not None:
+    elif have_probe:
         t_source = "probe sweep (joint fit)" if chosen != "tabulated" else "probe sweep (tabulated)"
     mismatch = derivative_mismatch(absorber, math.sqrt(hi_p / i_sat), math.sqrt(lo_p / i_sat), probe_fn)
     mismatch["t_source"] = t_source
     mismatch["pump_range"] = [lo_p, hi_p]
+    return mismatch
 
-    units_note = "input units"
+
+def _quantities(alpha0, i_sat, se, pump, c_pump, c_probe, shared_fit: bool, probe_fit) -> dict:
+    """The Fit's quantities: alpha0, i_sat (input units) and the background transmission(s)."""
     quantities = {
         "alpha0": Quantity(alpha0, se["alpha0"], ""),
-        "i_sat": Quantity(i_sat, se["i_sat"], units_note),
+        "i_sat": Quantity(i_sat, se["i_sat"], "input units"),
     }
     if pump is not None:
         quantities["background_transmission"] = Quantity(c_pump, se["scale0"], "")
         if c_probe is not None:
-            c_probe_se = se["scale1"] if len(sets) == 2 else probe_fit[1]["stderr"]["scale0"]
+            c_probe_se = se["scale1"] if shared_fit else probe_fit[1]["stderr"]["scale0"]
             quantities["probe_background_transmission"] = Quantity(c_probe, c_probe_se, "")
     else:
         quantities["background_transmission"] = Quantity(c_probe, se["scale0"], "")
-    for q in quantities.values():
-        if not np.isfinite(q.stderr):
-            warnings.append("some standard errors could not be estimated")
-            break
-
-    curves = f["fits"]
-    info = {
-        "model": chosen,
-        "parametric_model": best,
-        "ambiguous_with": rivals,
-        "table": table,
-        "criterion": "lowest BIC; adequate if reduced chi^2 <= 99.9% F(n-k, nu) point with the model-free noise "
-                     "estimate and runs-test z > -3.09 (runs test skipped if reduced chi^2 < 0.25); else tabulated",
-        "mismatch": mismatch,
-        "z_conversion": "z = sqrt(P / i_sat), P and i_sat in the input's units",
-        "shared_fit": len(sets) == 2,
-        "noise_estimated": not all(d.sigma_given for d in sets),
-        "warnings": warnings,
-    }
-    if probe_fit is not None:
-        info["probe_model"] = probe_fit[0]
-        info["probe_table"] = probe_fit[2]
-    return Fit(name=name, model=chosen, quantities=quantities, arrays=arrays,
-               x=primary.x, y=primary.y, y_fit=curves[0], info=info)
+    return quantities
 
 
 def absorber_from_fit(fit: Fit) -> Absorber:

@@ -46,7 +46,7 @@ import lmfit
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from calibration.quantities import Fit, Quantity
+from calibration.quantities import Fit, Quantity, param_stderr
 
 __all__ = ["CameraPoint", "TemporalStats", "temporal_stats", "robust_outliers", "fit_camera"]
 
@@ -130,13 +130,6 @@ def robust_outliers(image, n_sigma: float, floor: float = 0.0, side: str = "both
     return np.abs(d) > n_sigma
 
 
-def _stderr(par, fallback: float = float("nan")) -> float:
-    s = par.stderr
-    if s is None or not np.isfinite(s):
-        return float(fallback)
-    return float(s)
-
-
 def _line_fit(x, y, sigma, through_origin: bool = False):
     """Weighted straight line with lmfit; returns (slope, slope_se, icpt, icpt_se, result).
 
@@ -167,8 +160,8 @@ def _line_fit(x, y, sigma, through_origin: bool = False):
         cov = np.full((a.shape[1], a.shape[1]), np.nan)
     sp = res.params["slope"]
     ip = res.params["intercept"]
-    s_se = _stderr(sp, math.sqrt(cov[0, 0]) if cov[0, 0] >= 0 else float("nan"))
-    i_se = 0.0 if through_origin else _stderr(ip, math.sqrt(max(cov[1, 1], 0.0)))
+    s_se = param_stderr(sp, math.sqrt(cov[0, 0]) if cov[0, 0] >= 0 else float("nan"))
+    i_se = 0.0 if through_origin else param_stderr(ip, math.sqrt(max(cov[1, 1], 0.0)))
     return float(sp.value), s_se, float(ip.value), i_se, res
 
 
@@ -256,50 +249,123 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
     Parameters
     ----------
     points : sequence of :class:`CameraPoint` (>= 3; order free), from dark (or weak light)
-        up to and preferably past saturation.
+        up to and preferably past saturation; frames in DN, exposures in s.
     bit_depth : ADC bits; pixels at ``2**bit_depth - 1`` DN count as clipped.  Default:
         the largest value seen in the frames, for integer data.
     irradiance : optional sequence (one per point) proportional to photons per pixel,
         used as the x axis of the linearity fit (default: photons_per_pixel, else
         exposure_s).
-    flat : optional ``(bright_frames, dark_frames)`` for PRNU (default: the series point
+    flat : optional ``(bright_frames, dark_frames)`` (DN) for PRNU (default: the series point
         nearest 50 % of saturation).
     hot_sigma, dead_sigma : outlier thresholds (robust standard deviations) of the
         defect mask.
-    flat_highpass_px : if set, divide the flat image by its box mean of this size
+    flat_highpass_px : if set, divide the flat image by its box mean of this size (px)
         before PRNU (removes illumination non-uniformity; EMVA 4 uses 5).
 
     Returns
     -------
-    Fit named 'camera', model 'emva1288', quantities ``gain_adu_per_e``, ``read_noise_e``,
-    ``dark_offset_adu``, ``dark_noise_adu``, ``saturation_e``, ``linearity_error_pct``,
-    ``prnu_pct`` (+ ``quantum_efficiency``, ``dark_current_e_per_s`` when measurable),
-    arrays ``offset_map_adu``, ``prnu_map``, ``defect_mask`` (uint8: 1 hot, 2 dead);
-    ``x, y, y_fit`` = signal mean (DN), temporal variance (DN^2), PTC line.
+    Fit named 'camera', model 'emva1288', quantities (each with its standard error)
+    ``gain_adu_per_e`` (DN/e-), ``read_noise_e`` (e-), ``dark_offset_adu`` (DN),
+    ``dark_noise_adu`` (DN), ``saturation_e`` (e-), ``linearity_error_pct`` (%),
+    ``prnu_pct`` (%) (+ ``quantum_efficiency``, ``dark_current_e_per_s`` (e-/s) when
+    measurable), arrays ``offset_map_adu`` (DN), ``prnu_map`` (relative), ``defect_mask``
+    (uint8: 1 hot, 2 dead); ``x, y, y_fit`` = signal mean (DN), temporal variance (DN^2), PTC line.
     """
     points = _validate(points)
     n = len(points)
     warnings: list[str] = []
     integer = _is_integer_valued(points)
-    if bit_depth is not None:
-        if int(bit_depth) != bit_depth or not 1 <= bit_depth <= 32:
-            raise ValueError(f"bit_depth must be an integer 1..32, got {bit_depth}")
-        clip_value = float(2 ** int(bit_depth) - 1)
-    elif integer:
-        clip_value = float(max(p.bright.max() for p in points))
-    else:
-        clip_value = float("inf")
-    if irradiance is not None:
-        irradiance = np.asarray(irradiance, float).ravel()
-        if irradiance.size != n or not np.all(np.isfinite(irradiance)):
-            raise ValueError(f"irradiance needs one finite value per point ({n}), got {irradiance.size}")
-
+    clip_value = _clip_value(points, bit_depth, integer)
+    irradiance = _check_irradiance(irradiance, n)
     exposures = np.array([p.exposure_s for p in points], float)
     shape = points[0].dark.shape[1:]
 
-    # ---- dark frames: hot pixels (longest exposure), then dark statistics without them
-    longest = int(np.argmax(exposures))
-    d_long = temporal_stats(points[longest].dark)
+    hot = _hot_pixels(points[int(np.argmax(exposures))].dark, integer, clip_value, hot_sigma)
+    good = ~hot
+    s = _series_stats(points, good, clip_value)
+    r = _ptc_ranges(s["x"], s["var_y"], s["clipped"], warnings)
+    x, v, lin = s["x"], s["v"], r["lin"]
+    gain, gain_se, icpt, icpt_se, ptc = _line_fit(x[lin], v[lin], np.maximum(s["v_se"][lin], 1e-12))
+    if not gain > 0:
+        raise ValueError(f"photon transfer gave a non-positive gain ({gain:.3g} DN/e-): the variance does not "
+                         "grow with the signal; check that the frames are raw (no averaging or denoising)")
+    if not np.isfinite(gain_se):
+        raise ValueError("photon transfer: could not estimate the gain's uncertainty; record more points")
+
+    quantities, dark_line = _dark_quantities(exposures, s, gain, gain_se, integer, warnings)
+    offset_map = temporal_stats(points[int(np.argmin(exposures))].dark).mean_map_adu
+    quantities["saturation_e"] = _saturation(s, r, gain, gain_se)
+    le, h_name, deviations = _linearity_error(points, exposures, irradiance, s, r, warnings)
+    quantities["linearity_error_pct"] = le
+    fb, fd = _flat_frames(flat, points, shape, x, lin, r["x_sat"])
+    prnu, resp, dead = _flat_field(fb, fd, good, flat_highpass_px, dead_sigma, warnings)
+    quantities["prnu_pct"] = prnu
+    _dark_current(quantities, dark_line, gain, gain_se)
+    _quantum_efficiency(quantities, points, s, lin, gain, gain_se, warnings)
+
+    defect = np.zeros(shape, np.uint8)
+    defect[hot] |= 1
+    defect[dead] |= 2
+    order = r["order"]
+    names = [p.name or f"#{i}" for i, p in enumerate(points)]
+    info = {
+        "points": [names[i] for i in order],
+        "linear_range": [names[i] for i in order if lin[i]],
+        "saturation_point": names[r["k_sat"]],
+        "saturation_reached": bool(r["saturation_reached"]),
+        "ptc_intercept_adu2": [icpt, icpt_se],
+        "ptc_redchi": float(ptc.redchi),
+        "dark_extrapolated_to_zero_exposure": bool(dark_line["offset_line"] or dark_line["var_line"]),
+        "linearity_axis": h_name,
+        "linearity_deviation_pct": None if deviations is None else [float(d) for d in deviations],
+        "n_hot": int(hot.sum()), "n_dead": int(dead.sum()),
+        "clip_value_adu": clip_value if np.isfinite(clip_value) else None,
+        "warnings": warnings,
+    }
+    return Fit(name="camera", model="emva1288", quantities=quantities,
+               arrays={"offset_map_adu": offset_map, "prnu_map": resp, "defect_mask": defect},
+               x=x[order], y=v[order], y_fit=gain * x[order] + icpt, info=info)
+
+
+def _check_irradiance(irradiance, n: int):
+    """``irradiance`` as a float array of one finite value per point (None stays None)."""
+    if irradiance is None:
+        return None
+    irradiance = np.asarray(irradiance, float).ravel()
+    if irradiance.size != n or not np.all(np.isfinite(irradiance)):
+        raise ValueError(f"irradiance needs one finite value per point ({n}), got {irradiance.size}")
+    return irradiance
+
+
+def _flat_frames(flat, points, shape, x, lin, x_sat):
+    """(bright, dark) frames of the flat field: ``flat`` when given, else the linear-range point
+    nearest 50 % of the saturation signal ``x_sat`` (DN)."""
+    if flat is not None:
+        if len(flat) != 2:
+            raise ValueError("flat must be a (bright_frames, dark_frames) pair")
+        fb = _check_stack(flat[0], "flat", "bright", shape)
+        fd = _check_stack(flat[1], "flat", "dark", shape)
+        return fb, fd
+    cand = np.flatnonzero(lin)
+    k_flat = int(cand[np.argmin(np.abs(x[cand] - 0.5 * x_sat))])
+    return points[k_flat].bright, points[k_flat].dark
+
+
+def _clip_value(points, bit_depth, integer: bool) -> float:
+    """The value (DN) at which a pixel counts as clipped: ``2**bit_depth - 1``, else the largest
+    value in integer frames, else infinity."""
+    if bit_depth is not None:
+        if int(bit_depth) != bit_depth or not 1 <= bit_depth <= 32:
+            raise ValueError(f"bit_depth must be an integer 1..32, got {bit_depth}")
+        return float(2 ** int(bit_depth) - 1)
+    if integer:
+        return float(max(p.bright.max() for p in points))
+    return float("inf")
+
+
+def _hot_pixels(dark_long, integer: bool, clip_value: float, hot_sigma: float) -> np.ndarray:
+    """Hot (or clipped) pixels of the dark frames at the longest exposure, (rows, cols) bool."""
+    d_long = temporal_stats(dark_long)
     floor = math.sqrt((d_long.var_adu2 + (_QUANT_VAR if integer else 0.0)) / d_long.n_frames)
     hot = robust_outliers(d_long.mean_map_adu, hot_sigma, floor=floor, side="high")
     if clip_value < np.inf:
@@ -307,28 +373,48 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
     if hot.mean() > 0.05:
         raise ValueError(f"{hot.mean():.0%} of pixels are hot or saturated in the dark frames: "
                          "check that the light is off and the exposure is within range")
-    good = ~hot
+    return hot
+
+
+def _series_stats(points, good, clip_value: float) -> dict:
+    """Temporal statistics of every point over the good pixels.
+
+    Returns a dict of per-point arrays: ``mu_dark``/``mu_dark_se`` (DN), ``var_dark``/
+    ``var_dark_se``, ``mu_y``, ``var_y``/``var_y_se`` (DN^2), ``clipped`` (fraction of clipped
+    bright pixels), the signal ``x = mu_y - mu_dark`` (DN), its variance ``v`` and ``v_se``
+    (DN^2), and ``n_samples`` (frames x pixels of each bright point).
+    """
     darks = [temporal_stats(p.dark, good) for p in points]
     brights = [temporal_stats(p.bright, good) for p in points]
-
-    mu_dark = np.array([d.mean_adu for d in darks])
-    mu_dark_se = np.array([math.sqrt(d.var_adu2 / (d.n_frames * d.n_pixels)) for d in darks])
-    var_dark = np.array([d.var_adu2 for d in darks])
-    var_dark_se = np.array([d.var_stderr_adu2 for d in darks])
-    mu_y = np.array([b.mean_adu for b in brights])
-    var_y = np.array([b.var_adu2 for b in brights])
-    var_y_se = np.array([b.var_stderr_adu2 for b in brights])
-    clipped = np.array([float(np.mean(p.bright[:, good] >= clip_value)) for p in points])
-
-    x = mu_y - mu_dark                        # signal, DN
-    v = var_y - var_dark                      # signal temporal variance, DN^2
-    v_se = np.sqrt(var_y_se ** 2 + var_dark_se ** 2)
-    if np.all(clipped > 0.5):
+    s = {"mu_dark": np.array([d.mean_adu for d in darks]),
+         "mu_dark_se": np.array([math.sqrt(d.var_adu2 / (d.n_frames * d.n_pixels)) for d in darks]),
+         "var_dark": np.array([d.var_adu2 for d in darks]),
+         "var_dark_se": np.array([d.var_stderr_adu2 for d in darks]),
+         "mu_y": np.array([b.mean_adu for b in brights]),
+         "var_y": np.array([b.var_adu2 for b in brights]),
+         "var_y_se": np.array([b.var_stderr_adu2 for b in brights]),
+         "clipped": np.array([float(np.mean(p.bright[:, good] >= clip_value)) for p in points]),
+         "n_samples": np.array([b.n_frames * b.n_pixels for b in brights])}
+    s["x"] = s["mu_y"] - s["mu_dark"]                        # signal, DN
+    s["v"] = s["var_y"] - s["var_dark"]                      # signal temporal variance, DN^2
+    s["v_se"] = np.sqrt(s["var_y_se"] ** 2 + s["var_dark_se"] ** 2)
+    if np.all(s["clipped"] > 0.5):
         raise ValueError("every bright point is saturated: lower the exposure or the light and re-record")
-    if np.sum(x > 3 * np.sqrt(np.maximum(var_dark, 1e-12) / good.sum())) < 3 or np.ptp(x) <= 0:
+    x = s["x"]
+    if np.sum(x > 3 * np.sqrt(np.maximum(s["var_dark"], 1e-12) / good.sum())) < 3 or np.ptp(x) <= 0:
         raise ValueError("bright frames carry no light signal above the dark frames in at least 3 points: "
                          "check the light source and the exposure series")
+    return s
 
+
+def _ptc_ranges(x, var_y, clipped, warnings: list) -> dict:
+    """Saturation point (variance maximum) and the linear range of the photon-transfer curve.
+
+    Returns a dict: ``order`` (points by signal), ``k_sat``, ``x_sat`` (DN),
+    ``saturation_reached``, ``below`` (points below saturation) and ``lin`` (the linear range:
+    below 70 % of saturation and unclipped).
+    """
+    n = x.size
     order = np.argsort(x, kind="stable")
     # saturation point: maximum of the photon-transfer curve
     k_sat = int(order[np.argmax(var_y[order])])
@@ -344,17 +430,19 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
     if lin.sum() < 3:
         raise ValueError(f"photon transfer: only {int(lin.sum())} points lie in the linear range (below 70 % of "
                          "saturation); record at least 3 points at lower exposure or light")
+    return {"order": order, "k_sat": k_sat, "x_sat": x_sat, "saturation_reached": saturation_reached,
+            "below": below, "lin": lin}
 
-    gain, gain_se, icpt, icpt_se, ptc = _line_fit(x[lin], v[lin], np.maximum(v_se[lin], 1e-12))
-    if not gain > 0:
-        raise ValueError(f"photon transfer gave a non-positive gain ({gain:.3g} DN/e-): the variance does not "
-                         "grow with the signal; check that the frames are raw (no averaging or denoising)")
-    if not np.isfinite(gain_se):
-        raise ValueError("photon transfer: could not estimate the gain's uncertainty; record more points")
 
-    # ---- dark level and noise at zero exposure
-    off, off_se, off_slope, off_slope_se, off_line = _dark_level(exposures, mu_dark, mu_dark_se)
-    vd, vd_se, vd_slope, vd_slope_se, vd_line = _dark_level(exposures, var_dark, var_dark_se)
+def _dark_quantities(exposures, s, gain, gain_se, integer: bool, warnings: list) -> tuple[dict, dict]:
+    """Dark offset, dark noise and read noise at zero exposure.
+
+    Returns (quantities ``gain_adu_per_e``, ``read_noise_e``, ``dark_offset_adu``,
+    ``dark_noise_adu``; the dark-offset line: ``slope``/``slope_se`` (DN/s), ``offset_line``
+    and ``var_line`` (whether a line against exposure was used)).
+    """
+    off, off_se, off_slope, off_slope_se, off_line = _dark_level(exposures, s["mu_dark"], s["mu_dark_se"])
+    vd, vd_se, _, _, vd_line = _dark_level(exposures, s["var_dark"], s["var_dark_se"])
     q = _QUANT_VAR if integer else 0.0
     if vd - q <= 0:
         warnings.append("dark noise is below the quantisation noise; read noise set from the quantisation floor")
@@ -362,28 +450,39 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
     dark_noise_adu = math.sqrt(vd)
     read_noise_e = math.sqrt(read_var) / gain
     read_noise_se = read_noise_e * math.sqrt((0.5 * vd_se / read_var) ** 2 + (gain_se / gain) ** 2)
+    quantities = {
+        "gain_adu_per_e": Quantity(gain, gain_se, "DN/e-"),
+        "read_noise_e": Quantity(read_noise_e, read_noise_se, "e-"),
+        "dark_offset_adu": Quantity(off, off_se, "DN"),
+        "dark_noise_adu": Quantity(dark_noise_adu, 0.5 * vd_se / dark_noise_adu, "DN"),
+    }
+    return quantities, {"slope": off_slope, "slope_se": off_slope_se, "offset_line": off_line, "var_line": vd_line}
 
-    offset_map = temporal_stats(points[int(np.argmin(exposures))].dark).mean_map_adu
 
-    # ---- saturation capacity
+def _saturation(s, r, gain, gain_se) -> Quantity:
+    """Saturation capacity (e-): the signal at the variance maximum over the gain."""
+    k_sat, x_sat = r["k_sat"], r["x_sat"]
     sat_e = x_sat / gain
     sat_se = sat_e * math.sqrt((gain_se / gain) ** 2
-                               + (math.sqrt(var_y[k_sat] / (brights[k_sat].n_frames * brights[k_sat].n_pixels))
-                                  / max(x_sat, 1e-12)) ** 2)
+                               + (math.sqrt(s["var_y"][k_sat] / s["n_samples"][k_sat]) / max(x_sat, 1e-12)) ** 2)
+    return Quantity(sat_e, sat_se, "e-")
 
-    # ---- linearity error
+
+def _linearity_error(points, exposures, irradiance, s, r, warnings: list):
+    """EMVA 3 linearity error (%) between 5 % and 95 % of saturation, its standard error from
+    200 noise draws (fixed seed).  Returns (Quantity, x-axis name, deviations (%) or None)."""
     photons = [p.photons_per_pixel for p in points]
-    has_photons = all(ph is not None for ph in photons)
     if irradiance is not None:
         h, h_name = irradiance, "irradiance"
-    elif has_photons:
+    elif all(ph is not None for ph in photons):
         h, h_name = np.array(photons, float), "photons_per_pixel"
     else:
         h, h_name = exposures, "exposure_s"
+    x, x_sat = s["x"], r["x_sat"]
     le, le_se, deviations = float("nan"), float("nan"), None
-    lin_range = below & (x >= 0.05 * x_sat) & (x <= 0.95 * x_sat)
+    lin_range = r["below"] & (x >= 0.05 * x_sat) & (x <= 0.95 * x_sat)
     if np.unique(h[lin_range]).size >= 3:
-        mu_se = np.sqrt(var_y / np.array([b.n_frames * b.n_pixels for b in brights]) + mu_dark_se ** 2)
+        mu_se = np.sqrt(s["var_y"] / s["n_samples"] + s["mu_dark_se"] ** 2)
         le, deviations = _linearity(h[lin_range], x[lin_range])
         rng = np.random.default_rng(12345)
         draws = [_linearity(h[lin_range], x[lin_range] + rng.normal(0, mu_se[lin_range]))[0] for _ in range(200)]
@@ -391,17 +490,14 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
     else:
         warnings.append(f"linearity error not measurable: {h_name} takes fewer than 3 distinct values "
                         "between 5 % and 95 % of saturation (pass irradiance= or photons_per_pixel)")
+    return Quantity(le, le_se, "%"), h_name, deviations
 
-    # ---- flat field: dead pixels and PRNU
-    if flat is not None:
-        if len(flat) != 2:
-            raise ValueError("flat must be a (bright_frames, dark_frames) pair")
-        fb = _check_stack(flat[0], "flat", "bright", shape)
-        fd = _check_stack(flat[1], "flat", "dark", shape)
-    else:
-        cand = np.flatnonzero(lin)
-        k_flat = int(cand[np.argmin(np.abs(x[cand] - 0.5 * x_sat))])
-        fb, fd = points[k_flat].bright, points[k_flat].dark
+
+def _flat_field(fb, fd, good, flat_highpass_px, dead_sigma: float, warnings: list):
+    """PRNU (%) and dead pixels from a flat field (bright and dark frames, DN).
+
+    Returns (Quantity ``prnu_pct``, the relative response map, the dead-pixel mask).
+    """
     sb, sd = temporal_stats(fb, good), temporal_stats(fd, good)
     signal_map = sb.mean_map_adu - sd.mean_map_adu
     if flat_highpass_px:
@@ -426,53 +522,32 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
     # variance of a sample variance of N values: 2 s^4 / (N - 1), s^2 the measured spatial variance
     spatial_var_se = (spatial_var + temporal_left) * math.sqrt(2.0 / (s.size - 1))
     prnu_se = 100.0 * spatial_var_se / (2.0 * math.sqrt(max(spatial_var, spatial_var_se))) / mean_signal
+    return Quantity(prnu, prnu_se, "%"), resp, dead
 
-    defect = np.zeros(shape, np.uint8)
-    defect[hot] |= 1
-    defect[dead] |= 2
 
-    quantities = {
-        "gain_adu_per_e": Quantity(gain, gain_se, "DN/e-"),
-        "read_noise_e": Quantity(read_noise_e, read_noise_se, "e-"),
-        "dark_offset_adu": Quantity(off, off_se, "DN"),
-        "dark_noise_adu": Quantity(dark_noise_adu, 0.5 * vd_se / dark_noise_adu, "DN"),
-        "saturation_e": Quantity(sat_e, sat_se, "e-"),
-        "linearity_error_pct": Quantity(le, le_se, "%"),
-        "prnu_pct": Quantity(prnu, prnu_se, "%"),
-    }
-    if off_line:
+def _dark_current(quantities: dict, dark_line: dict, gain, gain_se) -> None:
+    """Add ``dark_current_e_per_s`` (e-/s) when the dark offset grew with exposure."""
+    if dark_line["offset_line"]:
+        off_slope, off_slope_se = dark_line["slope"], dark_line["slope_se"]
         quantities["dark_current_e_per_s"] = Quantity(off_slope / gain, abs(off_slope / gain) * math.sqrt(
             (off_slope_se / off_slope) ** 2 + (gain_se / gain) ** 2), "e-/s")
-    if has_photons:
-        ph = np.array(photons, float)
-        if np.unique(ph[lin]).size >= 2 and np.ptp(ph[lin]) > 0:
-            resp_slope, resp_se, _, _, _ = _line_fit(ph[lin], x[lin], np.sqrt(var_y[lin] / np.array(
-                [brights[i].n_frames * brights[i].n_pixels for i in np.flatnonzero(lin)])) + 1e-12)
-            eta = resp_slope / gain
-            eta_se = abs(eta) * math.sqrt((resp_se / resp_slope) ** 2 + (gain_se / gain) ** 2)
-            quantities["quantum_efficiency"] = Quantity(eta, eta_se, "")
-        else:
-            warnings.append("quantum efficiency not measurable: photons_per_pixel does not vary in the linear range")
 
-    names = [p.name or f"#{i}" for i, p in enumerate(points)]
-    info = {
-        "points": [names[i] for i in order],
-        "linear_range": [names[i] for i in order if lin[i]],
-        "saturation_point": names[k_sat],
-        "saturation_reached": bool(saturation_reached),
-        "ptc_intercept_adu2": [icpt, icpt_se],
-        "ptc_redchi": float(ptc.redchi),
-        "dark_extrapolated_to_zero_exposure": bool(off_line or vd_line),
-        "linearity_axis": h_name,
-        "linearity_deviation_pct": None if deviations is None else [float(d) for d in deviations],
-        "n_hot": int(hot.sum()),
-        "n_dead": int(dead.sum()),
-        "clip_value_adu": clip_value if np.isfinite(clip_value) else None,
-        "warnings": warnings,
-    }
-    return Fit(name="camera", model="emva1288", quantities=quantities,
-               arrays={"offset_map_adu": offset_map, "prnu_map": resp, "defect_mask": defect},
-               x=x[order], y=v[order], y_fit=gain * x[order] + icpt, info=info)
+
+def _quantum_efficiency(quantities: dict, points, s, lin, gain, gain_se, warnings: list) -> None:
+    """Add ``quantum_efficiency`` (responsivity over gain) when every point has photons_per_pixel."""
+    photons = [p.photons_per_pixel for p in points]
+    if not all(ph is not None for ph in photons):
+        return
+    ph = np.array(photons, float)
+    if np.unique(ph[lin]).size >= 2 and np.ptp(ph[lin]) > 0:
+        x, var_y = s["x"], s["var_y"]
+        resp_slope, resp_se, _, _, _ = _line_fit(ph[lin], x[lin], np.sqrt(var_y[lin] / np.array(
+            [s["n_samples"][i] for i in np.flatnonzero(lin)])) + 1e-12)
+        eta = resp_slope / gain
+        eta_se = abs(eta) * math.sqrt((resp_se / resp_slope) ** 2 + (gain_se / gain) ** 2)
+        quantities["quantum_efficiency"] = Quantity(eta, eta_se, "")
+    else:
+        warnings.append("quantum efficiency not measurable: photons_per_pixel does not vary in the linear range")
 
 
 def _linearity(h, x):

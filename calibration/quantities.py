@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Quantity", "Fit"]
+__all__ = ["Quantity", "Fit", "param_stderr"]
+
+
+def param_stderr(par, fallback: float = float("nan")) -> float:
+    """Standard error of an lmfit parameter, or ``fallback`` where lmfit gave none (or a non-finite one)."""
+    s = getattr(par, "stderr", None)
+    if s is None or not np.isfinite(s):
+        return float(fallback)
+    return float(s)
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,12 @@ class Quantity:
     value: float
     stderr: float = float("nan")
     units: str = ""
+
+    @classmethod
+    def from_param(cls, par, units: str = "", scale: float = 1.0,
+                   fallback_stderr: float = float("nan")) -> "Quantity":
+        """The value and standard error of an lmfit parameter, both times ``scale``."""
+        return cls(float(par.value) * scale, param_stderr(par, fallback_stderr) * abs(scale), units)
 
     def as_json(self) -> dict:
         def clean(x):

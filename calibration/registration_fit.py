@@ -33,6 +33,13 @@ or homography matrix are those of its linear part ``L``: ``rotation = atan2(L10 
 L00 + L11)`` (positive turns the row axis towards +col, as
 :class:`hwio.sim.truth.RegistrationTruth`), ``scale = sqrt(|det L|)``; for a homography
 ``L`` is its Jacobian at the centroid of the layout points.
+
+Registration of a camera
+------------------------
+:func:`spot_image` turns the on/off frames of one lit neuron into its spot image,
+:func:`fit_spots` finds every spot of a camera, :func:`register_camera` fits the camera's
+transform and derives the quantities the ``registration`` fit stores
+(:mod:`calibration.procedures.registration` takes the frames).
 """
 from __future__ import annotations
 
@@ -46,8 +53,11 @@ from scipy.optimize import least_squares
 from scipy.special import erf
 from scipy.stats import f as f_dist
 
+from calibration.quantities import Quantity
+
 __all__ = ["SpotFit", "centroid", "find_spot", "TransformFit", "fit_similarity", "fit_affine",
-           "fit_homography", "fit_transform", "apply_transform", "decompose", "noncollinear"]
+           "fit_homography", "fit_transform", "apply_transform", "decompose", "noncollinear", "spot_image",
+           "fit_spots", "register_camera"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -82,6 +92,15 @@ def centroid(image, background: float | None = None) -> np.ndarray:
     """Background-subtracted centre of mass (row, col) of an image (negative values clipped).
 
     ``background`` defaults to the median of the image border.
+
+    Parameters
+    ----------
+    image : 2-D array.
+    background : level subtracted first (image units).
+
+    Returns
+    -------
+    ndarray (2,) : (row, col) in px.
     """
     img = _check_image(image)
     if background is None:
@@ -130,13 +149,7 @@ def find_spot(image, guess_px=None, *, window_px: float | None = None, sigma_px:
     s0 = 2.0 if sigma_px is None else float(sigma_px)
     if not (math.isfinite(s0) and s0 > 0):
         raise ValueError(f"sigma_px must be a positive number of pixels, got {sigma_px}")
-    if guess_px is None:
-        sm = gaussian_filter(img, smooth_px) if smooth_px > 0 else img
-        guess = np.array(np.unravel_index(int(np.argmax(sm)), img.shape), dtype=float)
-    else:
-        guess = np.asarray(guess_px, dtype=float).ravel()
-        if guess.shape != (2,) or not np.all(np.isfinite(guess)):
-            raise ValueError(f"guess_px must be (row, col), got {guess_px!r}")
+    guess = _spot_guess(img, guess_px, smooth_px)
     half = int(math.ceil(window_px if window_px is not None else max(4.0, 3.5 * s0)))
     r_lo = int(np.clip(round(guess[0]) - half, 0, img.shape[0] - 1))
     r_hi = int(np.clip(round(guess[0]) + half + 1, 1, img.shape[0]))
@@ -147,15 +160,7 @@ def find_spot(image, guess_px=None, *, window_px: float | None = None, sigma_px:
         raise ValueError(f"spot at {guess.round(1).tolist()} is too close to the image edge to fit")
     rr = np.arange(r_lo, r_hi, dtype=float)
     cc = np.arange(c_lo, c_hi, dtype=float)
-    border = np.concatenate([win[0], win[-1], win[1:-1, 0], win[1:-1, -1]])
-    bg0 = float(np.median(border))
-    noise0 = 1.4826 * float(np.median(np.abs(border - bg0))) or float(np.std(border)) or 1.0
-    peak = float(win.max() - bg0)
-    if peak < 5.0 * noise0:
-        raise ValueError(f"no spot stands out of the noise near {guess.round(1).tolist()} "
-                         f"(peak {peak:.3g} vs noise {noise0:.3g}); raise the light or average more frames")
-    c_start = centroid(win, bg0) + np.array([r_lo, c_lo])
-    p0 = np.array([peak * 2 * math.pi * s0 ** 2, c_start[0], c_start[1], s0, bg0])
+    p0 = _spot_start(win, guess, r_lo, c_lo, s0)
     lo = np.array([0.0, r_lo - 0.5, c_lo - 0.5, 0.3, -np.inf])
     hi = np.array([np.inf, r_hi - 0.5, c_hi - 0.5, 3.0 * half, np.inf])
     p0 = np.clip(p0, lo + 1e-9, hi - 1e-9)
@@ -175,15 +180,7 @@ def find_spot(image, guess_px=None, *, window_px: float | None = None, sigma_px:
         fit = run(p0, 1.0 / np.sqrt(np.maximum(vw, floor)))
     else:
         first = run(p0, np.ones_like(y))
-        # noise model var = v0 + q * signal from the first pass's residuals
-        sig = np.clip(_spot_model(first.x, rr, cc).ravel() - first.x[4], 0.0, None)
-        r2 = first.fun ** 2
-        a = np.column_stack([np.ones_like(sig), sig])
-        coef = np.linalg.lstsq(a, r2, rcond=None)[0]
-        v0 = max(float(coef[0]), 1e-3 * float(np.mean(r2)) + 1e-300)
-        q = max(float(coef[1]), 0.0)
-        w = 1.0 / np.sqrt(v0 + q * sig)
-        fit = run(first.x, w)
+        fit = run(first.x, _shot_noise_weights(first, rr, cc))
     dof = max(y.size - 5, 1)
     redchi = float(fit.fun @ fit.fun) / dof
     try:
@@ -195,6 +192,41 @@ def find_spot(image, guess_px=None, *, window_px: float | None = None, sigma_px:
     return SpotFit(center_px=np.array([p[1], p[2]]), stderr_px=np.array([se[1], se[2]]), sigma_px=float(p[3]),
                    sigma_stderr_px=float(se[3]), flux=float(p[0]), background=float(p[4]), redchi=redchi,
                    window=(r_lo, r_hi, c_lo, c_hi))
+
+
+def _spot_guess(img: np.ndarray, guess_px, smooth_px: float) -> np.ndarray:
+    """Start (row, col) in px: ``guess_px`` checked, or the maximum of the smoothed image."""
+    if guess_px is None:
+        sm = gaussian_filter(img, smooth_px) if smooth_px > 0 else img
+        return np.array(np.unravel_index(int(np.argmax(sm)), img.shape), dtype=float)
+    guess = np.asarray(guess_px, dtype=float).ravel()
+    if guess.shape != (2,) or not np.all(np.isfinite(guess)):
+        raise ValueError(f"guess_px must be (row, col), got {guess_px!r}")
+    return guess
+
+
+def _spot_start(win: np.ndarray, guess: np.ndarray, r_lo: int, c_lo: int, s0: float) -> np.ndarray:
+    """Start parameters (flux, row, col, sigma, background) of a window; ValueError when no spot stands out."""
+    border = np.concatenate([win[0], win[-1], win[1:-1, 0], win[1:-1, -1]])
+    bg0 = float(np.median(border))
+    noise0 = 1.4826 * float(np.median(np.abs(border - bg0))) or float(np.std(border)) or 1.0
+    peak = float(win.max() - bg0)
+    if peak < 5.0 * noise0:
+        raise ValueError(f"no spot stands out of the noise near {guess.round(1).tolist()} "
+                         f"(peak {peak:.3g} vs noise {noise0:.3g}); raise the light or average more frames")
+    c_start = centroid(win, bg0) + np.array([r_lo, c_lo])
+    return np.array([peak * 2 * math.pi * s0 ** 2, c_start[0], c_start[1], s0, bg0])
+
+
+def _shot_noise_weights(first, rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+    """Weights 1/sqrt(v0 + q * signal) with the noise model fitted to an unweighted pass's residuals."""
+    sig = np.clip(_spot_model(first.x, rr, cc).ravel() - first.x[4], 0.0, None)
+    r2 = first.fun ** 2
+    a = np.column_stack([np.ones_like(sig), sig])
+    coef = np.linalg.lstsq(a, r2, rcond=None)[0]
+    v0 = max(float(coef[0]), 1e-3 * float(np.mean(r2)) + 1e-300)
+    q = max(float(coef[1]), 0.0)
+    return 1.0 / np.sqrt(v0 + q * sig)
 
 
 # ----------------------------------------------------------------------------------- transforms
@@ -238,7 +270,17 @@ class TransformFit:
 
 
 def apply_transform(matrix, points) -> np.ndarray:
-    """Apply a 2x3 affine or 3x3 homogeneous matrix to (n, 2) points (row, col)."""
+    """Apply a 2x3 affine or 3x3 homogeneous matrix to (n, 2) points (row, col).
+
+    Parameters
+    ----------
+    matrix : 2x3 or 3x3 transform acting on (row, col, 1).
+    points : (n, 2) points (row, col) px.
+
+    Returns
+    -------
+    ndarray (n, 2) : the transformed points (px).
+    """
     m = np.asarray(matrix, dtype=float)
     p = np.atleast_2d(np.asarray(points, dtype=float))
     if m.shape == (2, 3):
@@ -250,7 +292,17 @@ def apply_transform(matrix, points) -> np.ndarray:
 
 
 def decompose(matrix, at=None) -> tuple[float, float, np.ndarray]:
-    """(rotation_deg, scale, offset_px) of a 2x3/3x3 transform (linear part at point ``at``)."""
+    """(rotation_deg, scale, offset_px) of a 2x3/3x3 transform (linear part at point ``at``).
+
+    Parameters
+    ----------
+    matrix : 2x3 or 3x3 transform.
+    at : (row, col) where a homography's Jacobian is taken.
+
+    Returns
+    -------
+    (float, float, ndarray) : rotation (deg), scale and offset (row, col) px.
+    """
     m = np.asarray(matrix, dtype=float)
     if m.shape == (2, 3):
         m = np.vstack([m, [0.0, 0.0, 1.0]])
@@ -265,7 +317,18 @@ def decompose(matrix, at=None) -> tuple[float, float, np.ndarray]:
 
 
 def noncollinear(points, tol_px: float = 1e-6) -> bool:
-    """Whether ``points`` (n, 2) contain 3 points that are not on one line."""
+    """Whether ``points`` (n, 2) contain 3 points that are not on one line.
+
+    Parameters
+    ----------
+    points : (n, 2) points (px).
+    tol_px : the spread across the best line (smallest singular value of the centred points)
+        must exceed ``tol_px * max(1, spread along it)``.
+
+    Returns
+    -------
+    bool : at least three points and not all on one line.
+    """
     p = np.asarray(points, dtype=float)
     if len(p) < 3:
         return False
@@ -366,7 +429,18 @@ def _finish(model, p, cov0, chi2, s_all, d_all, e_all, inl, info):
 
 
 def fit_similarity(src, dst, stderr=None, inliers=None) -> TransformFit:
-    """Similarity transform (scale, rotation, offset) by weighted least squares (>= 2 points)."""
+    """Similarity transform (scale, rotation, offset) by weighted least squares (>= 2 points).
+
+    Parameters
+    ----------
+    src, dst : (n, 2) layout and camera points (px).
+    stderr : (n, 2) standard errors of ``dst`` (px) or None (equal weights).
+    inliers : bool (n,) points to fit (default all).
+
+    Returns
+    -------
+    TransformFit
+    """
     s, d, e = _check_points(src, dst, stderr)
     inl = np.ones(len(s), bool) if inliers is None else np.asarray(inliers, bool)
     if inl.sum() < 2:
@@ -377,7 +451,18 @@ def fit_similarity(src, dst, stderr=None, inliers=None) -> TransformFit:
 
 
 def fit_affine(src, dst, stderr=None, inliers=None) -> TransformFit:
-    """Affine transform (2x3) by weighted least squares (>= 3 non-collinear points)."""
+    """Affine transform (2x3) by weighted least squares (>= 3 non-collinear points).
+
+    Parameters
+    ----------
+    src, dst : (n, 2) layout and camera points (px).
+    stderr : (n, 2) standard errors of ``dst`` (px) or None (equal weights).
+    inliers : bool (n,) points to fit (default all).
+
+    Returns
+    -------
+    TransformFit
+    """
     s, d, e = _check_points(src, dst, stderr)
     inl = np.ones(len(s), bool) if inliers is None else np.asarray(inliers, bool)
     if not noncollinear(s[inl]):
@@ -388,7 +473,18 @@ def fit_affine(src, dst, stderr=None, inliers=None) -> TransformFit:
 
 
 def fit_homography(src, dst, stderr=None, inliers=None) -> TransformFit:
-    """Homography (3x3, h22 = 1) by weighted least squares on the reprojection error (>= 4 points)."""
+    """Homography (3x3, h22 = 1) by weighted least squares on the reprojection error (>= 4 points).
+
+    Parameters
+    ----------
+    src, dst : (n, 2) layout and camera points (px).
+    stderr : (n, 2) standard errors of ``dst`` (px) or None (equal weights).
+    inliers : bool (n,) points to fit (default all).
+
+    Returns
+    -------
+    TransformFit
+    """
     s, d, e = _check_points(src, dst, stderr)
     inl = np.ones(len(s), bool) if inliers is None else np.asarray(inliers, bool)
     if inl.sum() < 4 or not noncollinear(s[inl]):
@@ -490,3 +586,118 @@ def fit_transform(src, dst, stderr=None, *, model: str = "auto", outlier_px: flo
                 fit = hom
     fit.info.update(info)
     return fit
+
+
+# ----------------------------------------------------------------------------------- one camera
+def spot_image(on: dict, off: dict, smooth_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(image, variance) of one neuron's spot from the on/off state images.
+
+    With an LO: the homodyne difference images dI, dQ projected on their dominant direction
+    (the interference term ``4 |LO| |E_on - E_off|`` spread by the spot), else the intensity
+    difference.  The variance map is the shot-noise model ``a + b T`` (T: the summed frame
+    means entering the image, a and b fitted to the frame scatter of every pixel), which is
+    smooth where the raw scatter of a few frames is not.
+
+    Parameters
+    ----------
+    on, off : per state ``{"m": mean images, "v": their variances, "lo": bool}``, one image
+        per LO phase 0, pi/2, pi, 3 pi/2 (ADU, ADU^2) with an LO, else any number.
+    smooth_px : Gaussian smoothing (px) used to find the dominant (I, Q) direction.
+
+    Returns
+    -------
+    (ndarray, ndarray) : the spot image (ADU) and its per-pixel variance (ADU^2).
+    """
+    mo, vo, mf, vf = on["m"], on["v"], off["m"], off["v"]
+    if on["lo"]:
+        di, dq = (mo[0] - mo[2]) - (mf[0] - mf[2]), (mo[1] - mo[3]) - (mf[1] - mf[3])
+        si, sq = gaussian_filter(di, smooth_px), gaussian_filter(dq, smooth_px)
+        k = np.unravel_index(int(np.argmax(si ** 2 + sq ** 2)), di.shape)
+        phi = math.atan2(sq[k], si[k])
+        ci, cq = math.cos(phi) ** 2, math.sin(phi) ** 2
+        img = math.cos(phi) * di + math.sin(phi) * dq
+        raw = ci * (vo[0] + vo[2] + vf[0] + vf[2]) + cq * (vo[1] + vo[3] + vf[1] + vf[3])
+        total = ci * (mo[0] + mo[2] + mf[0] + mf[2]) + cq * (mo[1] + mo[3] + mf[1] + mf[3])
+    else:
+        img = sum(mo) / len(mo) - sum(mf) / len(mf)
+        raw = (sum(vo) + sum(vf)) / len(mo) ** 2
+        total = (sum(mo) + sum(mf)) / len(mo) ** 2
+    a = np.column_stack([np.ones(total.size), total.ravel()])
+    coef = np.linalg.lstsq(a, raw.ravel(), rcond=None)[0]
+    var = coef[0] + max(coef[1], 0.0) * total
+    floor = max(1e-6 * float(np.median(raw)), 1e-12)
+    return img, np.maximum(var, floor)
+
+
+def fit_spots(imgs, flat=None, cam: str = "camera") -> list[SpotFit]:
+    """Sub-pixel spot fits of one camera's spot images, neuron by neuron.
+
+    Parameters
+    ----------
+    imgs : list of (image, variance) per neuron (ADU, ADU^2), as :func:`spot_image` gives them.
+    flat : the camera's relative pixel response (PRNU map) or None; images are divided by it
+        (the pixel response pattern biases centres).
+    cam : camera name for messages.
+
+    Returns
+    -------
+    list of SpotFit : refitted with the camera's median sigma as start (window 3.5 sigma).
+    """
+    if flat is not None:
+        imgs = [(img / flat, var / flat ** 2) for img, var in imgs]
+    spots = []
+    for k, (img, var) in enumerate(imgs):
+        try:
+            spots.append(find_spot(img, variance=var))
+        except ValueError as exc:
+            raise ValueError(f"registration: neuron {k} on {cam}: {exc}") from None
+    sig = float(np.median([s.sigma_px for s in spots]))
+    return [find_spot(img, s.center_px, sigma_px=sig, variance=var) for (img, var), s in zip(imgs, spots)]
+
+
+def register_camera(cam: str, spots: list[SpotFit], src, *, model: str = "auto",
+                    outlier_px: float = 1.0) -> tuple[TransformFit, dict, dict, dict]:
+    """Fit one camera's layout -> camera transform to its spots and derive what the fit stores.
+
+    Parameters
+    ----------
+    cam : camera name (prefix of the keys).
+    spots : the camera's spots, neuron order.
+    src : (n, 2) layout positions of the spots (px).
+    model, outlier_px : as for :func:`fit_transform` (RANSAC threshold in px).
+
+    Returns
+    -------
+    (TransformFit, quantities, arrays, info) : quantities ``<cam>.rotation_deg`` (deg),
+        ``.scale``, ``.offset_row_px``, ``.offset_col_px``, ``.residual_px``, ``.psf_sigma_px``,
+        ``.roi_radius_px`` (3 PSF sigmas, at most 0.45 of the closest spot spacing; px); arrays
+        ``centers_px.<cam>``, ``centers_stderr_px.<cam>`` (n, 2; px) and ``transform.<cam>``;
+        info ``<cam>.fit`` and ``<cam>.redchi``.
+    """
+    centers = np.array([s.center_px for s in spots])
+    stderr = np.maximum(np.array([s.stderr_px for s in spots]), 1e-4)
+    tf = fit_transform(src, centers, stderr, model=model, outlier_px=outlier_px)
+    sig = float(np.median([s.sigma_px for s in spots]))
+    sig_se = float(np.median([s.sigma_stderr_px for s in spots])) / math.sqrt(len(spots))
+    if len(centers) > 1:
+        d = np.hypot(*(centers[:, None, :] - centers[None, :, :]).transpose(2, 0, 1))
+        closest = float(np.min(d[np.triu_indices(len(centers), 1)]))
+    else:
+        closest = np.inf
+    roi = float(min(3.0 * sig, 0.45 * closest))
+    se = tf.stderr
+    res_se = tf.residual_px / math.sqrt(2 * tf.dof) if tf.dof > 0 else float("nan")
+    quantities = {
+        f"{cam}.rotation_deg": Quantity(tf.rotation_deg, se["rotation_deg"], "deg"),
+        f"{cam}.scale": Quantity(tf.scale, se["scale"], ""),
+        f"{cam}.offset_row_px": Quantity(float(tf.offset_px[0]), se["offset_row_px"], "px"),
+        f"{cam}.offset_col_px": Quantity(float(tf.offset_px[1]), se["offset_col_px"], "px"),
+        f"{cam}.residual_px": Quantity(tf.residual_px, res_se, "px"),
+        f"{cam}.psf_sigma_px": Quantity(sig, sig_se, "px"),
+        f"{cam}.roi_radius_px": Quantity(roi, float("nan"), "px"),
+    }
+    arrays = {f"centers_px.{cam}": centers, f"centers_stderr_px.{cam}": stderr,
+              f"transform.{cam}": tf.matrix if tf.model == "homography" else tf.matrix[:2, :]}
+    info = {f"{cam}.fit": {k: v for k, v in tf.info.items()}, f"{cam}.redchi": tf.redchi}
+    return tf, quantities, arrays, info
+

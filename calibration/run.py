@@ -83,7 +83,16 @@ def _now() -> str:
 
 
 def part_of(fit_name: str) -> str | None:
-    """The part that makes the fit ``fit_name`` ('scale' belongs to absorber and mvm: 'absorber')."""
+    """The part that makes the fit ``fit_name`` ('scale' belongs to absorber and mvm: 'absorber').
+
+    Parameters
+    ----------
+    fit_name : name of a fit in a calibration set.
+
+    Returns
+    -------
+    str or None : one of :data:`PARTS`, or None for a fit no part makes.
+    """
     if fit_name == "camera" or fit_name.startswith("camera."):
         return "camera"
     if fit_name == "registration":
@@ -103,6 +112,18 @@ def parse_only(only) -> tuple[str, ...]:
     """Parts to run from ``None`` (all), a comma-separated string or a sequence.
 
     'registration' also runs 'readout' (the spot ROIs and the LO amplitudes belong together).
+
+    Parameters
+    ----------
+    only : None, ``"camera,slm"`` or a sequence of part names.
+
+    Returns
+    -------
+    tuple of str : the parts, in the order they run.
+
+    Raises
+    ------
+    CalibrationRunError : an unknown part, or none given.
     """
     if only is None:
         return PARTS
@@ -120,6 +141,16 @@ def parse_only(only) -> tuple[str, ...]:
 
 
 def state_paths(out_path) -> dict:
+    """Where the files beside a calibration file live.
+
+    Parameters
+    ----------
+    out_path : the calibration file.
+
+    Returns
+    -------
+    dict : ``raw`` (raw recording), ``state`` (resume state, JSON) and ``fits`` (resume fits, HDF5) paths.
+    """
     out = Path(out_path)
     return {"raw": out.with_name(out.name + ".raw.h5"), "state": out.with_name(out.name + ".state.json"),
             "fits": out.with_name(out.name + ".state.h5")}
@@ -241,21 +272,7 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     t_start = time.perf_counter()
 
     # -- what is already known: an existing output file (for --only), an interrupted run
-    existing: dict = {}
-    earlier_raw: list = []
-    if set(parts) != set(PARTS) and out.exists():
-        try:
-            old = CalibrationSet.load(out)
-        except CalibrationFileError as exc:
-            raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
-        try:
-            check_bench(old, bench, source=str(out))
-        except DeployError as exc:
-            raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
-        existing = dict(old.fits)
-        earlier_raw = list(run_info(old).get("raw_files", []))
-        if not earlier_raw and "raw_file" in old.raw:
-            earlier_raw = [bytes(np.asarray(old.raw["raw_file"]).item()).decode(errors="replace")]
+    existing, earlier_raw = _existing_fits(bench, out, parts)
     state, state_fits = _load_state(paths, bench.name) if resume else ({}, {})
     resume = bool(resume and state)          # nothing to resume: a fresh run
     if state and tuple(state.get("parts", ())) != parts:
@@ -264,83 +281,29 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     done = [p for p in state.get("parts_done", []) if p in parts]
     fits = {k: v for k, v in existing.items() if part_of(k) not in parts or k == "scale"}
     fits.update(state_fits)
-    for part in parts:
-        if part in done:
-            continue
-        missing = [r for r in REQUIRES[part] if r not in parts and not any(part_of(k) == r for k in fits)]
-        if missing:
-            raise CalibrationRunError(f"part '{part}' needs the {missing[0]} calibration, which is neither run now nor "
-                                      f"in {out}; add {missing[0]} to --only (or run the full calibration)")
+    _check_requirements(parts, done, fits, out)
     if not state:
-        raw_path = paths["raw"]
-        if set(parts) != set(PARTS) and raw_path.exists():
-            # a partial run keeps the raw data the other parts came from: its own file
-            raw_path = out.with_name(f"{out.name}.raw.{'-'.join(parts)}.h5")
-        state = {"version": STATE_VERSION, "bench": bench.name, "parts": list(parts), "parts_done": [],
-                 "started_utc": _now(), "timings_s": {}, "out": str(out), "raw_file": raw_path.name}
-        if raw_path.exists():
-            # an earlier calibration's raw data stay until the new calibration file is complete:
-            # record beside them, rename the recording over them at the end
-            state["recording"] = f"{raw_path.stem}.new-{uuid.uuid4().hex[:8]}.h5"
-    final_raw = out.with_name(state["raw_file"])
-    raw_path = out.with_name(state.get("recording") or state["raw_file"])
-    if raw_path != final_raw and not raw_path.exists() and state.get("parts_done"):
-        raw_path = final_raw         # renamed already: the run ended between that and its state update
+        state = _new_state(bench, parts, out, paths)
+    raw_path, final_raw = _raw_paths(state, out)
     state["resumed_utc"] = _now() if resume and done else None
 
+    settle_report = None
+    if not bench.simulated:                 # real devices: do frames after an SLM update show it?
+        from hwio.settle_check import SettleTimeError, check_settle
+        try:
+            settle_report = check_settle(bench)
+        except SettleTimeError as exc:
+            raise CalibrationRunError(str(exc)) from None
+
     # -- raw recorder: keep what an interrupted run committed
-    from hwio.recording import Recorder, RecordingError
     prefixes = [p for part in parts if part not in done for p in _STEP_RESUME.get(part, ())]
     recorded = _recorded_streams(raw_path, prefixes) if resume else {}
-    try:
-        recorder = Recorder(raw_path, resume=resume and raw_path.exists(), overwrite=True,
-                            attrs={"bench": bench.name, "purpose": "optwin calibration raw data"})
-    except (RecordingError, FileExistsError, OSError) as exc:
-        raise CalibrationRunError(f"cannot open the raw recording {raw_path}: {exc}") from None
-
+    recorder = _open_recorder(raw_path, bench, resume)
     ctx = CalContext(bench, recorder=recorder, fits=fits)
     virtual = _virtual_clock(bench)
+    ctx.info["settle_check"] = settle_report
     ctx.info["recorded"] = recorded
-    bar = _bar(parts, progress)
-    # the fits' matrices are small: BLAS threads only cost time (and a shared machine's cores)
-    from threadpoolctl import threadpool_limits
-    limits = threadpool_limits(limits=1, user_api="blas")
-    try:
-        _write_json_atomic(paths["state"], state)
-        for part in parts:
-            if part in done:
-                if bar is not None:
-                    bar.update(1)
-                continue
-            if bar is not None:
-                bar.set_description(f"calibrate {part}")
-            state["current"] = part
-            state["current_started_utc"] = _now()
-            _write_json_atomic(paths["state"], state)
-            t0 = time.perf_counter()
-            before = ctx.counters()
-            new = _run_part(part, ctx, progress)
-            ctx.add(*new)
-            recorder.flush()
-            state["timings_s"][part] = round(time.perf_counter() - t0, 3)
-            state.setdefault("steps", {})[part] = _step_record(before, ctx.counters(), state["timings_s"][part],
-                                                               virtual)
-            sub = _sub_steps(ctx, part, virtual)
-            if sub:
-                state["steps"][part]["sub_steps"] = sub
-            state["parts_done"].append(part)
-            state.setdefault("finished_utc_by_part", {})[part] = _now()
-            state["current"] = None
-            CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config,
-                           bench_fingerprint=fingerprint).save(paths["fits"])
-            _write_json_atomic(paths["state"], state)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        limits.restore_original_limits()
-        if bar is not None:
-            bar.close()
-        recorder.close()
+    _run_parts(ctx, parts, done, state, paths, fingerprint, progress, virtual)
 
     # -- the calibration file
     warnings = []
@@ -351,14 +314,14 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
     state["wall_s"] = round(time.perf_counter() - t_start, 3)
     state["warnings"] = warnings
     summary = {"parts": list(parts), "timings_s": state["timings_s"], "wall_s": state["wall_s"],
-                "steps": state.get("steps", {}), "bench_clock": "virtual" if virtual else "real",
-                "resumed": bool(resume and done), "parts_loaded_on_resume": done,
-                "device_retries": ctx.info.get("retries", 0), "stale_frames": ctx.info.get("stale_frames", 0),
-                "frames_grabbed": ctx.n_grabs, "warnings": warnings, "raw_file": final_raw.name,
-                "raw_files": [r for r in earlier_raw if r != final_raw.name] + [final_raw.name]}
+               "steps": state.get("steps", {}), "bench_clock": "virtual" if virtual else "real",
+               "resumed": bool(resume and done), "parts_loaded_on_resume": done,
+               "device_retries": ctx.info.get("retries", 0), "stale_frames": ctx.info.get("stale_frames", 0),
+               "frames_grabbed": ctx.n_grabs, "warnings": warnings, "raw_file": final_raw.name,
+               "raw_files": [r for r in earlier_raw if r != final_raw.name] + [final_raw.name]}
     cal = CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config,
                          bench_fingerprint=fingerprint, raw={"raw_file": np.bytes_(final_raw.name.encode()),
-                              "run_info": np.bytes_(json.dumps(summary).encode())})
+                                                             "run_info": np.bytes_(json.dumps(summary).encode())})
     _save_with_raw(cal, out, raw_path, final_raw)
     state.pop("recording", None)
     _write_json_atomic(paths["state"], state)
@@ -366,6 +329,121 @@ def calibrate_bench(bench, out_path, only=None, resume: bool = False, report_dir
         from calibration.report import write_report
         write_report(cal, report_dir, truth=report_truth, raw_path=final_raw)
     return cal
+
+
+def _existing_fits(bench, out: Path, parts: tuple) -> tuple[dict, list]:
+    """Fits of an existing ``out`` that a partial run keeps, and the raw files they came from.
+
+    Returns ({} , []) for a full run or when ``out`` does not exist; raises
+    :class:`CalibrationRunError` when the file is unreadable or belongs to another bench.
+    """
+    if set(parts) == set(PARTS) or not out.exists():
+        return {}, []
+    try:
+        old = CalibrationSet.load(out)
+    except CalibrationFileError as exc:
+        raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
+    try:
+        check_bench(old, bench, source=str(out))
+    except DeployError as exc:
+        raise CalibrationRunError(f"cannot take the other parts from {out}: {exc}") from None
+    earlier_raw = list(run_info(old).get("raw_files", []))
+    if not earlier_raw and "raw_file" in old.raw:
+        earlier_raw = [bytes(np.asarray(old.raw["raw_file"]).item()).decode(errors="replace")]
+    return dict(old.fits), earlier_raw
+
+
+def _check_requirements(parts: tuple, done: list, fits: dict, out: Path) -> None:
+    """Every part still to run must have the fits it needs: run now or already known."""
+    for part in parts:
+        if part in done:
+            continue
+        missing = [r for r in REQUIRES[part] if r not in parts and not any(part_of(k) == r for k in fits)]
+        if missing:
+            raise CalibrationRunError(f"part '{part}' needs the {missing[0]} calibration, which is neither run now nor "
+                                      f"in {out}; add {missing[0]} to --only (or run the full calibration)")
+
+
+def _new_state(bench, parts: tuple, out: Path, paths: dict) -> dict:
+    """The resume state of a fresh run, naming its raw file (and where to record while an older one stays)."""
+    raw_path = paths["raw"]
+    if set(parts) != set(PARTS) and raw_path.exists():
+        # a partial run keeps the raw data the other parts came from: its own file
+        raw_path = out.with_name(f"{out.name}.raw.{'-'.join(parts)}.h5")
+    state = {"version": STATE_VERSION, "bench": bench.name, "parts": list(parts), "parts_done": [],
+             "started_utc": _now(), "timings_s": {}, "out": str(out), "raw_file": raw_path.name}
+    if raw_path.exists():
+        # an earlier calibration's raw data stay until the new calibration file is complete:
+        # record beside them, rename the recording over them at the end
+        state["recording"] = f"{raw_path.stem}.new-{uuid.uuid4().hex[:8]}.h5"
+    return state
+
+
+def _raw_paths(state: dict, out: Path) -> tuple[Path, Path]:
+    """(file to record into now, the raw file's final name) of a run's state."""
+    final_raw = out.with_name(state["raw_file"])
+    raw_path = out.with_name(state.get("recording") or state["raw_file"])
+    if raw_path != final_raw and not raw_path.exists() and state.get("parts_done"):
+        raw_path = final_raw         # renamed already: the run ended between that and its state update
+    return raw_path, final_raw
+
+
+def _open_recorder(raw_path: Path, bench, resume: bool):
+    """The raw :class:`~hwio.recording.Recorder`; on resume it keeps what the interrupted run committed."""
+    from hwio.recording import Recorder, RecordingError
+    try:
+        return Recorder(raw_path, resume=resume and raw_path.exists(), overwrite=True,
+                        attrs={"bench": bench.name, "purpose": "optwin calibration raw data"})
+    except (RecordingError, FileExistsError, OSError) as exc:
+        raise CalibrationRunError(f"cannot open the raw recording {raw_path}: {exc}") from None
+
+
+def _run_parts(ctx: CalContext, parts: tuple, done: list, state: dict, paths: dict, fingerprint, progress: bool,
+               virtual: bool) -> None:
+    """Run the parts not done yet in order, saving the resume state after each; closes the recorder."""
+    bar = _bar(parts, progress)
+    # the fits' matrices are small: BLAS threads only cost time (and a shared machine's cores)
+    from threadpoolctl import threadpool_limits
+    limits = threadpool_limits(limits=1, user_api="blas")
+    try:
+        _write_json_atomic(paths["state"], state)
+        for part in parts:
+            if part not in done:
+                if bar is not None:
+                    bar.set_description(f"calibrate {part}")
+                _run_one_part(ctx, part, state, paths, fingerprint, progress, virtual)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        limits.restore_original_limits()
+        if bar is not None:
+            bar.close()
+        ctx.recorder.close()
+
+
+def _run_one_part(ctx: CalContext, part: str, state: dict, paths: dict, fingerprint, progress: bool,
+                  virtual: bool) -> None:
+    """Run one part, add its fits to ``ctx`` and record its cost, fits and completion in the resume state."""
+    bench = ctx.bench
+    state["current"] = part
+    state["current_started_utc"] = _now()
+    _write_json_atomic(paths["state"], state)
+    t0 = time.perf_counter()
+    before = ctx.counters()
+    new = _run_part(part, ctx, progress)
+    ctx.add(*new)
+    ctx.recorder.flush()
+    state["timings_s"][part] = round(time.perf_counter() - t0, 3)
+    state.setdefault("steps", {})[part] = _step_record(before, ctx.counters(), state["timings_s"][part], virtual)
+    sub = _sub_steps(ctx, part, virtual)
+    if sub:
+        state["steps"][part]["sub_steps"] = sub
+    state["parts_done"].append(part)
+    state.setdefault("finished_utc_by_part", {})[part] = _now()
+    state["current"] = None
+    CalibrationSet(fits=dict(ctx.fits), bench_name=bench.name, bench_config=bench.config,
+                   bench_fingerprint=fingerprint).save(paths["fits"])
+    _write_json_atomic(paths["state"], state)
 
 
 def _virtual_clock(bench) -> bool:
@@ -428,7 +506,16 @@ def _save_with_raw(cal: CalibrationSet, out: Path, recording: Path, final_raw: P
 
 
 def run_info(cal: CalibrationSet) -> dict:
-    """The ``run_info`` a :func:`calibrate_bench` file carries (empty dict when absent)."""
+    """The ``run_info`` a :func:`calibrate_bench` file carries (empty dict when absent).
+
+    Parameters
+    ----------
+    cal : a calibration set.
+
+    Returns
+    -------
+    dict : parts, timings (s), steps, warnings, raw files, ... as :func:`calibrate_bench` wrote them.
+    """
     raw = cal.raw.get("run_info")
     if raw is None:
         return {}

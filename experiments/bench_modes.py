@@ -51,6 +51,7 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
               bench_runs=("hybrid", "optical", "optical_raw"), bench_schedule="constant"):
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
+    from optwin.settings import TrainSettings
     from optwin.workflows.bench_training import run_mode
     from optwin.workflows.from_calibration import bench_system_from_calibration
     from twin.tasks import load_task
@@ -60,7 +61,8 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
     finetune_lr = bench_lr if finetune_lr is None else finetune_lr
     with open_bench(bench_name) as bench:
         t0 = time.perf_counter()
-        cal = calibrate_bench(bench, Path(workdir) / f"cal_{bench_name}.h5", progress=False)
+        cal_path = Path(workdir) / f"cal_{bench_name}.h5"
+        cal = calibrate_bench(bench, cal_path, progress=False)
         print(f"{bench_name}: calibrated in {time.perf_counter() - t0:.0f} s", flush=True)
         system = bench_system_from_calibration(bench, cal)
         sizes = system.sizes
@@ -69,18 +71,17 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
                 task = load_task(task_name, seed=seed, n_samples=n_samples,
                                  test_fraction=test_fraction).with_outputs(sizes[-1])
                 task, val = task.split_validation(val_fraction)
-                common = {"target": target, "validation": val, "keep_best": val is not None}
                 row = {"bench": bench_name, "task": task_name, "seed": seed, "n_train": len(task.x_train),
                        "n_val": 0 if val is None else len(val[0]), "n_test": len(task.x_test)}
-                twin_runs = {"restarts": restarts, **common}
-                ref = run_mode("ideal", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                               **twin_runs)
+                twin_s = TrainSettings(system="bench", task=task_name, mode="ideal", seed=seed, epochs=twin_epochs,
+                                       batch=batch, lr=lr, init_scale=3.0, target=target, restarts=restarts,
+                                       val_fraction=val_fraction, rule="exact", probe_correction=True,
+                                       bench=bench_name, cal=str(cal_path), absorber=None, alpha0=None, i_sat=None)
+                ref = run_mode(twin_s, system, cal, task, validation=val)
                 row["ideal"] = ref["twin_accuracy"]
-                unc = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                               twin="ideal", **twin_runs)
+                unc = run_mode(twin_s.replace(mode="insilico"), system, cal, task, validation=val, twin="ideal")
                 row["insilico_uncalibrated"] = unc["bench_accuracy"]
-                calib = run_mode("insilico", system, cal, task, epochs=twin_epochs, batch=batch, lr=lr, seed=seed,
-                                 **twin_runs)
+                calib = run_mode(twin_s.replace(mode="insilico"), system, cal, task, validation=val)
                 row["insilico_calibrated"] = calib["bench_accuracy"]
                 for key, res in (("ideal", ref), ("insilico_uncalibrated", unc), ("insilico_calibrated", calib)):
                     row[f"{key}_restart"] = res.get("restart", 0)
@@ -92,10 +93,10 @@ def run_bench(bench_name, tasks, seeds, bench_epochs, twin_epochs, n_samples, ba
                     runs = [(m, c) for m, c in runs if (m if c else "optical_raw") in bench_runs]
                     for mode, corrected in runs:
                         t1 = time.perf_counter()
-                        res = run_mode(mode, system, cal, task, epochs=bench_epochs, batch=batch,
-                                       lr=finetune_lr if start == "calibrated" else bench_lr, seed=seed,
-                                       init_weights=init, probe_correction=corrected, lr_schedule=bench_schedule,
-                                       **common)
+                        loop_s = twin_s.replace(mode=mode, epochs=bench_epochs, restarts=1,
+                                                lr=finetune_lr if start == "calibrated" else bench_lr,
+                                                probe_correction=corrected, lr_schedule=bench_schedule)
+                        res = run_mode(loop_s, system, cal, task, validation=val, init_weights=init)
                         key = f"{mode if corrected else 'optical_raw'}_from_{start}"
                         row[key] = res["bench_accuracy"]
                         row[f"{key}_selected_epoch"] = res["history"].selected_epoch

@@ -12,9 +12,9 @@ from typing import Any
 
 from hwio.devices import Camera, SLM, Timeline
 from hwio.config import (BENCH_DIR, CAMERA_NAMES, REAL_BACKENDS, SLM_NAMES, BenchConfig, BenchSizes,  # noqa: F401
-                         TableReader, load_bench_config)
+                         TableReader, load_bench_config, simulated_backend)
 
-__all__ = ["open_bench", "load_bench_config", "describe_bench", "Bench", "BenchSizes", "BenchConfig",
+__all__ = ["open_bench", "open_config", "load_bench_config", "describe_bench", "Bench", "BenchSizes", "BenchConfig",
            "TableReader", "BENCH_DIR", "SLM_NAMES", "CAMERA_NAMES", "REAL_BACKENDS"]
 
 # ---------------------------------------------------------------------------------------------
@@ -177,20 +177,23 @@ def open_bench(path_or_name) -> Bench:
     ValueError : the file is malformed (message names file and key).
     ImportError : a real driver or its vendor library is missing.
     """
-    return _open(load_bench_config(path_or_name))
+    return open_config(load_bench_config(path_or_name))
 
 
-def _open(cfg: BenchConfig) -> Bench:
+def open_config(cfg: BenchConfig) -> Bench:
+    """Open the devices of a validated bench configuration (see :func:`open_bench`).
+
+    Parameters
+    ----------
+    cfg : from :func:`hwio.config.load_bench_config` or :func:`hwio.config.config_from_document`.
+
+    Returns
+    -------
+    Bench : use it as a context manager (or call ``close()``).
+    """
     sim = None
-    if cfg.simulated:
-        from hwio.sim import SimEngine, VirtualClock
-        any_real = any(d["backend"] != "sim" for d in cfg.devices.values())
-        if any_real:
-            timeline = Timeline()
-        else:
-            clock = VirtualClock()
-            timeline = Timeline(clock=clock.now, sleep=clock.advance)
-        sim = SimEngine(cfg, cfg._truth, timeline)
+    if cfg.simulated:     # the simulated backend's engine builds its devices (hwio.backends)
+        sim, timeline = simulated_backend("sim").open_engine(cfg)
     else:
         timeline = Timeline()
     plans = {name: _real_plan(cfg, name, dev, timeline)
@@ -248,7 +251,17 @@ def _open_region(cfg: BenchConfig, name: str, dev: dict, parent):
 
 
 def describe_config(cfg: BenchConfig) -> dict:
-    """Plain-data summary of a validated bench file (no devices opened, no truth)."""
+    """Plain-data summary of a validated bench file (no devices opened, no truth).
+
+    Parameters
+    ----------
+    cfg : a validated bench configuration.
+
+    Returns
+    -------
+    dict : bench name, path, simulated, sizes, devices (shapes in px, times in s), layouts, spots
+        (positions in px) and the LO channels.
+    """
     devices = []
     for name, d in cfg.devices.items():
         entry = {"name": name, "kind": d["kind"], "backend": d["backend"],
@@ -270,5 +283,14 @@ def describe_config(cfg: BenchConfig) -> dict:
 
 
 def describe_bench(path_or_name) -> dict:
-    """Summary of a bench file for ``optwin bench info`` (devices, backends, shapes, layouts; no truth)."""
+    """Summary of a bench file for ``optwin bench info`` (devices, backends, shapes, layouts; no truth).
+
+    Parameters
+    ----------
+    path_or_name : a bench TOML file or a built-in bench name.
+
+    Returns
+    -------
+    dict : as :func:`describe_config`.
+    """
     return describe_config(load_bench_config(path_or_name))

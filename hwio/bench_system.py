@@ -8,8 +8,10 @@ output error as a weak probe through ``probe_input`` (scaled per sample so its p
 ``probe_fraction`` of full amplitude), reads the backward field after the cell on
 ``cam_back`` and forms the weight updates as outer products of measured vectors — the
 paper's optical backpropagation.  The layer-1 input it reports is the fill fraction the
-DMD realised (quantised to one pixel per block), not the requested value.  Everything numeric comes from a
-:class:`BenchCalibration` (built from a calibration file by the calibration layer).
+DMD realised (quantised to one pixel per block), not the requested value.  Everything
+numeric comes from a :class:`BenchCalibration` (built from a calibration file by the
+calibration layer).  Device calls follow :mod:`hwio.device_access` (retryable errors are
+retried; a persistent one ends the call with a one-line error).
 """
 from __future__ import annotations
 
@@ -17,39 +19,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwio.devices import DeviceError
+from hwio.device_access import DEFAULT_RETRIES, DeviceAccess
 from hwio.encoding import DMDEncoder, PhaseEncoder
 from hwio.response import InverseLUT
 from twin.system import BackwardResult, ForwardResult
 
-__all__ = ["BenchCalibration", "BenchSystem", "with_retries"]
+__all__ = ["BenchCalibration", "BenchSystem"]
 
 FORWARD_CAMERAS = ("cam_z1", "cam_a1", "cam_out")
-
-
-def with_retries(call, *args, retries: int = 5, what: str = "device call"):
-    """Run ``call(*args)``, retrying retryable device errors (timeouts, dropped frames, write faults)."""
-    last = None
-    for _ in range(retries + 1):
-        try:
-            return call(*args)
-        except DeviceError as exc:
-            if not exc.retryable:
-                raise
-            last = exc
-    raise DeviceError(f"{what} failed {retries + 1} times in a row: {last}")
 
 
 @dataclass
 class BenchCalibration:
     """The numbers a bench system needs, in plain form.
 
+    Parameters
+    ----------
     luts : inverse phase response per phase panel ('slm1', 'slm2', 'probe_input').
     readouts : SpotReadout per camera (ROIs, dark, gain).
     lo_amplitudes : |LO| per spot per camera (readout power units).
     scales : twin units per homodyne unit per camera.
     w_max : twin weight realised by full SLM amplitude, per layer.
     probe_fraction : peak probe amplitude as a fraction of full amplitude (keeps it weak).
+    info : free-form facts about the calibration (for reports).
     dither : per phase panel, whether its encoder dithers pixel pairs over neighbouring
         levels (:class:`hwio.encoding.PhaseEncoder`); must match what the calibration's
         amplitude transfer tables were computed for.  Missing panels: dithered (the default).
@@ -70,12 +62,26 @@ class BenchCalibration:
 
 
 class BenchSystem:
-    """Drive a bench (real or simulated) as a :class:`twin.system.System`."""
+    """Drive a bench (real or simulated) as a :class:`twin.system.System`.
 
-    def __init__(self, bench, cal: BenchCalibration, retries: int = 5):
+    Parameters
+    ----------
+    bench : an opened :class:`hwio.bench.Bench` with panels ``input``, ``slm1``, ``slm2``,
+        ``probe_input``, ``lo`` and cameras ``cam_z1``, ``cam_a1``, ``cam_out``, ``cam_back``.
+    cal : its :class:`BenchCalibration`.
+    retries : retries of a retryable device error (:class:`hwio.device_access.DeviceAccess`).
+
+    Attributes
+    ----------
+    sizes : [n_in, n_hidden, n_out].
+    access : the device-access policy.
+    frames_grabbed : camera frames grabbed so far.
+    """
+
+    def __init__(self, bench, cal: BenchCalibration, retries: int = DEFAULT_RETRIES):
         self.bench = bench
         self.cal = cal
-        self.retries = retries
+        self.access = DeviceAccess(retries=int(retries))
         sizes = bench.sizes
         self.sizes = [sizes.n_in, sizes.n_hidden, sizes.n_out]
         for name in ("slm1", "slm2", "probe_input"):
@@ -116,11 +122,11 @@ class BenchSystem:
 
     # -- device helpers ------------------------------------------------------
     def _show(self, name, levels):
-        with_retries(self.bench.slms[name].show, levels, retries=self.retries, what=f"show on {name}")
+        self.access.show(self.bench.slms[name], levels, name=name)
 
     def _grab(self, cam):
         self.frames_grabbed += 1
-        return with_retries(self.bench.cameras[cam].grab, retries=self.retries, what=f"grab on {cam}").image
+        return self.access.grab(self.bench.cameras[cam], name=cam).image
 
     def _homodyne(self, cams) -> dict:
         frames = {0: {}, 1: {}}
@@ -141,10 +147,17 @@ class BenchSystem:
 
     # -- System protocol -----------------------------------------------------
     def get_weights(self) -> list:
+        """The weights shown, one (n_out, n_in) array per layer (twin units, within +-w_max)."""
         return self._weights
 
     def set_weights(self, weights) -> None:
-        """Encode and show the weights (twin units; clipped to +-w_max of each layer)."""
+        """Encode and show the weights on ``slm1`` and ``slm2``.
+
+        Parameters
+        ----------
+        weights : one (n_out, n_in) array per layer in twin units; clipped to +-w_max of each
+            layer (float64 arrays in place: the panel holds no more).
+        """
         new = []
         for k, (w, name) in enumerate(zip(weights, ("slm1", "slm2"))):
             w = np.asarray(w, dtype=np.float64)
@@ -162,6 +175,19 @@ class BenchSystem:
         self._weights = list(weights) if all(isinstance(w, np.ndarray) for w in weights) else new
 
     def forward(self, x: np.ndarray, rng=None) -> ForwardResult:
+        """Measure the network's response to each input row.
+
+        Parameters
+        ----------
+        x : (batch, n_in) input amplitude fractions in [0, 1] (clipped).
+        rng : unused (the bench has its own noise).
+
+        Returns
+        -------
+        ForwardResult
+            ``pre = [z1, z2]``, ``post = [x realised by the DMD, a1]``, ``output = z2``, each
+            (batch, n) in twin units.
+        """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"inputs must have shape (batch, {self.sizes[0]}), got {x.shape}")
@@ -183,6 +209,18 @@ class BenchSystem:
         return self._last_fw
 
     def backward(self, output_error: np.ndarray) -> BackwardResult:
+        """Optical backpropagation of ``output_error`` for the last :meth:`forward` batch.
+
+        Parameters
+        ----------
+        output_error : (batch, n_out) error at the outputs (twin units).
+
+        Returns
+        -------
+        BackwardResult
+            ``errors = [d1 measured after the cell, d2]`` and ``grads`` (outer products of
+            measured vectors, one (n_out, n_in) array per layer).
+        """
         if self._last_fw is None:
             raise RuntimeError("backward() needs a forward() first")
         d2 = np.asarray(output_error, dtype=np.float64)

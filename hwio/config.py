@@ -50,20 +50,25 @@ panel's calibrated phase response).  On a simulated bench the physical devices u
 
 Every problem in a file is reported as a one-line ``ValueError`` naming the file and
 the key, e.g. ``sim.toml: [devices.slm1].bit_depth must be an integer, got 'eight'``.
-Real drivers are imported only when a bench that uses them is opened.
+Real drivers are imported only when a bench that uses them is opened.  A simulated backend
+registers itself (:func:`register_backend`: its ``[truth]`` parser and engine factory); this
+module loads it by name through :mod:`hwio.backends` and never imports it itself.
 """
 from __future__ import annotations
 
 import copy
+import importlib
 import tomllib
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+from hwio.backends import BACKEND_MODULES
 from hwio.layout import BlockLayout, SpotLayout
 from hwio.toml_table import _MISSING, TableReader, _show
 
-__all__ = ["load_bench_config", "BenchConfig", "BenchSizes", "TableReader", "BENCH_DIR", "SLM_NAMES",
-           "CAMERA_NAMES", "REAL_BACKENDS"]
+__all__ = ["load_bench_config", "read_bench_document", "config_from_document", "BenchConfig", "BenchSizes",
+           "TableReader", "BENCH_DIR", "SLM_NAMES", "CAMERA_NAMES", "REAL_BACKENDS", "SimulatedBackend",
+           "register_backend", "simulated_backend"]
 
 BENCH_DIR = Path(__file__).resolve().parent / "benches"
 
@@ -77,7 +82,58 @@ REAL_BACKENDS: dict[str, tuple[str, str]] = {
     "pylon": ("camera", "hwio.drivers.pylon_camera:PylonCamera"),
     "genicam": ("camera", "hwio.drivers.genicam_camera:GenICamCamera"),
     "opencv": ("camera", "hwio.drivers.opencv_camera:OpenCVCamera"),
+    "pylon_emulator": ("camera", "hwio.emulator.camera:EmulatedPylonCamera"),   # optwin emulate (docs/emulator.md)
 }
+
+
+class SimulatedBackend(NamedTuple):
+    """What a backend that simulates its devices in-process supplies (see :func:`register_backend`)."""
+
+    #: (truth table, file label, BenchConfig) -> the parsed ground truth; raises ValueError
+    parse_truth: Callable[[dict, str, Any], Any]
+    #: (BenchConfig) -> (engine, hwio.devices.Timeline); the engine builds the devices
+    open_engine: Callable[[Any], tuple[Any, Any]]
+
+
+_SIMULATED: dict[str, SimulatedBackend] = {}
+
+
+def register_backend(name: str, *, parse_truth: Callable, open_engine: Callable) -> None:
+    """Register a simulated backend under its ``backend`` name (called by the backend's package).
+
+    Parameters
+    ----------
+    name : the backend name bench files use (``"sim"``).
+    parse_truth : ``(table, label, cfg) -> truth``: parses and checks the ``[truth]`` tables.
+    open_engine : ``(cfg) -> (engine, timeline)``: the engine behind the devices of an opened
+        bench (``engine.make_device(name, settings)``, ``engine.attach(slms, cameras, physical)``).
+    """
+    _SIMULATED[name] = SimulatedBackend(parse_truth, open_engine)
+
+
+def simulated_backend(name: str) -> SimulatedBackend:
+    """The hooks of the simulated backend ``name``, importing its package (:mod:`hwio.backends`) when needed.
+
+    Parameters
+    ----------
+    name : the backend name (``"sim"``).
+
+    Returns
+    -------
+    SimulatedBackend : its ``parse_truth`` and ``open_engine``.
+
+    Raises
+    ------
+    ValueError : no simulated backend has that name.
+    """
+    if name not in _SIMULATED:
+        if name not in BACKEND_MODULES:
+            raise ValueError(f"no simulated backend {name!r}; known: {', '.join(map(repr, BACKEND_MODULES))}")
+        importlib.import_module(BACKEND_MODULES[name])
+        if name not in _SIMULATED:
+            raise ImportError(f"importing {BACKEND_MODULES[name]} did not register the backend {name!r}")
+    return _SIMULATED[name]
+
 
 _TOP_TABLES = ("bench", "devices", "layout", "spots", "truth")
 _COMMON_KEYS = ("backend", "kind", "shape", "bit_depth", "options")
@@ -443,8 +499,7 @@ def _parse(doc: dict, path: Path, label: str) -> BenchConfig:
     cfg = BenchConfig(name=name, path=path, label=label, sizes=sizes, devices=devices, layouts=layouts,
                       spots=spots, truth_table=truth if truth is not None else ({} if sim else None), raw=raw)
     if sim:
-        from hwio.sim.truth import parse_truth
-        cfg._truth = parse_truth(cfg._truth_table, label, cfg)
+        cfg._truth = simulated_backend("sim").parse_truth(cfg._truth_table, label, cfg)
     return cfg
 
 
@@ -459,10 +514,40 @@ def load_bench_config(path_or_name) -> BenchConfig:
     ----------
     path_or_name : path of a TOML file, or the name of a file in ``hwio/benches``
         (``"sim"`` -> ``hwio/benches/sim.toml``).
+
+    Returns
+    -------
+    BenchConfig : the validated configuration.
+    """
+    return config_from_document(*read_bench_document(path_or_name))
+
+
+def read_bench_document(path_or_name) -> tuple[dict, Path, str]:
+    """The parsed TOML of a bench file, unchecked, with its path and the label messages use.
+
+    Parameters
+    ----------
+    path_or_name : as for :func:`load_bench_config`.
+
+    Returns
+    -------
+    (dict, Path, str) : the document, the file and its label (e.g. ``"sim.toml"``).
     """
     path, label = _resolve(path_or_name)
-    return _parse(_read_toml(path, label), path, label)
+    return _read_toml(path, label), path, label
 
 
-def _config_from_dict(doc: dict, path: Path, label: str) -> BenchConfig:
+def config_from_document(doc: dict, path: Path, label: str) -> BenchConfig:
+    """Validate a bench document (as :func:`read_bench_document` returns it, possibly edited).
+
+    Parameters
+    ----------
+    doc : the TOML tables as a dict.
+    path : the file it came from (relative paths in it are resolved against its folder).
+    label : the name used in error messages.
+
+    Returns
+    -------
+    BenchConfig : the validated configuration.
+    """
     return _parse(doc, path, label)

@@ -11,8 +11,14 @@ Devices of one bench share a :class:`Timeline`.  ``SLM.show`` records when the
 new frame has settled (show time + settle time).  ``Camera.grab`` first waits
 until the timeline has passed the latest settle time of any SLM and then
 discards frames whose timestamp is older than that, so a frame grabbed after
-``show()`` is always newer than that show plus its settle time.  Simulated
-benches plug in a virtual clock so no real time is spent waiting.
+``show()`` is always newer than that show plus its settle time.  It also discards a
+frame whose driver timestamp is not newer than the camera's previous frame (a camera
+re-delivering a buffered frame while no panel changed).  This is the one stale-frame check
+of the package; ``Camera.stale_frames`` counts the frames it discarded.  Simulated benches
+plug in a virtual clock so no real time is spent waiting.
+
+Retries of failed calls (``DeviceError.retryable``) are the caller's:
+:mod:`hwio.device_access` states the policy every layer uses.
 
 An input encoder (DMD or SLM) is an :class:`SLM`.
 """
@@ -215,7 +221,12 @@ class Camera(abc.ABC):
     bit_depth : ADC bits; images are returned as ``uint16`` (or ``uint8`` for 8 bit).
     exposure_s : initial exposure time in seconds.
     timeout_s : default grab timeout in seconds.
+    timeline : shared :class:`Timeline` (default: the process-wide one).
     max_stale_retries : how many stale frames a grab discards before failing.
+
+    Attributes
+    ----------
+    stale_frames : number of stale frames discarded by ``grab`` so far.
     """
 
     def __init__(self, name: str, shape: tuple[int, int], bit_depth: int = 12,
@@ -231,6 +242,8 @@ class Camera(abc.ABC):
         self.max_stale_retries = int(max_stale_retries)
         self._exposure_s = float(exposure_s)
         self._frame_index = -1
+        self._last_hw_timestamp_s = -np.inf
+        self.stale_frames = 0
 
     @property
     def max_adu(self) -> int:
@@ -250,10 +263,27 @@ class Camera(abc.ABC):
         self._exposure_s = float(self._set_exposure_hw(value))
 
     def grab(self, timeout_s: float | None = None) -> CameraFrame:
-        """Return one frame newer than the latest settled SLM frame.
+        """Return one fresh frame: newer than the latest settled SLM frame and than the previous one.
 
-        Raises :class:`DeviceTimeout` (retryable) if the camera does not deliver in
-        ``timeout_s`` and :class:`FrameError` on unusable frames.
+        A stale frame (timestamp before the latest settle time, or a driver timestamp not
+        newer than the previous frame's) is discarded and grabbed again, at most
+        ``max_stale_retries`` times.
+
+        Parameters
+        ----------
+        timeout_s : how long one hardware grab may wait for a frame (s); default ``self.timeout_s``.
+
+        Returns
+        -------
+        CameraFrame
+            The image (rows, cols) in ADU with its timestamp (s) and exposure (s).
+
+        Raises
+        ------
+        DeviceTimeout
+            (retryable) when the camera does not deliver within ``timeout_s``.
+        FrameError
+            (retryable) on a frame of the wrong shape, or after ``max_stale_retries + 1`` stale ones.
         """
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
         if timeout <= 0:
@@ -263,13 +293,17 @@ class Camera(abc.ABC):
             self.timeline.wait_until(must_follow)
         for _ in range(self.max_stale_retries + 1):
             image, timestamp = self._grab_hw(timeout)
+            repeated = timestamp is not None and timestamp <= self._last_hw_timestamp_s
             if timestamp is None:
                 timestamp = self.timeline.now()
-            if timestamp >= must_follow:
+            if timestamp >= must_follow and not repeated:
                 break
+            self.stale_frames += 1
         else:
-            raise FrameError(f"{self.name}: camera kept delivering frames older than the last SLM "
-                             f"update ({self.max_stale_retries + 1} tries); check triggering/buffering")
+            raise FrameError(f"{self.name}: camera kept delivering stale frames (older than the last SLM "
+                             f"update or repeated; {self.max_stale_retries + 1} tries); check "
+                             f"triggering/buffering")
+        self._last_hw_timestamp_s = float(timestamp)
         image = np.asarray(image)
         if image.shape != self.shape:
             raise FrameError(f"{self.name}: frame has shape {image.shape}, expected {self.shape}")
@@ -287,6 +321,19 @@ class Camera(abc.ABC):
     def _set_exposure_hw(self, exposure_s: float) -> float:
         """Hardware hook: set exposure; return the value the device actually uses."""
         return exposure_s
+
+    @property
+    def exposure_range_s(self) -> tuple[float, float]:
+        """(shortest, longest) exposure the camera can be set to, in seconds.
+
+        Drivers report their hardware limits; a value outside them is refused by
+        ``exposure_s`` with a ValueError, so callers that scale exposures clamp into this range.
+        """
+        return self._exposure_range_hw()
+
+    def _exposure_range_hw(self) -> tuple[float, float]:
+        """Hardware hook: the settable exposure range (s); unlimited unless a driver knows better."""
+        return (0.0, float("inf"))
 
     def close(self) -> None:
         """Release the device (idempotent)."""

@@ -57,6 +57,15 @@ class SpotReadout:
     saturation_adu : pixel value at or above which a ROI counts as saturated
         (default: none checked; use ``camera.max_adu``).
     name : camera name used in messages.
+
+    Attributes
+    ----------
+    n_pixels : (n_spots,) pixels in each ROI.
+
+    Raises
+    ------
+    ValueError
+        On bad centres, an ROI outside the frame, or both/neither of ``radius_px`` and ``box_px``.
     """
 
     def __init__(self, centers_px, frame_shape, radius_px: float | None = None, box_px: int | None = None,
@@ -112,10 +121,17 @@ class SpotReadout:
 
     @property
     def n_spots(self) -> int:
+        """Number of spots (ROIs)."""
         return self.centers_px.shape[0]
 
     def set_calibration(self, dark_adu=0.0, gain_adu_per_e=1.0) -> None:
-        """Set the dark level (ADU, scalar or frame) and gain (ADU/e-, scalar or map)."""
+        """Set the dark level and the gain used by :meth:`power`.
+
+        Parameters
+        ----------
+        dark_adu : dark level (ADU), a scalar or a frame of ``frame_shape``.
+        gain_adu_per_e : conversion gain (ADU per electron), a scalar or a map of ``frame_shape``.
+        """
         self._weights = self._per_pixel(gain_adu_per_e, "gain_adu_per_e")
         if np.any(~np.isfinite(self._weights)) or np.any(self._weights <= 0):
             raise ValueError(f"{self.name}: gain_adu_per_e must be finite and > 0 at every ROI pixel")
@@ -176,7 +192,17 @@ class SpotReadout:
         return p
 
     def lo_amplitude(self, lo_frames) -> np.ndarray:
-        """|LO| per spot, sqrt of the spot power of frame(s) with the signal blocked (averaged)."""
+        """|LO| per spot: sqrt of the spot power of frame(s) with the signal blocked (averaged).
+
+        Parameters
+        ----------
+        lo_frames : LO-only frame(s), as for :meth:`power`.
+
+        Returns
+        -------
+        (n_spots,) float
+            In sqrt(electrons) (sqrt(ADU) with gain 1).
+        """
         p = self.power(lo_frames)
         p = p.mean(axis=0) if p.ndim == 2 else p
         bad = np.flatnonzero(~(p > 0))
@@ -188,8 +214,15 @@ class SpotReadout:
     def homodyne(self, frame_0, frame_pi, lo_amplitude) -> np.ndarray:
         """Signed field ``E = (P_0 - P_pi) / (4 |LO|)`` from frames at LO phase 0 and pi.
 
-        ``lo_amplitude`` is :meth:`lo_amplitude` of an LO-only frame, (n_spots,).
-        Frame stacks give one row per frame pair.
+        Parameters
+        ----------
+        frame_0, frame_pi : frame(s) at LO phase 0 and pi (stacks of equal length pair up).
+        lo_amplitude : (n_spots,) |LO| per spot (:meth:`lo_amplitude`), sqrt(power) units.
+
+        Returns
+        -------
+        (n_spots,) or (n_pairs, n_spots) float
+            The field in sqrt(power) units (sqrt(e-), or sqrt(ADU) with gain 1).
         """
         lo = np.asarray(lo_amplitude, dtype=float)
         if lo.shape != (self.n_spots,):
@@ -202,9 +235,19 @@ class SpotReadout:
         return (p0 - ppi) / (4.0 * lo)
 
     def bias_field(self, frames, bias_amplitude) -> np.ndarray:
-        """Signed field ``E = sqrt(max(P, 0)) - B`` for a known in-phase bias field B (sqrt(power) units).
+        """Signed field ``E = sqrt(max(P, 0)) - B`` for a known in-phase bias field B.
 
         Valid while E > -B (the total field keeps the bias's sign).
+
+        Parameters
+        ----------
+        frames : frame(s), as for :meth:`power`.
+        bias_amplitude : B, a scalar or (n_spots,), in sqrt(power) units.
+
+        Returns
+        -------
+        (n_spots,) or (n_frames, n_spots) float
+            The field in sqrt(power) units.
         """
         b = np.asarray(bias_amplitude, dtype=float)
         if b.ndim not in (0, 1) or (b.ndim == 1 and b.shape != (self.n_spots,)) or not np.all(np.isfinite(b)):

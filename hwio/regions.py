@@ -155,6 +155,9 @@ class RegionCamera(Camera):
         """Readout time of the physical camera (s; 0 when its driver does not say)."""
         return float(getattr(self.camera, "readout_s", 0.0))
 
+    def _exposure_range_hw(self) -> tuple[float, float]:
+        return self.camera.exposure_range_s
+
     def _set_exposure_hw(self, exposure_s: float) -> float:
         """Set the exposure on the physical camera now; the value it uses is this region's."""
         self.camera.exposure_s = exposure_s

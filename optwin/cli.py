@@ -24,7 +24,7 @@ import threading
 
 from optwin.errors import UsageError, clear_interrupt, on_sigint
 
-COMMANDS = ["train", "bench", "push", "calibrate", "compare", "demo", "sweep"]
+COMMANDS = ["train", "bench", "push", "calibrate", "compare", "demo", "sweep", "emulate"]
 
 #: exit codes of ``optwin`` (docs/files.md, "Outputs and errors")
 EXIT_OK, EXIT_POINTS_FAILED, EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 3, 130, 141

@@ -31,7 +31,8 @@ The laser itself lights the cameras through the bench: input DMD on, every phase
 uniform at level 0 (every element at full amplitude) and the LO at phase 0, so each
 camera sees its spots (signal plus LO), their PSF wings and the background light.  The
 illumination is far from uniform, so the photon transfer uses per-pixel temporal
-statistics instead of the EMVA spatial means:
+statistics instead of the EMVA spatial means (steps 2-4:
+:mod:`calibration.camera_pixel_fit`):
 
 1. per camera, the input fill fraction (halved in steps of 4 down to the signal blocked,
    LO and stray light only) and an exposure that keep the brightest pixel below the ADC
@@ -66,15 +67,14 @@ fit ``camera.lo_phase``), because registration, readout and slm all step the LO.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from calibration.camera_fit import CameraPoint, fit_camera
+from calibration.camera_pixel_fit import fit_ptc_per_pixel, ptc_pairs
 from calibration.procedures.context import PHASE_SLMS, CalContext, camera_fit_name
-from calibration.quantities import Fit, Quantity
+from calibration.quantities import Fit
 
-__all__ = ["measure_camera", "measure_camera_laser", "ptc_pairs", "fit_ptc_per_pixel"]
+__all__ = ["measure_camera", "measure_camera_laser"]
 
 
 def _lamp(ctx: CalContext, level: int) -> None:
@@ -113,9 +113,11 @@ def measure_camera(ctx: CalContext, cameras=None, *, n_points: int = 32, n_frame
     Returns
     -------
     list of Fit: 'camera' (reference camera) and 'camera.<cam>' for the others, each from
-    :func:`calibration.camera_fit.fit_camera` with ``offset_map_adu`` replaced by the mean
-    dark frame at the camera's operating exposure and ``info`` extended with the lamp level,
-    the exposures and the operating exposure (``operating_exposure_s``).
+    :func:`calibration.camera_fit.fit_camera` (``gain_adu_per_e`` DN/e-, ``read_noise_e`` e-,
+    ``dark_offset_adu`` DN, ``saturation_e`` e-, ``prnu_pct`` %, ... with standard errors)
+    with ``offset_map_adu`` (DN) replaced by the mean dark frame at the camera's operating
+    exposure and ``info`` extended with the lamp level, the exposures (s) and the operating
+    exposure (``operating_exposure_s``); then ``camera.lo_phase`` where the LO is a panel region.
     """
     bench = ctx.bench
     cams = list(bench.cameras) if cameras is None else list(cameras)
@@ -128,90 +130,16 @@ def measure_camera(ctx: CalContext, cameras=None, *, n_points: int = 32, n_frame
     if "flat_source" not in bench.slms:
         fits = measure_camera_laser(ctx, cams)
         return fits + _lo_phase(ctx)
-    src = bench.slms["flat_source"]
     op_exposure = {c: bench.cameras[c].exposure_s for c in cams}
     fits: list[Fit] = []
     try:
         with ctx.timed("camera"):
-            # ---- 1. range finding at the operating exposure
-            _lamp(ctx, 0)
-            dark0 = {c: ctx.grab_mean(c, 2) for c in cams}
-            level = max(1, src.max_level // 64)
-            rate = {}
-            for _ in range(12):
-                _lamp(ctx, level)
-                means = {c: ctx.grab_mean(c, 2) for c in cams}
-                sig = {c: float(np.median(means[c] - dark0[c])) for c in cams}
-                full = {c: bench.cameras[c].max_adu - float(np.median(dark0[c])) for c in cams}
-                if any(means[c].mean() > 0.9 * bench.cameras[c].max_adu for c in cams) and level > 1:
-                    level = max(1, level // 8)
-                    continue
-                if min(sig[c] / full[c] for c in cams) < 0.02 and level < src.max_level:
-                    level = min(src.max_level, level * 8)
-                    continue
-                break
-            for c in cams:
-                if sig[c] <= 0:
-                    raise ValueError(f"{c}: the flat lamp gives no signal (check flat_source and the camera)")
-                rate[c] = sig[c] / (level * op_exposure[c])              # ADU per level-second
-            # ---- 2. lamp level and exposures
-            span = {c: bench.cameras[c].max_adu - float(np.median(dark0[c])) for c in cams}
-            want = max(span[c] / (rate[c] * 2.0 * op_exposure[c]) for c in cams)
-            lamp_level = int(np.clip(round(want), 1, src.max_level))
-            # most points in the linear range (the gain), the rest up to past saturation
-            n_sat = max(3, int(n_points) // 4)
-            fractions = np.r_[np.linspace(0.02, 0.6, int(n_points) - n_sat), np.linspace(0.72, 1.3, n_sat)]
-            exposures = {}
-            for c in cams:
-                t_full = span[c] / (rate[c] * lamp_level)
-                t = fractions * t_full
-                tmax = _max_exposure_s(bench.cameras[c])
-                if t[-1] > tmax:
-                    raise ValueError(f"{c}: reaching saturation needs {t[-1]:.3g} s exposure at the brightest lamp, "
-                                     f"more than the grab timeout allows ({tmax:.3g} s); raise timeout_s")
-                exposures[c] = t
-            # ---- 3. photon-transfer series
-            bright = {c: [] for c in cams}
-            dark = {c: [] for c in cams}
-            used_t = {c: [] for c in cams}
-            for k in range(int(n_points)):
-                for c in cams:
-                    used_t[c].append(ctx.set_exposure(c, exposures[c][k]))
-                _lamp(ctx, lamp_level)
-                for c in cams:
-                    stack = ctx.grab_stack(c, n_frames)
-                    bright[c].append(stack)
-                    for f in stack:
-                        ctx.record(f"camera.{c}", f, units="adu", exposure_s=used_t[c][-1], lamp_level=lamp_level,
-                                   point=k)
-                _lamp(ctx, 0)
-                for c in cams:
-                    stack = ctx.grab_stack(c, n_frames)
-                    dark[c].append(stack)
-                    for f in stack:
-                        ctx.record(f"camera.{c}", f, units="adu", exposure_s=used_t[c][-1], lamp_level=0, point=k)
-            # ---- 4. flat field near half of the range (many frames: a low-noise PRNU map for
-            #         flat-field correction of spot images), then dark frames at the same exposure
-            flat_b, flat_d = {}, {}
-            if int(n_flat) >= 2:
-                for c in cams:
-                    ctx.set_exposure(c, 0.45 * span[c] / (rate[c] * lamp_level))
-                _lamp(ctx, lamp_level)
-                for c in cams:
-                    flat_b[c] = ctx.grab_stack(c, n_flat)
-                _lamp(ctx, 0)
-                for c in cams:
-                    flat_d[c] = ctx.grab_stack(c, max(2, int(n_flat) // 4))
-            # ---- 5. offset maps at the operating exposure (lamp still at 0)
-            offset_map = {}
-            for c in cams:
-                ctx.set_exposure(c, op_exposure[c])
-                stack = ctx.grab_stack(c, n_dark_map)
-                offset_map[c] = stack.mean(axis=0, dtype=np.float64)
-                for f in stack:
-                    ctx.record(f"camera.{c}", f, units="adu", exposure_s=op_exposure[c], lamp_level=0, point=-1)
-            # ---- 6. fits
-            for c in cams:
+            dark0, rate = _lamp_response(ctx, cams, op_exposure)                         # 1.
+            span, lamp_level, exposures = _lamp_plan(ctx, cams, dark0, rate, op_exposure, n_points)   # 2.
+            bright, dark, used_t = _lamp_series(ctx, cams, exposures, lamp_level, n_points, n_frames)   # 3.
+            flat_b, flat_d = _lamp_flat(ctx, cams, span, rate, lamp_level, n_flat)        # 4.
+            offset_map = _offset_maps(ctx, cams, op_exposure, n_dark_map)                 # 5.
+            for c in cams:                                                                # 6.
                 points = [CameraPoint(bright[c][k], dark[c][k], used_t[c][k], name=f"t={used_t[c][k]:.6g}s")
                           for k in range(int(n_points))]
                 fit = fit_camera(points, bit_depth=bench.cameras[c].bit_depth, hot_sigma=hot_sigma,
@@ -224,17 +152,140 @@ def measure_camera(ctx: CalContext, cameras=None, *, n_points: int = 32, n_frame
                                 offset_map="mean dark frame at the operating exposure")
                 fits.append(fit)
     finally:
-        for c in cams:
-            try:
-                bench.cameras[c].exposure_s = op_exposure[c]
-            except Exception:   # noqa: BLE001 - restoring is best effort; the original error matters
-                pass
+        _restore_exposures(bench, cams, op_exposure)
         try:
             _lamp_out(ctx)
         except Exception:       # noqa: BLE001
             pass
     ctx.add(*fits)
     return fits + _lo_phase(ctx)
+
+
+def _restore_exposures(bench, cams, op_exposure: dict) -> None:
+    """Put every camera back at its operating exposure (best effort: the original error matters)."""
+    for c in cams:
+        try:
+            bench.cameras[c].exposure_s = op_exposure[c]
+        except Exception:   # noqa: BLE001 - restoring is best effort; the original error matters
+            pass
+
+
+def _lamp_response(ctx: CalContext, cams, op_exposure: dict) -> tuple[dict, dict]:
+    """Range finding at the operating exposures: a probe lamp level (x8 or /8 steps) that every
+    camera sees above 2 % of its range without any saturating.
+
+    Returns (dark mean frames at level 0 (DN), response rate per camera (ADU per level-second)).
+    """
+    bench = ctx.bench
+    src = bench.slms["flat_source"]
+    _lamp(ctx, 0)
+    dark0 = {c: ctx.grab_mean(c, 2) for c in cams}
+    level = max(1, src.max_level // 64)
+    rate = {}
+    for _ in range(12):
+        _lamp(ctx, level)
+        means = {c: ctx.grab_mean(c, 2) for c in cams}
+        sig = {c: float(np.median(means[c] - dark0[c])) for c in cams}
+        full = {c: bench.cameras[c].max_adu - float(np.median(dark0[c])) for c in cams}
+        if any(means[c].mean() > 0.9 * bench.cameras[c].max_adu for c in cams) and level > 1:
+            level = max(1, level // 8)
+            continue
+        if min(sig[c] / full[c] for c in cams) < 0.02 and level < src.max_level:
+            level = min(src.max_level, level * 8)
+            continue
+        break
+    for c in cams:
+        if sig[c] <= 0:
+            raise ValueError(f"{c}: the flat lamp gives no signal (check flat_source and the camera)")
+        rate[c] = sig[c] / (level * op_exposure[c])              # ADU per level-second
+    return dark0, rate
+
+
+def _lamp_plan(ctx: CalContext, cams, dark0: dict, rate: dict, op_exposure: dict,
+               n_points: int) -> tuple[dict, int, dict]:
+    """One lamp level that takes the least sensitive camera to its ADC range at about twice its
+    operating exposure, and per camera the exposures (s) from 2 % to 60 % of its range (three
+    quarters of the points) and on to 130 %.
+
+    Returns (ADC span above dark per camera (DN), lamp level, exposures per camera (s)).
+    """
+    bench = ctx.bench
+    src = bench.slms["flat_source"]
+    span = {c: bench.cameras[c].max_adu - float(np.median(dark0[c])) for c in cams}
+    want = max(span[c] / (rate[c] * 2.0 * op_exposure[c]) for c in cams)
+    lamp_level = int(np.clip(round(want), 1, src.max_level))
+    # most points in the linear range (the gain), the rest up to past saturation
+    n_sat = max(3, int(n_points) // 4)
+    fractions = np.r_[np.linspace(0.02, 0.6, int(n_points) - n_sat), np.linspace(0.72, 1.3, n_sat)]
+    exposures = {}
+    for c in cams:
+        t_full = span[c] / (rate[c] * lamp_level)
+        t = fractions * t_full
+        tmax = _max_exposure_s(bench.cameras[c])
+        if t[-1] > tmax:
+            raise ValueError(f"{c}: reaching saturation needs {t[-1]:.3g} s exposure at the brightest lamp, "
+                             f"more than the grab timeout allows ({tmax:.3g} s); raise timeout_s")
+        exposures[c] = t
+    return span, lamp_level, exposures
+
+
+def _lamp_series(ctx: CalContext, cams, exposures: dict, lamp_level: int, n_points: int, n_frames: int):
+    """The photon-transfer series: at every exposure ``n_frames`` bright frames (lamp on) and
+    ``n_frames`` dark frames (lamp at 0), recorded.
+
+    Returns (bright stacks, dark stacks, exposures realised (s)), each a dict camera -> list.
+    """
+    bright = {c: [] for c in cams}
+    dark = {c: [] for c in cams}
+    used_t = {c: [] for c in cams}
+    for k in range(int(n_points)):
+        for c in cams:
+            used_t[c].append(ctx.set_exposure(c, exposures[c][k]))
+        _lamp(ctx, lamp_level)
+        for c in cams:
+            stack = ctx.grab_stack(c, n_frames)
+            bright[c].append(stack)
+            for f in stack:
+                ctx.record(f"camera.{c}", f, units="adu", exposure_s=used_t[c][-1], lamp_level=lamp_level,
+                           point=k)
+        _lamp(ctx, 0)
+        for c in cams:
+            stack = ctx.grab_stack(c, n_frames)
+            dark[c].append(stack)
+            for f in stack:
+                ctx.record(f"camera.{c}", f, units="adu", exposure_s=used_t[c][-1], lamp_level=0, point=k)
+    return bright, dark, used_t
+
+
+def _lamp_flat(ctx: CalContext, cams, span: dict, rate: dict, lamp_level: int, n_flat: int) -> tuple[dict, dict]:
+    """Flat field near 45 % of the range (many frames: a low-noise PRNU map for flat-field
+    correction of spot images), then a quarter as many dark frames at the same exposure.
+
+    Returns (bright stacks, dark stacks) per camera (DN); empty when ``n_flat < 2``.
+    """
+    flat_b, flat_d = {}, {}
+    if int(n_flat) >= 2:
+        for c in cams:
+            ctx.set_exposure(c, 0.45 * span[c] / (rate[c] * lamp_level))
+        _lamp(ctx, lamp_level)
+        for c in cams:
+            flat_b[c] = ctx.grab_stack(c, n_flat)
+        _lamp(ctx, 0)
+        for c in cams:
+            flat_d[c] = ctx.grab_stack(c, max(2, int(n_flat) // 4))
+    return flat_b, flat_d
+
+
+def _offset_maps(ctx: CalContext, cams, op_exposure: dict, n_dark_map: int) -> dict:
+    """Mean dark frame (DN) of every camera at its operating exposure (lamp at 0), recorded."""
+    offset_map = {}
+    for c in cams:
+        ctx.set_exposure(c, op_exposure[c])
+        stack = ctx.grab_stack(c, n_dark_map)
+        offset_map[c] = stack.mean(axis=0, dtype=np.float64)
+        for f in stack:
+            ctx.record(f"camera.{c}", f, units="adu", exposure_s=op_exposure[c], lamp_level=0, point=-1)
+    return offset_map
 
 
 def _lo_phase(ctx: CalContext) -> list[Fit]:
@@ -250,15 +301,9 @@ def _lo_phase(ctx: CalContext) -> list[Fit]:
 
 
 def _min_exposure_s(camera) -> float:
-    """Shortest exposure the camera realises (s), found by asking for 1 ns; restores the old one."""
-    old = camera.exposure_s
-    try:
-        camera.exposure_s = 1e-9
-        return float(camera.exposure_s)
-    except ValueError:
-        return old * 1e-2
-    finally:
-        camera.exposure_s = old
+    """Shortest exposure the camera can be set to (s); 1 % of the current one where it names no limit."""
+    lo = float(camera.exposure_range_s[0])
+    return lo if lo > 0 else camera.exposure_s * 1e-2
 
 
 def measure_camera_laser(ctx: CalContext, cameras=None, *, n_points: int = 20, n_frames: int = 32,
@@ -277,9 +322,10 @@ def measure_camera_laser(ctx: CalContext, cameras=None, *, n_points: int = 20, n
 
     Returns
     -------
-    list of Fit ('camera' for the reference camera, 'camera.<cam>' for the others), model
-    'ptc-per-pixel': quantities ``gain_adu_per_e`` (DN/e-), ``read_noise_e`` (e-),
-    ``dark_offset_adu`` (DN), ``dark_noise_adu`` (DN), ``saturation_e`` (e-); arrays
+    list of Fit ('camera' for the reference camera, 'camera.<cam>' for the others) from
+    :func:`calibration.camera_pixel_fit.fit_ptc_per_pixel`, model 'ptc-per-pixel': quantities
+    ``gain_adu_per_e`` (DN/e-), ``read_noise_e`` (e-), ``dark_offset_adu`` (DN),
+    ``dark_noise_adu`` (DN), ``saturation_e`` (e-) with standard errors; arrays
     ``offset_map_adu`` (per-pixel offset, DN), ``ptc_mean_adu``/``ptc_var_adu2`` (binned
     curve); ``info`` with the exposures, ``operating_exposure_s`` and ``light``
     ('laser through the bench').  No ``prnu_map``, ``prnu_pct``, dark current or defect map.
@@ -298,53 +344,10 @@ def measure_camera_laser(ctx: CalContext, cameras=None, *, n_points: int = 20, n
                 if name in bench.slms:
                     ctx.show(name, ctx.uniform_levels(name, 0))
             ctx.set_lo(0.0)
-            n_in = bench.sizes.n_in
-            fill, exposures = {}, {}
-            stacks = {c: [] for c in cams}
-            used_t = {c: [] for c in cams}
+            fill, stacks, used_t = {}, {}, {}
             for c in cams:
-                camera = bench.cameras[c]
-                t_min = _min_exposure_s(camera)
-                t_max = _max_exposure_s(camera)
-                # ---- 1. light level and the exposure that takes the brightest pixel to the ADC top
-                x, t = 1.0, op_exposure[c]
-                for _ in range(40):
-                    ctx.show_inputs(np.full(n_in, x))
-                    t = ctx.set_exposure(c, t)
-                    img = ctx.grab_mean(c, 2)
-                    base, peak = float(np.median(img)), float(img.max())
-                    if peak > 0.9 * camera.max_adu:
-                        if t / 4.0 >= 20.0 * t_min:
-                            t /= 4.0
-                        elif x > 0:
-                            x = x / 4.0 if x / 4.0 >= 1.0 / 64 else 0.0
-                        else:
-                            raise ValueError(f"{c}: saturates at {t:.3g} s even with the signal blocked; "
-                                             f"attenuate the LO or the background light")
-                        continue
-                    if peak - base < 0.05 * camera.max_adu and 4.0 * t <= t_max / 1.3:
-                        t *= 4.0
-                        continue
-                    break
-                if peak - base <= 0:
-                    raise ValueError(f"{c}: the laser gives no light on the camera; check the light path")
-                t_full = (camera.max_adu - base) / (peak - base) * t
-                if 1.3 * t_full > t_max:
-                    raise ValueError(f"{c}: reaching saturation needs {1.3 * t_full:.3g} s exposure, more than the "
-                                     f"grab timeout allows ({t_max:.3g} s); raise timeout_s")
-                # most points below 60 % of the brightest pixel's range (the gain), the rest past saturation
-                n_sat = max(3, int(n_points) // 4)
-                t_lo = max(t_min, t_full / 300.0)
-                exposures[c] = np.r_[np.geomspace(t_lo, 0.6 * t_full, int(n_points) - n_sat),
-                                     np.linspace(0.75, 1.3, n_sat) * t_full]
-                fill[c] = x
-                # ---- 2. the series: n_frames frames per point
-                for k in range(int(n_points)):
-                    used_t[c].append(ctx.set_exposure(c, exposures[c][k]))
-                    st = ctx.grab_stack(c, n_frames)
-                    stacks[c].append(st)
-                    ctx.record(f"camera.{c}", st.mean(axis=0, dtype=np.float64), units="adu (mean frame)",
-                               exposure_s=used_t[c][-1], point=k, input_fill=x)
+                fill[c], exposures = _laser_exposures(ctx, c, op_exposure[c], n_points)     # 1.
+                used_t[c], stacks[c] = _laser_series(ctx, c, exposures, n_frames, fill[c])   # 2.
             # ---- 3. fits (one joint fit: the light jitter is the laser's, common to every camera)
             pairs = [ptc_pairs(np.asarray(used_t[c]), stacks[c], bench.cameras[c].max_adu) for c in cams]
             for c, fit in zip(cams, fit_ptc_per_pixel(pairs, linear_fraction=linear_fraction)):
@@ -355,170 +358,67 @@ def measure_camera_laser(ctx: CalContext, cameras=None, *, n_points: int = 20, n
                                 offset_map="per-pixel zero-exposure intercept (no dark frames without a lamp)")
                 fits.append(fit)
     finally:
-        for c in cams:
-            try:
-                bench.cameras[c].exposure_s = op_exposure[c]
-            except Exception:   # noqa: BLE001 - restoring is best effort; the original error matters
-                pass
+        _restore_exposures(bench, cams, op_exposure)
     ctx.add(*fits)
     return fits
 
 
-def ptc_pairs(exposures_s, stacks, max_adu: int) -> dict:
-    """Per-pixel offsets and the (signal, temporal variance) pairs of one camera's series.
+def _laser_exposures(ctx: CalContext, c: str, op_exposure_s: float, n_points: int) -> tuple[float, np.ndarray]:
+    """Input fill and exposure series of camera ``c`` under the laser.
 
-    Parameters
-    ----------
-    exposures_s : (n_points,) exposures (s), increasing.
-    stacks : n_points stacks (n_frames, rows, cols) of frames (DN) under a fixed, arbitrary
-        (non-uniform) light pattern.
-    max_adu : largest pixel value of the camera (clipped pixels are left out).
+    The fill (1, then quartered down to 0: LO and stray light only) and an exposure keep the
+    brightest pixel below 90 % of the ADC top; the exposure that takes it to the top,
+    ``t_full``, is extrapolated from there.  Three quarters of the points run geometrically
+    from the shortest useful exposure to 60 % of ``t_full``, the rest from 75 % to 130 %.
 
-    Returns
-    -------
-    dict: ``offset`` (rows, cols) zero-exposure intercept per pixel (DN), ``offset_ok`` (pixels
-    with >= 3 points for the line), ``sig``/``var`` (n_points, rows, cols) signal (DN above the
-    offset) and temporal variance (DN^2), ``good`` (unclipped, lit), ``n_frames``, and the
-    saturation signal ``s_sat`` (DN) at the variance maximum with the chunk curve ``s_ch``/``v_ch``.
+    Returns (input fill fraction, exposures (s)).
     """
-    t = np.asarray(exposures_s, dtype=float)
-    y = np.stack([np.asarray(st, dtype=np.float64) for st in stacks])        # (P, F, R, C)
-    n_f = y.shape[1]
-    clipped = (y.max(axis=1) >= max_adu) | (y.min(axis=1) <= 0)               # (P, R, C)
-    m = y.mean(axis=1)
-    # per-pixel line mean(t) = a + b t over the points below half the ADC range
-    w = ((m < 0.5 * max_adu) & ~clipped).astype(float)
-    tt = t[:, None, None]
-    s0, s1, s2 = w.sum(0), (w * tt).sum(0), (w * tt ** 2).sum(0)
-    sy, sty = (w * m).sum(0), (w * m * tt).sum(0)
-    det = s0 * s2 - s1 ** 2
-    ok = (s0 >= 3) & (det > 0)
-    a = np.where(ok, (s2 * sy - s1 * sty) / np.where(ok, det, 1.0), m[0])
-    sig = m - a[None]
-    var = y.var(axis=1, ddof=1)
-    good = ~clipped & (sig > 0)
-    order = np.argsort(sig[good])
-    s_sorted, v_sorted = sig[good][order], var[good][order]
-    chunk = 30
-    n_ch = s_sorted.size // chunk
-    if n_ch < 10:
-        raise ValueError(f"photon transfer: only {s_sorted.size} lit pixel readings; the light pattern is too small")
-    s_ch = s_sorted[:n_ch * chunk].reshape(n_ch, chunk).mean(axis=1)
-    v_ch = v_sorted[:n_ch * chunk].reshape(n_ch, chunk).mean(axis=1)
-    v_sm = np.convolve(np.pad(v_ch, 2, mode="edge"), np.ones(5) / 5, mode="valid")
-    k_sat = int(np.argmax(v_sm))
-    # per frame: the summed signal of the well-lit linear pixels (the light jitter's common mode)
-    sums = np.zeros(y.shape[:2])
-    for k in range(y.shape[0]):
-        sel = good[k] & (sig[k] > 0.02 * max_adu) & (sig[k] < 0.6 * float(s_ch[k_sat]))
-        if sel.any():
-            sums[k] = (y[k][:, sel] - a[sel]).sum(axis=1)
-    return {"offset": a, "offset_ok": ok, "sig": sig, "var": var, "good": good, "n_frames": n_f, "frame_sums": sums,
-            "s_sat": float(s_ch[k_sat]), "s_sat_span": float(np.ptp(s_ch[max(k_sat - 2, 0):k_sat + 3])),
-            "s_ch": s_ch, "v_ch": v_ch}
+    camera = ctx.bench.cameras[c]
+    n_in = ctx.bench.sizes.n_in
+    t_min = _min_exposure_s(camera)
+    t_max = _max_exposure_s(camera)
+    x, t = 1.0, op_exposure_s
+    for _ in range(40):
+        ctx.show_inputs(np.full(n_in, x))
+        t = ctx.set_exposure(c, t)
+        img = ctx.grab_mean(c, 2)
+        base, peak = float(np.median(img)), float(img.max())
+        if peak > 0.9 * camera.max_adu:
+            if t / 4.0 >= 20.0 * t_min:
+                t /= 4.0
+            elif x > 0:
+                x = x / 4.0 if x / 4.0 >= 1.0 / 64 else 0.0
+            else:
+                raise ValueError(f"{c}: saturates at {t:.3g} s even with the signal blocked; "
+                                 f"attenuate the LO or the background light")
+            continue
+        if peak - base < 0.05 * camera.max_adu and 4.0 * t <= t_max / 1.3:
+            t *= 4.0
+            continue
+        break
+    if peak - base <= 0:
+        raise ValueError(f"{c}: the laser gives no light on the camera; check the light path")
+    t_full = (camera.max_adu - base) / (peak - base) * t
+    if 1.3 * t_full > t_max:
+        raise ValueError(f"{c}: reaching saturation needs {1.3 * t_full:.3g} s exposure, more than the "
+                         f"grab timeout allows ({t_max:.3g} s); raise timeout_s")
+    # most points below 60 % of the brightest pixel's range (the gain), the rest past saturation
+    n_sat = max(3, int(n_points) // 4)
+    t_lo = max(t_min, t_full / 300.0)
+    exposures = np.r_[np.geomspace(t_lo, 0.6 * t_full, int(n_points) - n_sat), np.linspace(0.75, 1.3, n_sat) * t_full]
+    return x, exposures
 
 
-def fit_ptc_per_pixel(pairs: list, linear_fraction: float = 0.6) -> list[Fit]:
-    """Gain, read noise, offset and saturation of cameras from per-pixel temporal statistics.
+def _laser_series(ctx: CalContext, c: str, exposures, n_frames: int, fill: float) -> tuple[list, list]:
+    """``n_frames`` frames of camera ``c`` at every exposure (mean frames recorded).
 
-    Per camera, the (signal s, variance v) pairs between 2 % and ``linear_fraction`` of its
-    saturation signal follow ``v = K s + c + J^2 s^2``, J the relative light jitter per
-    exposure (the laser's, the same for every camera).  J^2 comes from the frame-to-frame
-    scatter of each point's summed signal S, ``var(S) / S^2 = J^2 + K / S``, over every point
-    of every camera (K from a first line over 2 % .. 20 %, where the jitter is small); then a
-    weighted straight line ``v - J^2 s^2 = K s + c`` per camera gives the gain K.  The offset
-    variance ``var_0`` is the mean of ``v - K s - J^2 s^2`` over the pairs below 0.5 % of
-    saturation (dark pixels; an extrapolated intercept would carry the slope's error).
-
-    Parameters
-    ----------
-    pairs : one :func:`ptc_pairs` dict per camera.
-    linear_fraction : upper end of the fit relative to each camera's saturation signal.
-
-    Returns
-    -------
-    list of Fit 'camera' (model 'ptc-per-pixel'; rename per camera), in the order of ``pairs``.
+    Returns (exposures realised (s), frame stacks (DN)).
     """
-    def line(sx, vy, nf):
-        """Weighted straight line vy = K sx + c (weights: variance of a sample variance)."""
-        a = np.column_stack([sx, np.ones_like(sx)])
-        wt = (nf - 1) / (2.0 * np.maximum(vy, 1e-3) ** 2)
-        for _ in range(4):                   # reweight with the model's variance (noisy weights bias)
-            coef, *_ = np.linalg.lstsq(a * np.sqrt(wt)[:, None], vy * np.sqrt(wt), rcond=None)
-            wt = (nf - 1) / (2.0 * np.maximum(a @ coef, 1e-3) ** 2)
-        aw = a * np.sqrt(wt)[:, None]
-        coef, *_ = np.linalg.lstsq(aw, vy * np.sqrt(wt), rcond=None)
-        cov = np.linalg.inv(aw.T @ aw)
-        chi2 = float(np.sum(wt * (vy - a @ coef) ** 2)) / max(sx.size - 2, 1)
-        return coef, cov * max(chi2, 1.0)
-
-    def lin_pairs(pr, hi):
-        sel = pr["good"] & (pr["sig"] >= 0.02 * pr["s_sat"]) & (pr["sig"] <= hi * pr["s_sat"])
-        return pr["sig"][sel], pr["var"][sel]
-
-    # 1. a first gain per camera where the jitter is small against shot noise (2 % .. 20 %)
-    k0 = []
-    for pr in pairs:
-        sx, vy = lin_pairs(pr, 0.2)
-        k0.append(float(line(sx, vy, pr["n_frames"])[0][0]))
-    # 2. the relative jitter J^2 from the frame-to-frame scatter of each point's summed signal S:
-    #    var(S) / S^2 = J^2 + K / S (shot noise), weighted over every point of every camera
-    est, wts = [], []
-    for pr, k in zip(pairs, k0):
-        sums = pr["frame_sums"]
-        mean = sums.mean(axis=1)
-        ok = mean > 0
-        rel = sums[ok].var(axis=1, ddof=1) / mean[ok] ** 2 - k / mean[ok]
-        est.append(rel)
-        wts.append(np.broadcast_to(mean[ok] / k, rel.shape))
-    est, wts = np.concatenate(est), np.concatenate(wts)
-    j2 = 0.0
-    for _ in range(5):
-        w = 1.0 / (j2 + 1.0 / wts) ** 2
-        j2 = max(float(np.sum(w * est) / np.sum(w)), 0.0)
-    jitter = math.sqrt(j2)
-    # 3. per camera: v - J^2 s^2 = K s + c over 2 % .. linear_fraction of saturation
-    coefs = []
-    for pr in pairs:
-        sx, vy = lin_pairs(pr, linear_fraction)
-        coefs.append(line(sx, vy - j2 * sx ** 2, pr["n_frames"]))
-    fits = []
-    quant = 1.0 / 12.0
-    for i, pr in enumerate(pairs):
-        coef, cov = coefs[i]
-        gain, gain_se = float(coef[0]), float(np.sqrt(cov[0, 0]))
-        sig, var, good = pr["sig"], pr["var"], pr["good"]
-        dim = good & (sig < 0.005 * pr["s_sat"])
-        if dim.sum() >= 50:
-            rest = var[dim] - gain * sig[dim] - j2 * sig[dim] ** 2
-            var0 = float(rest.mean())
-            var0_se = float(math.hypot(rest.std(ddof=1) / math.sqrt(rest.size), gain_se * float(sig[dim].mean())))
-        else:
-            var0, var0_se = float(coef[1]), float(np.sqrt(cov[1, 1]))
-        rn_adu2 = max(var0 - quant, 1e-12)
-        read_noise_e = math.sqrt(rn_adu2) / gain
-        read_noise_se = read_noise_e * math.hypot(0.5 * var0_se / rn_adu2, gain_se / gain)
-        a_ok = pr["offset"][pr["offset_ok"]]
-        off = float(np.median(a_ok))
-        off_se = float(1.2533 * a_ok.std() / math.sqrt(max(a_ok.size, 1)))
-        s_sat = pr["s_sat"]
-        sat_e = s_sat / gain
-        quantities = {
-            "gain_adu_per_e": Quantity(gain, gain_se, "DN/e-"),
-            "read_noise_e": Quantity(read_noise_e, read_noise_se, "e-"),
-            "dark_offset_adu": Quantity(off, off_se, "DN"),
-            "dark_noise_adu": Quantity(math.sqrt(max(var0, 0.0)), 0.5 * var0_se / math.sqrt(max(var0, 1e-12)), "DN"),
-            "saturation_e": Quantity(sat_e, math.hypot(0.5 * pr["s_sat_span"] / gain, sat_e * gain_se / gain), "e-"),
-        }
-        nb = min(64, pr["s_ch"].size)
-        per = pr["s_ch"].size // nb
-        sbin = pr["s_ch"][:nb * per].reshape(nb, per).mean(axis=1)
-        vbin = pr["v_ch"][:nb * per].reshape(nb, per).mean(axis=1)
-        fits.append(Fit(name="camera", model="ptc-per-pixel", quantities=quantities,
-                        arrays={"offset_map_adu": pr["offset"], "ptc_mean_adu": sbin, "ptc_var_adu2": vbin},
-                        x=sbin, y=vbin, y_fit=gain * sbin + var0 + j2 * sbin ** 2,
-                        info={"saturation_signal_adu": s_sat,
-                              "relative_light_jitter": jitter,
-                              "method": "per-pixel temporal photon transfer under laser light (non-uniform)",
-                              "not_measured": ["prnu_map", "prnu_pct", "dark_current_e_per_s", "defect_mask"]}))
-    return fits
+    used_t, stacks = [], []
+    for k in range(len(exposures)):
+        used_t.append(ctx.set_exposure(c, exposures[k]))
+        st = ctx.grab_stack(c, n_frames)
+        stacks.append(st)
+        ctx.record(f"camera.{c}", st.mean(axis=0, dtype=np.float64), units="adu (mean frame)",
+                   exposure_s=used_t[-1], point=k, input_fill=fill)
+    return used_t, stacks

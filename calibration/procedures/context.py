@@ -4,10 +4,10 @@ A :class:`CalContext` wraps an opened :class:`hwio.bench.Bench`.  It holds the f
 far (``ctx.fits``, name -> :class:`~calibration.quantities.Fit`) and gives every procedure
 the same fault-tolerant device access:
 
-* ``show`` / ``grab`` retry retryable :class:`hwio.devices.DeviceError` s (timeouts, dropped
-  frames, SLM write errors); ``grab`` also rejects a *stale* frame (a camera re-delivering
-  its previous frame, recognised by a timestamp that is not newer than the last one), which
-  the Camera base class cannot catch when no SLM changed in between;
+* ``show`` / ``grab`` follow the bench's device-access policy (:mod:`hwio.device_access`):
+  retryable :class:`hwio.devices.DeviceError` s (timeouts, dropped frames, SLM write errors)
+  are retried ``retries`` times; stale frames are discarded by :meth:`hwio.devices.Camera.grab`
+  (counted in ``info['stale_frames']``);
 * frames to put on the panels: ``zero_levels`` (zero-field double-phase checkerboard),
   ``uniform_levels``, ``weight_levels`` through a :class:`hwio.encoding.PhaseEncoder` whose
   LUT is the calibrated one once ``slm`` fits exist (an ideal linear 2 pi response before);
@@ -28,7 +28,8 @@ import numpy as np
 
 from calibration.deploy import REFERENCE_CAMERA, SLM_FIT_NAMES, camera_fit_name, panel_encoding, phase_encoder
 from calibration.quantities import Fit
-from hwio.devices import CameraFrame, DeviceError, FrameError
+from hwio.device_access import DEFAULT_RETRIES, DeviceAccess
+from hwio.devices import CameraFrame
 from hwio.encoding import DMDEncoder, PhaseEncoder
 from hwio.readout import SpotReadout
 from hwio.response import PhaseResponse
@@ -46,7 +47,7 @@ class CalContext:
     ----------
     bench : an opened :class:`hwio.bench.Bench` (simulated or real).
     recorder : optional :class:`hwio.recording.Recorder`; ``record`` appends raw data to it.
-    retries : default number of retries of a failing device call.
+    retries : default number of retries of a retryable device error (attempts = retries + 1).
     fits : optional fits already made (e.g. loaded from a calibration file).
 
     Attributes
@@ -55,15 +56,15 @@ class CalContext:
     info : free-form facts procedures leave for the orchestrator (timings, fault counts).
     """
 
-    def __init__(self, bench, recorder=None, retries: int = 5, fits: dict | None = None):
+    def __init__(self, bench, recorder=None, retries: int = DEFAULT_RETRIES, fits: dict | None = None):
         if not hasattr(bench, "slms") or not hasattr(bench, "cameras"):
             raise TypeError(f"CalContext needs an opened hwio Bench, got {type(bench).__name__}")
         self.bench = bench
         self.recorder = recorder
         self.retries = int(retries)
+        self._policy = DeviceAccess(retries=self.retries)
         self.fits: dict[str, Fit] = dict(fits or {})
         self.info: dict = {"retries": 0, "stale_frames": 0, "timings_s": {}}
-        self._last_ts: dict[str, float] = {}
         self._enc_cache: dict = {}
         self._ro_cache: dict = {}
         self._dmd = None
@@ -113,42 +114,33 @@ class CalContext:
         return list(self.bench.cameras)
 
     # ------------------------------------------------------------------ devices
-    def _retry(self, call, what: str, retries: int | None):
+    def _access(self, retries: int | None) -> DeviceAccess:
+        """The device-access policy of one call: the context's, or ``retries`` for this call."""
         n = self.retries if retries is None else int(retries)
-        last = None
-        for attempt in range(n + 1):
-            try:
-                return call()
-            except DeviceError as exc:
-                if not getattr(exc, "retryable", False):
-                    raise
-                last = exc
-                self.info["retries"] += 1
-        raise DeviceError(f"{what} failed {n + 1} times in a row ({last}); check the device and retry")
+        if self._policy.retries != n:
+            return DeviceAccess(retries=n)
+        return self._policy
+
+    def _count_retry(self, exc) -> None:
+        self.info["retries"] += 1
 
     def show(self, slm_name: str, levels, retries: int | None = None):
         """Show an integer level frame on ``slm_name``, retrying write failures; returns the ShowToken."""
         slm = self.bench.slms[slm_name]
         levels = np.asarray(levels)
         self.n_shows += 1
-        token = self._retry(lambda: slm.show(levels), f"show on {slm_name}", retries)
+        token = self._access(retries).show(slm, levels, name=slm_name, on_retry=self._count_retry)
         self._pending_settle_s = max(self._pending_settle_s, float(getattr(slm, "settle_time_s", 0.0) or 0.0))
         return token
 
     def grab_frame(self, cam: str, retries: int | None = None) -> CameraFrame:
-        """One fresh :class:`CameraFrame` of ``cam`` (retries faults, rejects stale repeats)."""
+        """One fresh :class:`CameraFrame` of ``cam`` (retries faults; the camera discards stale frames)."""
         camera = self.bench.cameras[cam]
-
-        def once():
-            frame = camera.grab()
-            last = self._last_ts.get(cam)
-            if last is not None and frame.timestamp_s <= last:
-                self.info["stale_frames"] += 1
-                raise FrameError(f"{cam}: stale frame (timestamp {frame.timestamp_s} not newer than the last)")
-            return frame
-
-        frame = self._retry(once, f"grab on {cam}", retries)
-        self._last_ts[cam] = frame.timestamp_s
+        stale_before = _stale_count(camera)
+        try:
+            frame = self._access(retries).grab(camera, name=cam, on_retry=self._count_retry)
+        finally:
+            self.info["stale_frames"] += _stale_count(camera) - stale_before
         self.n_grabs += 1
         # panels shown since the last frame settle together before it
         bt = self.bench_time_s
@@ -183,9 +175,22 @@ class CalContext:
         return self.grab_stack(cam, n).mean(axis=0, dtype=np.float64)
 
     def set_exposure(self, cam: str, exposure_s: float) -> float:
-        """Set a camera's exposure; returns the value the camera uses (s)."""
+        """Set a camera's exposure, clamped into the range the camera can be set to.
+
+        Parameters
+        ----------
+        cam : camera name.
+        exposure_s : wanted exposure (s).
+
+        Returns
+        -------
+        float
+            The exposure the camera uses (s): shorter or longer than wanted at the camera's
+            limits, so a caller that shortens until the value stops falling ends there.
+        """
         camera = self.bench.cameras[cam]
-        camera.exposure_s = float(exposure_s)
+        lo, hi = camera.exposure_range_s
+        camera.exposure_s = min(max(float(exposure_s), lo), hi)
         return camera.exposure_s
 
     # ------------------------------------------------------------------ panel frames
@@ -423,3 +428,10 @@ class CalContext:
 
     def __repr__(self):
         return f"CalContext(bench={self.bench.name!r}, fits={sorted(self.fits)})"
+
+
+def _stale_count(camera) -> int:
+    """Stale frames the physical camera behind ``camera`` discarded so far (a region's is its camera's)."""
+    from hwio.regions import RegionCamera
+    physical = camera.camera if isinstance(camera, RegionCamera) else camera
+    return int(getattr(physical, "stale_frames", 0))

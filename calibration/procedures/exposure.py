@@ -80,6 +80,15 @@ def saturation_room(ctx: CalContext, cam: str) -> tuple[float, float]:
 
     The saturation level is :meth:`CalContext.saturation_adu` without margin (the camera fit's
     saturation capacity, at most the ADC top); the dark level the median of the dark map.
+
+    Parameters
+    ----------
+    ctx : calibration context (camera fits and dark maps where measured).
+    cam : camera name.
+
+    Returns
+    -------
+    (float, float) : the room (ADU, at least 1) and the dark level (ADU).
     """
     dark = ctx.dark_map(cam)
     level = float(np.median(dark)) if np.ndim(dark) else float(dark)
@@ -90,6 +99,17 @@ def frame_peaks(ctx: CalContext, cams, phases=LO_PHASES, n_frames: int = 1) -> d
     """Largest dark-subtracted pixel per camera (ADU), the most over the LO ``phases``.
 
     Cameras without an LO channel are read once.  ``n_frames`` frames are averaged per phase.
+
+    Parameters
+    ----------
+    ctx : calibration context; the panels already show the pattern.
+    cams : camera names.
+    phases : LO phases (rad) to read the cameras with an LO channel at.
+    n_frames : frames averaged per phase.
+
+    Returns
+    -------
+    dict : camera -> largest dark-subtracted pixel value (ADU).
     """
     cams = list(cams)
     lo_cams = set(ctx.lo_cameras()) if "lo" in ctx.bench.slms else set()
@@ -108,13 +128,31 @@ def frame_peaks(ctx: CalContext, cams, phases=LO_PHASES, n_frames: int = 1) -> d
 
 def exposure_limits(camera) -> tuple[float, float]:
     """(shortest, longest) exposure to try on ``camera`` (s): 1 ns (the camera clamps it to what it
-    can do) and 0.8 of the grab timeout left after the readout."""
+    can do) and 0.8 of the grab timeout left after the readout.
+
+    Parameters
+    ----------
+    camera : an opened camera (``timeout_s``, ``readout_s`` in s).
+
+    Returns
+    -------
+    (float, float) : shortest and longest exposure (s).
+    """
     readout = float(getattr(camera, "readout_s", 0.0) or 0.0)
     return 1e-9, 0.8 * max(float(camera.timeout_s) - readout, 1e-6)
 
 
 def min_input(ctx: CalContext) -> float:
-    """Smallest mean input fill :func:`input_fills` realises: one DMD pixel on one input block."""
+    """Smallest mean input fill :func:`input_fills` realises: one DMD pixel on one input block.
+
+    Parameters
+    ----------
+    ctx : calibration context (the DMD's active pixels per block, the bench sizes).
+
+    Returns
+    -------
+    float : the mean input fill (fraction of the DMD pixels of all input blocks).
+    """
     return 1.0 / (ctx.dmd.n_active * ctx.bench.sizes.n_in)
 
 
@@ -124,6 +162,15 @@ def input_fills(ctx: CalContext, x: float) -> np.ndarray:
     Down to one pixel per block every input shows ``x``; below that one pixel on the
     ``round(n_in x / x_pixel)`` inputs nearest the middle of the input layout (at least one),
     so a wide layer's summed field keeps falling until a single pixel is left.
+
+    Parameters
+    ----------
+    ctx : calibration context.
+    x : mean input fill in (0, 1].
+
+    Returns
+    -------
+    ndarray (n_in,) : fill of each input block (fraction of its DMD pixels).
     """
     n_in = ctx.bench.sizes.n_in
     x_pixel = 1.0 / ctx.dmd.n_active
@@ -143,6 +190,15 @@ def kept_exposures(ctx: CalContext, cams=None):
 
     For range finding that shortens an exposure for one measurement (registration, SLM
     sweeps): the operating exposures the readout scales hold at stay in force afterwards.
+
+    Parameters
+    ----------
+    ctx : calibration context.
+    cams : camera names (default every camera of the bench).
+
+    Yields
+    ------
+    dict : camera -> exposure on entry (s).
     """
     bench = ctx.bench
     saved = {c: float(bench.cameras[c].exposure_s) for c in (bench.cameras if cams is None else cams)}
@@ -212,7 +268,16 @@ def _full(ctx: CalContext, name: str) -> np.ndarray:
 
 def backward_pump_fill(ctx: CalContext) -> float:
     """Mean input fill of the pump the MVM-2 backward calibration (and training's backward pass
-    probe) uses: the exposure fit's ``info['backward_pump_fill']``, else 1 (every input on)."""
+    probe) uses: the exposure fit's ``info['backward_pump_fill']``, else 1 (every input on).
+
+    Parameters
+    ----------
+    ctx : calibration context.
+
+    Returns
+    -------
+    float : mean input fill in (0, 1].
+    """
     fit = ctx.fits.get(EXPOSURE_FIT)
     return float(fit.info.get("backward_pump_fill", 1.0)) if fit is not None else 1.0
 
@@ -305,6 +370,17 @@ def dark_frames_needed(ctx: CalContext, cam: str, n_min: int = 16, n_max: int = 
     pixel: the camera fit's read noise times its gain, plus the ADC's 1/12 ADU^2; the LO power
     per ROI: the readout fit's weakest spot scaled to the current exposure.  Without those
     fits: ``n_min``.
+
+    Parameters
+    ----------
+    ctx : calibration context.
+    cam : camera name.
+    n_min, n_max : fewest and most frames.
+    rel : dark-map noise per ROI sum relative to the weakest spot's LO power.
+
+    Returns
+    -------
+    int : frames to average, in [n_min, n_max].
     """
     cf = ctx.fits.get(camera_fit_name(cam))
     ro = ctx.fits.get(f"readout.{cam}")
@@ -337,6 +413,16 @@ def remeasure_dark_maps(ctx: CalContext, cams, n_frames: int = 16) -> tuple[list
     the second return value names them.
 
     Returns (new camera fits, notes).
+
+    Parameters
+    ----------
+    ctx : calibration context with the camera fits.
+    cams : camera names.
+    n_frames : fewest dark frames per map.
+
+    Returns
+    -------
+    (list of Fit, list of str) : the new camera fits and notes about maps that were kept.
     """
     bench = ctx.bench
     todo = []
@@ -413,12 +499,7 @@ def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7,
     """
     from calibration.procedures.mvm import _Panels, mvm_plans
     bench = ctx.bench
-    cams = [c for c in _CAMERAS if c in bench.cameras] if cameras is None else list(cameras)
-    for c in cams:
-        if c not in _CAMERAS:
-            raise ValueError(f"measure_exposure knows the patterns of {', '.join(_CAMERAS)}, not {c!r}")
-        if c not in bench.cameras:
-            raise ValueError(f"no camera {c!r} on bench {bench.name!r} (cameras: {', '.join(bench.cameras)})")
+    cams = _exposure_cameras(bench, cameras)
     if not 0.05 <= float(fill_target) < CLIP_FRACTION:
         raise ValueError(f"fill_target must lie in [0.05, {CLIP_FRACTION}), got {fill_target}")
     if float(max_headroom) < 1.0:
@@ -429,50 +510,10 @@ def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7,
     pump_fill = backward_pump_fill(ctx)
     with ctx.timed("exposure"):
         for cam in cams:
-            panels = _Panels(ctx)
-            room, dark_level = saturation_room(ctx, cam)
-            pump = input_fills(ctx, pump_fill) if cam == "cam_back" else None
-            # ---- the strongest drive
-            _show_drive(ctx, cam, panels, pump)
-            t_d, p_d, clip_d = find_exposure(ctx, cam, lambda: frame_peaks(ctx, [cam])[cam], fill=fill_target)
-            rate_d = p_d / t_d if p_d > 0 else 0.0
-            # ---- the MVM probes, read where the strongest drive would be max_headroom over the target
-            setups = _probe_setups(ctx, cam, panels, plans, pump)
-            lo, hi = exposure_limits(bench.cameras[cam])
-            t_probe = ctx.set_exposure(cam, min(max(t_d * float(max_headroom), lo), hi))
-            peaks = _probe_peaks(ctx, cam, setups)
-            if peaks.max() >= CLIP_FRACTION * room and t_probe > t_d:
-                # within max_headroom of the drive: read them again where the drive is at the target
-                t_probe = ctx.set_exposure(cam, t_d)
-                peaks = _probe_peaks(ctx, cam, setups)
-            best = int(np.argmax(peaks))
-            rate_p = peaks[best] / t_probe if peaks[best] > 0 else 0.0
-            ratio = rate_d / rate_p if rate_p > 0 else float("inf")
-            if clip_d or ratio > float(max_headroom):
-                rule = "probes"
-                setups[best]()
-                ctx.set_exposure(cam, min(max(fill_target * room / rate_p, lo), hi) if rate_p > 0 else t_probe)
-                t, p, clipped = find_exposure(ctx, cam, lambda: frame_peaks(ctx, [cam])[cam], fill=fill_target)
-                pattern = (f"MVM random probe {best} of {len(setups)} (the brightest; strongest drive "
-                           f"{'clipped at the shortest exposure' if clip_d else f'{ratio:.3g} x as bright'})")
-            else:
-                rule = "strongest drive"
-                t = ctx.set_exposure(cam, t_d)
-                p, clipped = p_d, clip_d
-                inputs = ("every input on" if pump is None or pump_fill == 1.0
-                          else f"the backward pump (mean input fill {pump_fill:.3g})")
-                pattern = (f"{inputs}, {', '.join(UPSTREAM[cam])} at full amplitude"
-                           + (f" ({ratio:.3g} x the brightest MVM probe)" if math.isfinite(ratio) else ""))
-            chosen[cam] = t
+            chosen[cam], details[cam] = _choose_exposure(ctx, cam, _Panels(ctx), plans, pump_fill, fill_target,
+                                                         max_headroom, start[cam])
             if cam == "cam_z1":         # the backward measurements' pump: one cam_z1 can read
                 pump_fill = _pump_fill(ctx)
-            details[cam] = {"rule": rule, "pattern": pattern, "peak_fraction": p / room, "peak_adu": p,
-                            "room_adu": room, "dark_level_adu": dark_level, "clipped": clipped,
-                            "start_exposure_s": start[cam],
-                            # a drive clipped at the shortest exposure has no measured rate (only a bound)
-                            "drive_peak_rate_adu_per_s": None if clip_d else rate_d,
-                            "probe_peak_rate_adu_per_s": rate_p,
-                            "drive_to_probe_ratio": None if clip_d or not math.isfinite(ratio) else ratio}
         ctx.blank_all()
         for cam, t in chosen.items():
             ctx.set_exposure(cam, t)
@@ -482,14 +523,7 @@ def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7,
         if readout and "registration" in ctx.fits:
             from calibration.procedures.readout import measure_readout
             readout_fits = measure_readout(ctx, cams, stream="exposure.readout")
-    warnings = list(notes)
-    for cam, d in details.items():
-        if d["clipped"]:
-            warnings.append(f"{cam}: the brightest pattern clips even at the shortest exposure "
-                            f"({chosen[cam]:.3g} s); lower the laser power")
-        elif d["peak_fraction"] < 0.5 * fill_target:
-            warnings.append(f"{cam}: the brightest pattern fills only {d['peak_fraction']:.0%} of the range at the "
-                            f"longest exposure ({chosen[cam]:.3g} s); raise timeout_s or the laser power")
+    warnings = list(notes) + _exposure_warnings(chosen, details, fill_target)
     fit = Fit(name=EXPOSURE_FIT, model="auto",
               quantities={c: Quantity(float(chosen[c]), 0.0, "s") for c in cams},
               x=np.arange(len(cams), dtype=float), y=np.array([details[c]["peak_fraction"] for c in cams]),
@@ -504,3 +538,79 @@ def measure_exposure(ctx: CalContext, cameras=None, *, fill_target: float = 0.7,
                     "x_label": "camera (" + ", ".join(cams) + ")", "y_label": "peak / room at the operating exposure"})
     ctx.add(fit)
     return [fit, *dark_fits, *readout_fits]
+
+
+def _exposure_cameras(bench, cameras) -> list[str]:
+    """The cameras to set: ``cameras`` checked, or every standard camera of the bench."""
+    cams = [c for c in _CAMERAS if c in bench.cameras] if cameras is None else list(cameras)
+    for c in cams:
+        if c not in _CAMERAS:
+            raise ValueError(f"measure_exposure knows the patterns of {', '.join(_CAMERAS)}, not {c!r}")
+        if c not in bench.cameras:
+            raise ValueError(f"no camera {c!r} on bench {bench.name!r} (cameras: {', '.join(bench.cameras)})")
+    return cams
+
+
+def _choose_exposure(ctx: CalContext, cam: str, panels, plans, pump_fill: float, fill_target: float,
+                     max_headroom: float, start_s: float) -> tuple[float, dict]:
+    """Measure the strongest drive and the MVM probes on ``cam`` and set its operating exposure.
+
+    Returns
+    -------
+    (float, dict) : the exposure set (s) and what decided it (rule, pattern, peak fraction,
+        peak and room in ADU, clipped, the starting exposure ``start_s`` in s, peak rates of drive
+        and probes in ADU/s).
+    """
+    bench = ctx.bench
+    room, dark_level = saturation_room(ctx, cam)
+    pump = input_fills(ctx, pump_fill) if cam == "cam_back" else None
+    # ---- the strongest drive
+    _show_drive(ctx, cam, panels, pump)
+    t_d, p_d, clip_d = find_exposure(ctx, cam, lambda: frame_peaks(ctx, [cam])[cam], fill=fill_target)
+    rate_d = p_d / t_d if p_d > 0 else 0.0
+    # ---- the MVM probes, read where the strongest drive would be max_headroom over the target
+    setups = _probe_setups(ctx, cam, panels, plans, pump)
+    lo, hi = exposure_limits(bench.cameras[cam])
+    t_probe = ctx.set_exposure(cam, min(max(t_d * float(max_headroom), lo), hi))
+    peaks = _probe_peaks(ctx, cam, setups)
+    if peaks.max() >= CLIP_FRACTION * room and t_probe > t_d:
+        # within max_headroom of the drive: read them again where the drive is at the target
+        t_probe = ctx.set_exposure(cam, t_d)
+        peaks = _probe_peaks(ctx, cam, setups)
+    best = int(np.argmax(peaks))
+    rate_p = peaks[best] / t_probe if peaks[best] > 0 else 0.0
+    ratio = rate_d / rate_p if rate_p > 0 else float("inf")
+    if clip_d or ratio > float(max_headroom):
+        rule = "probes"
+        setups[best]()
+        ctx.set_exposure(cam, min(max(fill_target * room / rate_p, lo), hi) if rate_p > 0 else t_probe)
+        t, p, clipped = find_exposure(ctx, cam, lambda: frame_peaks(ctx, [cam])[cam], fill=fill_target)
+        pattern = (f"MVM random probe {best} of {len(setups)} (the brightest; strongest drive "
+                   f"{'clipped at the shortest exposure' if clip_d else f'{ratio:.3g} x as bright'})")
+    else:
+        rule = "strongest drive"
+        t = ctx.set_exposure(cam, t_d)
+        p, clipped = p_d, clip_d
+        inputs = ("every input on" if pump is None or pump_fill == 1.0
+                  else f"the backward pump (mean input fill {pump_fill:.3g})")
+        pattern = (f"{inputs}, {', '.join(UPSTREAM[cam])} at full amplitude"
+                   + (f" ({ratio:.3g} x the brightest MVM probe)" if math.isfinite(ratio) else ""))
+    return t, {"rule": rule, "pattern": pattern, "peak_fraction": p / room, "peak_adu": p,
+               "room_adu": room, "dark_level_adu": dark_level, "clipped": clipped, "start_exposure_s": start_s,
+               # a drive clipped at the shortest exposure has no measured rate (only a bound)
+               "drive_peak_rate_adu_per_s": None if clip_d else rate_d,
+               "probe_peak_rate_adu_per_s": rate_p,
+               "drive_to_probe_ratio": None if clip_d or not math.isfinite(ratio) else ratio}
+
+
+def _exposure_warnings(chosen: dict, details: dict, fill_target: float) -> list[str]:
+    """Cameras whose brightest pattern clips at the shortest exposure or stays dim at the longest."""
+    warnings = []
+    for cam, d in details.items():
+        if d["clipped"]:
+            warnings.append(f"{cam}: the brightest pattern clips even at the shortest exposure "
+                            f"({chosen[cam]:.3g} s); lower the laser power")
+        elif d["peak_fraction"] < 0.5 * fill_target:
+            warnings.append(f"{cam}: the brightest pattern fills only {d['peak_fraction']:.0%} of the range at the "
+                            f"longest exposure ({chosen[cam]:.3g} s); raise timeout_s or the laser power")
+    return warnings

@@ -14,7 +14,7 @@ map, which is taken with the laser blocked) is the median per-pixel level, dark-
 of an annulus around each spot (from 1.5 ROI radii out, 3 px wide, away from every spot), times
 the ROI's pixel count.  Powers are the SpotReadout's: dark-subtracted ADU summed over a
 circular ROI of ``roi_radius_px`` (3 PSF sigmas from the registration) around the registered
-centres.
+centres.  The fits are :mod:`calibration.readout_fit`.
 """
 from __future__ import annotations
 
@@ -23,47 +23,12 @@ import math
 import numpy as np
 
 from calibration.procedures.context import CalContext
-from calibration.quantities import Fit, Quantity
+from calibration.quantities import Fit
+from calibration.readout_fit import lo_power, lo_relative_stderr, no_lo_fit, readout_fit
 
-__all__ = ["measure_readout", "spot_backgrounds"]
+__all__ = ["measure_readout"]
 
-
-def spot_backgrounds(mean_image, centers_px, roi_radius_px: float, dark_adu=0.0, inner_gap_px: float | None = None,
-                     width_px: float = 3.0) -> np.ndarray:
-    """Median background level per pixel (ADU) in an annulus around every spot.
-
-    The annulus runs from ``roi_radius_px + inner_gap_px`` (default gap: half the ROI radius,
-    i.e. 4.5 PSF sigmas out for a 3-sigma ROI, where the spot's own wings are negligible) to
-    that plus ``width_px`` and leaves out pixels that close to any spot; with fewer than 8
-    such pixels the median of every pixel away from all spots is used.
-    """
-    if inner_gap_px is None:
-        inner_gap_px = 0.5 * roi_radius_px
-    img = np.asarray(mean_image, dtype=float) - np.asarray(dark_adu, dtype=float)
-    c = np.asarray(centers_px, dtype=float)
-    rr, cc = np.indices(img.shape)
-    d = np.sqrt((rr[None] - c[:, 0, None, None]) ** 2 + (cc[None] - c[:, 1, None, None]) ** 2)
-    r_in = roi_radius_px + inner_gap_px
-    away = np.all(d > r_in, axis=0)
-    glob = float(np.median(img[away])) if away.any() else 0.0
-    out = np.empty(len(c))
-    for k in range(len(c)):
-        sel = away & (d[k] <= r_in + width_px)
-        out[k] = float(np.median(img[sel])) if sel.sum() >= 8 else glob
-    return out
-
-
-def _lo_power(p, mean_image, ro, radius, dark):
-    """(L^2, M, background per pixel, stderr of M) per spot from powers (4, n, n_spots) at the four
-    LO phases and the LO-averaged mean image."""
-    bg_px = spot_backgrounds(mean_image, ro.centers_px, radius, dark)
-    pm = p.mean(axis=1)                                     # (4, n_spots)
-    m = pm.mean(axis=0) - bg_px * ro.n_pixels
-    q = (pm[0] - pm[2]) ** 2 + (pm[1] - pm[3]) ** 2
-    l2 = 0.5 * (m + np.sqrt(np.maximum(m ** 2 - q / 4.0, 0.0)))
-    # stderr of M from the frame scatter (Q's share is second order when E << L)
-    m_se = np.sqrt(p.var(axis=1, ddof=1).sum(axis=0) / (p.shape[1] * p.shape[0] ** 2))
-    return l2, m, bg_px, m_se
+_PHASES = (0.0, 0.5 * math.pi, math.pi, 1.5 * math.pi)
 
 
 def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16, target_rel: float = 1e-3,
@@ -99,66 +64,52 @@ def measure_readout(ctx: CalContext, cameras=None, *, n_avg: int = 16, target_re
     with ctx.timed("readout"):
         ctx.blank_all()
         t_start = float(bench.timeline.now())
-        measured = [c for c in cams if c in lo_cams]
-        phases = (0.0, 0.5 * math.pi, math.pi, 1.5 * math.pi)
-        powers = {c: [[] for _ in phases] for c in measured}
-        sums = {c: 0.0 for c in measured}
-
-        def one_round(round_cams):
-            for i, ph in enumerate(phases):
-                ctx.set_lo(ph)
-                for c in round_cams:
-                    stack = ctx.grab_stack(c, n_avg)
-                    p = ctx.readout(c).power(stack)                   # (n_avg, n_spots)
-                    powers[c][i].append(p)
-                    sums[c] = sums[c] + stack.sum(axis=0, dtype=np.float64)
-                    ctx.record(f"{stream}.{c}", p, units="adu (ROI sum)", lo_phase_rad=ph, n_frames=int(n_avg))
-
-        def stacked(c):
-            p = np.stack([np.concatenate(rows) for rows in powers[c]])     # (4, frames, n_spots)
-            return p, sums[c] / (p.shape[0] * p.shape[1])
-
-        one_round(measured)
+        rec = _PowerRecord(ctx, [c for c in cams if c in lo_cams], int(n_avg), stream)
+        rec.round(rec.cams)
         rounds = {}
-        for c in measured:              # a weak LO (short exposure, high gain): more rounds
-            p, mean = stacked(c)
-            l2, _, _, m_se = _lo_power(p, mean, ctx.readout(c), ctx.roi_radius_px(c), ctx.dark_map(c))
-            rel = float(np.max(0.5 * m_se / np.maximum(l2, 1e-300)))
+        for c in rec.cams:              # a weak LO (short exposure, high gain): more rounds
+            p, mean = rec.stacked(c)
+            ro = ctx.readout(c)
+            l2, _, _, m_se = lo_power(p, mean, ro.centers_px, ro.n_pixels, ctx.roi_radius_px(c), ctx.dark_map(c))
+            rel = lo_relative_stderr(l2, m_se)
             rounds[c] = min(math.ceil((rel / target_rel) ** 2), max(int(max_avg) // int(n_avg), 1)) - 1
         for r in range(max(rounds.values(), default=0)):
-            one_round([c for c in measured if rounds[c] > r])
+            rec.round([c for c in rec.cams if rounds[c] > r])
         t_mid = 0.5 * (t_start + float(bench.timeline.now()))
         for c in cams:
             ro = ctx.readout(c)
             radius = ctx.roi_radius_px(c)
             if c not in lo_cams:
-                fits.append(Fit(name=f"readout.{c}", model="no-lo",
-                                quantities={"roi_radius_px": Quantity(radius, float("nan"), "px")},
-                                arrays={"centers_px": ro.centers_px},
-                                info={"warnings": [f"{c} has no LO channel: no homodyne readout"]}))
+                fits.append(no_lo_fit(c, radius, ro.centers_px))
                 continue
-            p, mean = stacked(c)                                    # (4, frames, n_spots)
-            l2, m, bg_px, m_se = _lo_power(p, mean, ro, radius, ctx.dark_map(c))
-            bg = bg_px * ro.n_pixels
-            if np.any(~(l2 > 0)):
-                bad = np.flatnonzero(~(l2 > 0)).tolist()
-                raise ValueError(f"readout: {c} spot(s) {bad} get no LO light; check the LO path and the registration")
-            lo = np.sqrt(l2)
-            lo_se = 0.5 * m_se / lo
-            e_ratio = np.sqrt(np.maximum(m - l2, 0.0) / l2)
-            bg_se = float(bg_px.std(ddof=1) / math.sqrt(len(bg_px))) if len(bg_px) > 1 else float("nan")
-            q_ = {"roi_radius_px": Quantity(radius, float("nan"), "px"),
-                  "background_adu_per_px": Quantity(float(bg_px.mean()), bg_se, "adu"),
-                  "residual_field_ratio": Quantity(float(e_ratio.max()), float("nan"), "")}
-            fit = Fit(name=f"readout.{c}", model="lo-4phase", quantities=q_,
-                      arrays={"lo_amplitude": lo, "lo_amplitude_stderr": lo_se, "background_power": bg,
-                              "centers_px": ro.centers_px},
-                      x=np.arange(len(lo), dtype=float), y=lo, y_fit=np.full(len(lo), float(lo.mean())),
-                      info={"units": "sqrt(dark-subtracted ADU summed over the ROI)",
-                            "frames_per_phase": int(p.shape[1]),
-                            "t_s": t_mid,
-                            "lo_phases_rad": list(phases), "exposure_s": bench.cameras[c].exposure_s,
-                            "homodyne": "h = (P_0 - P_pi) / (4 lo_amplitude), LO levels 0 and 2**(bits-1)"})
-            fits.append(fit)
+            p, mean = rec.stacked(c)                                # (4, frames, n_spots)
+            fits.append(readout_fit(c, p, mean, ro.centers_px, ro.n_pixels, radius, ctx.dark_map(c),
+                                    phases=_PHASES, t_s=t_mid, exposure_s=bench.cameras[c].exposure_s))
     ctx.add(*fits)
     return fits
+
+
+class _PowerRecord:
+    """Spot powers of some cameras at the four LO phases, taken in rounds of ``n_avg`` frames per phase."""
+
+    def __init__(self, ctx: CalContext, cams: list, n_avg: int, stream: str):
+        self.ctx, self.cams, self.n_avg, self.stream = ctx, cams, n_avg, stream
+        self.powers = {c: [[] for _ in _PHASES] for c in cams}
+        self.sums = {c: 0.0 for c in cams}
+
+    def round(self, cams) -> None:
+        """One round: at each LO phase, ``n_avg`` frames of every camera in ``cams`` (recorded raw)."""
+        ctx = self.ctx
+        for i, ph in enumerate(_PHASES):
+            ctx.set_lo(ph)
+            for c in cams:
+                stack = ctx.grab_stack(c, self.n_avg)
+                p = ctx.readout(c).power(stack)                   # (n_avg, n_spots)
+                self.powers[c][i].append(p)
+                self.sums[c] = self.sums[c] + stack.sum(axis=0, dtype=np.float64)
+                ctx.record(f"{self.stream}.{c}", p, units="adu (ROI sum)", lo_phase_rad=ph, n_frames=self.n_avg)
+
+    def stacked(self, c: str):
+        """(powers (4, frames, n_spots) in ADU, the LO-averaged mean frame in ADU) of camera ``c``."""
+        p = np.stack([np.concatenate(rows) for rows in self.powers[c]])
+        return p, self.sums[c] / (p.shape[0] * p.shape[1])

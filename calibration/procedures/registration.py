@@ -21,10 +21,13 @@ single pixel; beyond that the exposure of the saturating cameras is shortened (a
 time; spot centres and widths do not depend on it) and restored at the end.  Spot images are
 flat-field corrected with the camera's PRNU map when the camera is calibrated.
 
+:func:`calibration.registration_fit.spot_image` forms the spot images,
 :func:`calibration.registration_fit.find_spot` gives each centre (sub-pixel, with standard
 errors) and the PSF sigma; :func:`calibration.registration_fit.fit_transform` fits the
 layout -> camera transform (similarity below 3 non-collinear spots, affine, or homography
-when significantly better; RANSAC against outliers).
+when significantly better; RANSAC against outliers) and
+:func:`calibration.registration_fit.register_camera` derives the stored quantities.  This
+module takes the frames and records them.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import numpy as np
 from calibration.procedures.context import CalContext
 from calibration.procedures.exposure import input_fills, kept_exposures, min_input
 from calibration.quantities import Fit, Quantity
-from calibration.registration_fit import find_spot, fit_transform
+from calibration.registration_fit import fit_spots, register_camera, spot_image
 
 __all__ = ["measure_registration", "REFERENCE_REGISTRATION_CAMERA"]
 
@@ -67,37 +70,6 @@ def _state_images(ctx: CalContext, cams, n_avg):
         m, v = means[c], vars_[c]
         out[c] = {"m": m, "v": v, "lo": c in lo_cams}
     return out, peak
-
-
-def _spot_image(on: dict, off: dict, smooth_px: float = 1.0):
-    """(image, variance) of one neuron's spot from the on/off state images.
-
-    With an LO: the homodyne difference images dI, dQ projected on their dominant direction
-    (the interference term ``4 |LO| |E_on - E_off|`` spread by the spot), else the intensity
-    difference.  The variance map is the shot-noise model ``a + b T`` (T: the summed frame
-    means entering the image, a and b fitted to the frame scatter of every pixel), which is
-    smooth where the raw scatter of a few frames is not.
-    """
-    from scipy.ndimage import gaussian_filter
-    mo, vo, mf, vf = on["m"], on["v"], off["m"], off["v"]
-    if on["lo"]:
-        di, dq = (mo[0] - mo[2]) - (mf[0] - mf[2]), (mo[1] - mo[3]) - (mf[1] - mf[3])
-        si, sq = gaussian_filter(di, smooth_px), gaussian_filter(dq, smooth_px)
-        k = np.unravel_index(int(np.argmax(si ** 2 + sq ** 2)), di.shape)
-        phi = math.atan2(sq[k], si[k])
-        ci, cq = math.cos(phi) ** 2, math.sin(phi) ** 2
-        img = math.cos(phi) * di + math.sin(phi) * dq
-        raw = ci * (vo[0] + vo[2] + vf[0] + vf[2]) + cq * (vo[1] + vo[3] + vf[1] + vf[3])
-        total = ci * (mo[0] + mo[2] + mf[0] + mf[2]) + cq * (mo[1] + mo[3] + mf[1] + mf[3])
-    else:
-        img = sum(mo) / len(mo) - sum(mf) / len(mf)
-        raw = (sum(vo) + sum(vf)) / len(mo) ** 2
-        total = (sum(mo) + sum(mf)) / len(mo) ** 2
-    a = np.column_stack([np.ones(total.size), total.ravel()])
-    coef = np.linalg.lstsq(a, raw.ravel(), rcond=None)[0]
-    var = coef[0] + max(coef[1], 0.0) * total
-    floor = max(1e-6 * float(np.median(raw)), 1e-12)
-    return img, np.maximum(var, floor)
 
 
 class _Sequence:
@@ -160,7 +132,7 @@ def _spot_images(ctx: CalContext, seq: _Sequence, n_avg, max_halvings: int = 24,
             for c in seq.cams:
                 if peak[c] >= ctx.saturation_adu(c):
                     saturated.add(c)
-                img, var = _spot_image(on[c], off[c])
+                img, var = spot_image(on[c], off[c])
                 images[c].append((img, var))
                 ctx.record(f"registration.{c}", img.astype(np.float32), units="adu (homodyne difference)",
                            neuron=k, input_amplitude=x)
@@ -185,19 +157,8 @@ def _spot_images(ctx: CalContext, seq: _Sequence, n_avg, max_halvings: int = 24,
 
 
 def _fit_spots(ctx: CalContext, cam: str, imgs) -> list:
-    """Sub-pixel spot fits of one camera's spot images (flat-field corrected when calibrated)."""
-    flat = ctx.flat_map(cam)
-    if flat is not None:     # flat-field correction: the pixel response pattern biases centres
-        imgs = [(img / flat, var / flat ** 2) for img, var in imgs]
-    spots = []
-    for k, (img, var) in enumerate(imgs):
-        try:
-            spots.append(find_spot(img, variance=var))
-        except ValueError as exc:
-            raise ValueError(f"registration: neuron {k} on {cam}: {exc}") from None
-    # refit with the camera's median sigma as start (window 3.5 sigma)
-    sig = float(np.median([s.sigma_px for s in spots]))
-    return [find_spot(img, s.center_px, sigma_px=sig, variance=var) for (img, var), s in zip(imgs, spots)]
+    """Sub-pixel spot fits of one camera's spot images, flat-field corrected when the camera is calibrated."""
+    return fit_spots(imgs, ctx.flat_map(cam), cam)
 
 
 def measure_registration(ctx: CalContext, *, n_avg: int = 8, outlier_px: float = 1.0,
@@ -233,61 +194,16 @@ def measure_registration(ctx: CalContext, *, n_avg: int = 8, outlier_px: float =
     with ctx.timed("registration"), kept_exposures(ctx) as exposures:
         fits_by_cam = {}
         for kind in ("hidden", "output"):
-            seq = _Sequence(ctx, kind)
-            if not seq.cams:
-                continue
-            n_cam = {c: int(n_avg) for c in seq.cams}
-            imgs, x = _spot_images(ctx, seq, n_cam)
-            spots = {c: _fit_spots(ctx, c, imgs[c]) for c in seq.cams}
-            # weak spots (e.g. the backward probe on cam_back): more frames for a ~target_px centre error
-            weak = {c: min(max_factor, math.ceil((max(s.stderr_px.max() for s in spots[c]) / target_px) ** 2))
-                    for c in seq.cams}
-            weak = {c: f for c, f in weak.items() if f > 1}
-            if weak:
-                seq.cams = list(weak)
-                more, _ = _spot_images(ctx, seq, {c: n_cam[c] * f for c, f in weak.items()}, x=x)
-                for c in weak:
-                    spots[c] = _fit_spots(ctx, c, more[c])
-                    n_cam[c] *= weak[c]
-                seq.cams = [c for c in (_HIDDEN_CAMS if kind == "hidden" else _OUTPUT_CAMS) if c in bench.cameras]
-            for c in seq.cams:
-                info["input_amplitude"][c] = x
-                info.setdefault("frames_per_phase", {})[c] = n_cam[c]
-                info.setdefault("exposure_s", {})[c] = float(bench.cameras[c].exposure_s)
-                info.setdefault("exposure_factor", {})[c] = float(bench.cameras[c].exposure_s) / exposures[c]
-            for cam in seq.cams:
-                spots_c = spots[cam]
-                centers = np.array([s.center_px for s in spots_c])
-                stderr = np.maximum(np.array([s.stderr_px for s in spots_c]), 1e-4)
+            spots = _measure_spots(ctx, kind, n_avg, target_px, max_factor, exposures, info)
+            for cam, spots_c in spots.items():
                 src = bench.spots[cam].positions_px
-                tf = fit_transform(src, centers, stderr, model=model, outlier_px=outlier_px)
+                tf, q, arr, cam_info = register_camera(cam, spots_c, src, model=model, outlier_px=outlier_px)
                 fits_by_cam[cam] = tf
-                sig = float(np.median([s.sigma_px for s in spots_c]))
-                sig_se = float(np.median([s.sigma_stderr_px for s in spots_c])) / math.sqrt(len(spots_c))
-                if len(centers) > 1:
-                    d = np.hypot(*(centers[:, None, :] - centers[None, :, :]).transpose(2, 0, 1))
-                    closest = float(np.min(d[np.triu_indices(len(centers), 1)]))
-                else:
-                    closest = np.inf
-                roi = float(min(3.0 * sig, 0.45 * closest))
-                se = tf.stderr
-                res_se = tf.residual_px / math.sqrt(2 * tf.dof) if tf.dof > 0 else float("nan")
-                quantities.update({
-                    f"{cam}.rotation_deg": Quantity(tf.rotation_deg, se["rotation_deg"], "deg"),
-                    f"{cam}.scale": Quantity(tf.scale, se["scale"], ""),
-                    f"{cam}.offset_row_px": Quantity(float(tf.offset_px[0]), se["offset_row_px"], "px"),
-                    f"{cam}.offset_col_px": Quantity(float(tf.offset_px[1]), se["offset_col_px"], "px"),
-                    f"{cam}.residual_px": Quantity(tf.residual_px, res_se, "px"),
-                    f"{cam}.psf_sigma_px": Quantity(sig, sig_se, "px"),
-                    f"{cam}.roi_radius_px": Quantity(roi, float("nan"), "px"),
-                })
-                arrays[f"centers_px.{cam}"] = centers
-                arrays[f"centers_stderr_px.{cam}"] = stderr
-                arrays[f"transform.{cam}"] = tf.matrix if tf.model == "homography" else tf.matrix[:2, :]
+                quantities.update(q)
+                arrays.update(arr)
                 info["models"][cam] = tf.model
                 info["outliers"][cam] = np.flatnonzero(~tf.inliers).tolist()
-                info[f"{cam}.fit"] = {k: v for k, v in tf.info.items()}
-                info[f"{cam}.redchi"] = tf.redchi
+                info.update(cam_info)
                 xs.append(np.hypot(*src.T))
                 ys.append(np.hypot(*tf.residuals_px.T))
                 yfit.append(np.zeros(len(src)))
@@ -303,3 +219,41 @@ def measure_registration(ctx: CalContext, *, n_avg: int = 8, outlier_px: float =
               x=np.concatenate(xs), y=np.concatenate(ys), y_fit=np.concatenate(yfit), info=info)
     ctx.add(fit)
     return [fit]
+
+
+def _measure_spots(ctx: CalContext, kind: str, n_avg: int, target_px: float, max_factor: int, exposures: dict,
+                   info: dict) -> dict:
+    """Light every neuron of one sequence ('hidden' or 'output') and fit its spots on each camera.
+
+    Cameras whose spots come out less precise than ``target_px`` are measured again with up to
+    ``max_factor`` times as many frames.  Records the input amplitude, frames per LO phase and
+    exposure (s, and relative to the starting ``exposures``) of each camera in ``info``.
+
+    Returns
+    -------
+    dict : camera -> list of SpotFit (neuron order); empty when the bench has none of its cameras.
+    """
+    bench = ctx.bench
+    seq = _Sequence(ctx, kind)
+    if not seq.cams:
+        return {}
+    cams = list(seq.cams)
+    n_cam = {c: int(n_avg) for c in cams}
+    imgs, x = _spot_images(ctx, seq, n_cam)
+    spots = {c: _fit_spots(ctx, c, imgs[c]) for c in cams}
+    # weak spots (e.g. the backward probe on cam_back): more frames for a ~target_px centre error
+    weak = {c: min(max_factor, math.ceil((max(s.stderr_px.max() for s in spots[c]) / target_px) ** 2))
+            for c in cams}
+    weak = {c: f for c, f in weak.items() if f > 1}
+    if weak:
+        seq.cams = list(weak)
+        more, _ = _spot_images(ctx, seq, {c: n_cam[c] * f for c, f in weak.items()}, x=x)
+        for c in weak:
+            spots[c] = _fit_spots(ctx, c, more[c])
+            n_cam[c] *= weak[c]
+    for c in cams:
+        info["input_amplitude"][c] = x
+        info.setdefault("frames_per_phase", {})[c] = n_cam[c]
+        info.setdefault("exposure_s", {})[c] = float(bench.cameras[c].exposure_s)
+        info.setdefault("exposure_factor", {})[c] = float(bench.cameras[c].exposure_s) / exposures[c]
+    return {c: spots[c] for c in cams}

@@ -13,6 +13,8 @@ backend name            class                              library
 ``genicam``             :class:`~.genicam_camera.GenICamCamera`  harvesters + genicam
 ``opencv``              :class:`~.opencv_camera.OpenCVCamera`  opencv (core dependency)
 ======================  =================================  =========================
+
+:mod:`~hwio.drivers.template` is the starting point of a new driver.
 """
 from __future__ import annotations
 

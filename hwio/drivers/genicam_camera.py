@@ -340,6 +340,13 @@ class GenICamCamera(Camera):
         return None
 
     # -- Camera hooks -------------------------------------------------------------------------
+    def _exposure_range_hw(self) -> tuple[float, float]:
+        self._check_open()
+        node = self._exposure_node()
+        if node is None:
+            return (0.0, float("inf"))
+        return (float(node.min) * 1e-6, float(node.max) * 1e-6)
+
     def _set_exposure_hw(self, exposure_s: float) -> float:
         self._check_open()
         node = self._exposure_node()

@@ -221,6 +221,11 @@ class PylonCamera(Camera):
         return float(node.GetValue()) * scale
 
     # -- Camera hooks -----------------------------------------------------------------------
+    def _exposure_range_hw(self) -> tuple[float, float]:
+        self._check_open()
+        node, scale = self._exposure_node()
+        return (float(node.GetMin()) * scale, float(node.GetMax()) * scale)
+
     def _set_exposure_hw(self, exposure_s: float) -> float:
         self._check_open()
         node, scale = self._exposure_node()

@@ -37,6 +37,9 @@ class SimCamera(Camera):
                          timeout_s=timeout_s, timeline=timeline, max_stale_retries=max_stale_retries)
         self._exposure_s = self._set_exposure_hw(exposure_s)
 
+    def _exposure_range_hw(self) -> tuple[float, float]:
+        return (self.MIN_EXPOSURE_S, float("inf"))
+
     def _set_exposure_hw(self, exposure_s: float) -> float:
         return max(self.MIN_EXPOSURE_S, round(exposure_s * 1e6) / 1e6)
 

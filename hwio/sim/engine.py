@@ -45,7 +45,8 @@ import json
 import numpy as np
 
 from hwio.config import CAMERA_NAMES
-from hwio.devices import DeviceTimeout
+from hwio.devices import DeviceTimeout, Timeline
+from hwio.sim.clock import VirtualClock
 from hwio.sim.camera_physics import Sensor, psf_matrix
 from hwio.sim.devices import SimCamera, SimSLM
 from hwio.sim.faults import Drift, FaultInjector
@@ -54,7 +55,7 @@ from hwio.sim.optics import NetworkOptics
 from hwio.sim.slm_physics import AmplitudePanel, gaussian_illumination
 from hwio.sim.truth import PHASE_SLMS, Truth
 
-__all__ = ["SimEngine"]
+__all__ = ["SimEngine", "open_engine"]
 
 LASER_SLMS = ("input", "slm1", "slm2", "probe_input", "lo")
 #: the field each imaged plane shows
@@ -107,29 +108,13 @@ class SimEngine:
         self._hardware_id = hashlib.sha256(json.dumps(hardware, sort_keys=True, default=str).encode()).hexdigest()
         self._devices = cfg.devices
         self._sizes = cfg.sizes
-        seed = truth.seed
-
-        def rng(purpose, index=0):
-            return np.random.default_rng([seed, _PURPOSE[purpose], index])
-
+        self._seed = truth.seed
         realised = truth.realised
         realised.update(illumination={}, phase_table_rad={}, lo_amplitude={}, spot_positions_px={},
                         prnu_map={}, dark_current_map={})
-        # panels
-        self._panels = {}
-        for name in ("input",) + PHASE_SLMS:
-            dev, layout, st = cfg.devices[name], cfg.layouts[name], truth.slms[name]
-            illum = gaussian_illumination(layout, st.illumination_waist)
-            realised["illumination"][name] = illum
-            if name == "input":
-                self._panels[name] = AmplitudePanel(name, dev["shape"], 2 ** dev["bit_depth"] - 1, layout, illum)
-            else:
-                table = st.phase_table(dev["bit_depth"])
-                realised["phase_table_rad"][name] = table
-                self._panels[name] = panel_for(dev, name, dev["shape"], table, st.crosstalk_px, layout, illum)
-        # network
+        self._panels = self._build_panels(cfg, truth)
         self._optics = NetworkOptics(truth.optics, truth.absorber, cfg.sizes.n_hidden, cfg.sizes.n_out,
-                                     rng("stray"))
+                                     self._rng("stray"))
         realised["stray_field"] = {"layer1": self._optics.stray1.copy(), "layer2": self._optics.stray2.copy()}
         # physical devices holding regions (after the standard ones in the random-stream indices)
         holders = [n for n in cfg.devices if any(d.get("region_of") == n for d in cfg.devices.values())]
@@ -142,59 +127,11 @@ class SimEngine:
             self._lo_table = np.asarray(truth.lo_phase_table_rad, dtype=float)
             self._lo_block = lo_dev["shape"][1] // len(lo_dev["channels"])
             realised["phase_table_rad"]["lo"] = self._lo_table
-        # cameras
-        channels = cfg.devices["lo"]["channels"]
         self._cams = {}
         self._physical_cams = {}
-        for i, cam in enumerate(CAMERA_NAMES):
-            dev, ct = cfg.devices[cam], truth.cameras[cam]
-            if dev["backend"] != "sim":
-                continue
-            if "region_of" in dev:
-                pos = truth.registration[cam].apply(cfg.spots[cam].positions_px)
-                n = len(pos)
-                lo_t = truth.lo[cam]
-                lo_amp = lo_t.amplitude * (1.0 + lo_t.spread * rng("lo", i).standard_normal(n))
-                lo_amp = np.maximum(lo_amp, 0.0)
-                if cam not in channels:
-                    lo_amp = np.zeros(n)
-                self._cams[cam] = _CameraState(pos, psf_matrix(pos, ct.psf_sigma_px, dev["shape"]), None, lo_amp,
-                                               truth.optics.tap[cam],
-                                               channels.index(cam) if cam in channels else None, None)
-                realised["spot_positions_px"][cam] = pos
-                realised["lo_amplitude"][cam] = lo_amp
-                continue
-            pos = truth.registration[cam].apply(cfg.spots[cam].positions_px)
-            n = len(pos)
-            lo_t = truth.lo[cam]
-            lo_amp = lo_t.amplitude * (1.0 + lo_t.spread * rng("lo", i).standard_normal(n))
-            lo_amp = np.maximum(lo_amp, 0.0)
-            if cam not in channels:
-                lo_amp = np.zeros(n)
-            sensor = Sensor(ct, dev["shape"], dev["bit_depth"], rng("sensor", i))
-            self._cams[cam] = _CameraState(pos, psf_matrix(pos, ct.psf_sigma_px, dev["shape"]), sensor, lo_amp,
-                                           truth.optics.tap[cam], channels.index(cam) if cam in channels else None,
-                                           rng("noise", i))
-            realised["spot_positions_px"][cam] = pos
-            realised["lo_amplitude"][cam] = lo_amp
-            realised["prnu_map"][cam] = sensor.prnu_map
-            realised["dark_current_map"][cam] = sensor.dark_current_map
-            self._physical_cams[cam] = _PhysicalCamera(sensor, self._cams[cam].noise_rng,
-                                                       [(cam, (0, 0), tuple(dev["shape"]))])
-        for name in holders:
-            dev = cfg.devices[name]
-            if dev["kind"] != "camera" or dev["backend"] != "sim":
-                continue
-            sensor = Sensor(truth.sensors[name], dev["shape"], dev["bit_depth"], rng("sensor", index[name]))
-            planes = [(c, tuple(cfg.devices[c]["region_px"]), tuple(cfg.devices[c]["shape"]))
-                      for c in CAMERA_NAMES if cfg.devices[c].get("region_of") == name]
-            self._physical_cams[name] = _PhysicalCamera(sensor, rng("noise", index[name]), planes)
-            realised["prnu_map"][name] = sensor.prnu_map
-            realised["dark_current_map"][name] = sensor.dark_current_map
-            for c, (r0, c0), (nr, nc) in planes:
-                realised["prnu_map"][c] = sensor.prnu_map[r0:r0 + nr, c0:c0 + nc]
-                realised["dark_current_map"][c] = sensor.dark_current_map[r0:r0 + nr, c0:c0 + nc]
-        self._faults = FaultInjector(truth.faults, {n: rng("faults", i) for n, i in index.items()})
+        self._build_cameras(cfg, truth)
+        self._build_region_cameras(cfg, truth, holders, index)
+        self._faults = FaultInjector(truth.faults, {n: self._rng("faults", i) for n, i in index.items()})
         alpha0 = truth.absorber.alpha0 if truth.absorber.model != "tabulated" else 0.0
         self._drift = Drift(truth.drift, alpha0, timeline.now())
         self._slms = {}
@@ -202,6 +139,82 @@ class SimEngine:
         self._zeros = {}
         self._seq = 0
         self._last_show = {}
+
+    @property
+    def truth(self) -> Truth:
+        """The bench's ground truth (tests only: read it through :func:`hwio.sim.testing.truth_of`)."""
+        return self._truth
+
+    def _rng(self, purpose: str, index: int = 0) -> np.random.Generator:
+        """The random stream of one purpose (stray, lo, sensor, noise, faults) and device index."""
+        return np.random.default_rng([self._seed, _PURPOSE[purpose], index])
+
+    def _build_panels(self, cfg, truth: Truth) -> dict:
+        """The input DMD and the phase panels with their true illumination and phase laws."""
+        realised = truth.realised
+        panels = {}
+        for name in ("input",) + PHASE_SLMS:
+            dev, layout, st = cfg.devices[name], cfg.layouts[name], truth.slms[name]
+            illum = gaussian_illumination(layout, st.illumination_waist)
+            realised["illumination"][name] = illum
+            if name == "input":
+                panels[name] = AmplitudePanel(name, dev["shape"], 2 ** dev["bit_depth"] - 1, layout, illum)
+            else:
+                table = st.phase_table(dev["bit_depth"])
+                realised["phase_table_rad"][name] = table
+                panels[name] = panel_for(dev, name, dev["shape"], table, st.crosstalk_px, layout, illum)
+        return panels
+
+    def _lo_amplitudes(self, cfg, truth: Truth, cam: str, index: int, n: int) -> np.ndarray:
+        """The LO amplitude of each of the ``n`` spots of ``cam`` (zero when no LO channel reaches it)."""
+        lo_t = truth.lo[cam]
+        lo_amp = lo_t.amplitude * (1.0 + lo_t.spread * self._rng("lo", index).standard_normal(n))
+        lo_amp = np.maximum(lo_amp, 0.0)
+        if cam not in cfg.devices["lo"]["channels"]:
+            lo_amp = np.zeros(n)
+        return lo_amp
+
+    def _build_cameras(self, cfg, truth: Truth) -> None:
+        """One imaged plane per simulated camera; a camera that is no region gets its own sensor."""
+        realised = truth.realised
+        channels = cfg.devices["lo"]["channels"]
+        for i, cam in enumerate(CAMERA_NAMES):
+            dev, ct = cfg.devices[cam], truth.cameras[cam]
+            if dev["backend"] != "sim":
+                continue
+            pos = truth.registration[cam].apply(cfg.spots[cam].positions_px)
+            lo_amp = self._lo_amplitudes(cfg, truth, cam, i, len(pos))
+            column = channels.index(cam) if cam in channels else None
+            psf = psf_matrix(pos, ct.psf_sigma_px, dev["shape"])
+            realised["spot_positions_px"][cam] = pos
+            realised["lo_amplitude"][cam] = lo_amp
+            if "region_of" in dev:     # the sensor belongs to the physical camera
+                self._cams[cam] = _CameraState(pos, psf, None, lo_amp, truth.optics.tap[cam], column, None)
+                continue
+            sensor = Sensor(ct, dev["shape"], dev["bit_depth"], self._rng("sensor", i))
+            self._cams[cam] = _CameraState(pos, psf, sensor, lo_amp, truth.optics.tap[cam], column,
+                                           self._rng("noise", i))
+            realised["prnu_map"][cam] = sensor.prnu_map
+            realised["dark_current_map"][cam] = sensor.dark_current_map
+            self._physical_cams[cam] = _PhysicalCamera(sensor, self._cams[cam].noise_rng,
+                                                       [(cam, (0, 0), tuple(dev["shape"]))])
+
+    def _build_region_cameras(self, cfg, truth: Truth, holders: list, index: dict) -> None:
+        """The sensor of every simulated physical camera that holds planes as regions."""
+        realised = truth.realised
+        for name in holders:
+            dev = cfg.devices[name]
+            if dev["kind"] != "camera" or dev["backend"] != "sim":
+                continue
+            sensor = Sensor(truth.sensors[name], dev["shape"], dev["bit_depth"], self._rng("sensor", index[name]))
+            planes = [(c, tuple(cfg.devices[c]["region_px"]), tuple(cfg.devices[c]["shape"]))
+                      for c in CAMERA_NAMES if cfg.devices[c].get("region_of") == name]
+            self._physical_cams[name] = _PhysicalCamera(sensor, self._rng("noise", index[name]), planes)
+            realised["prnu_map"][name] = sensor.prnu_map
+            realised["dark_current_map"][name] = sensor.dark_current_map
+            for c, (r0, c0), (nr, nc) in planes:
+                realised["prnu_map"][c] = sensor.prnu_map[r0:r0 + nr, c0:c0 + nc]
+                realised["dark_current_map"][c] = sensor.dark_current_map[r0:r0 + nr, c0:c0 + nc]
 
     # ------------------------------------------------------------------ devices
     def make_device(self, name: str, dev: dict):
@@ -331,3 +344,24 @@ class SimEngine:
             raise FaultInjector.dropped_error(cam)
         st.last = (image, t0)
         return image, t0
+
+
+def open_engine(cfg) -> tuple[SimEngine, Timeline]:
+    """The engine and the device timeline of a bench with simulated devices.
+
+    Parameters
+    ----------
+    cfg : the validated :class:`hwio.config.BenchConfig` (its truth parsed by
+        :func:`hwio.sim.truth.parse_truth`).
+
+    Returns
+    -------
+    (SimEngine, Timeline) : the timeline runs on a virtual clock (s) when every device is
+        simulated, on the wall clock when real devices are mixed in.
+    """
+    if any(d["backend"] != "sim" for d in cfg.devices.values()):
+        timeline = Timeline()
+    else:
+        clock = VirtualClock()
+        timeline = Timeline(clock=clock.now, sleep=clock.advance)
+    return SimEngine(cfg, cfg._truth, timeline), timeline

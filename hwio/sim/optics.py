@@ -15,7 +15,8 @@ The cell: T(r) is the pump amplitude transmission g(r)/r of the truth absorber; 
 the weak-probe transmission ``absorber.probe(sqrt(r**2 + probe_saturation p**2))`` (the probe
 intensity adds to the saturating intensity).  With ``spot_averaging`` both are averaged over
 a Gaussian spot of peak field r and projected on the Gaussian mode:
-``T(r) = 2 int_0^1 v tau(r v) dv`` with tau(x) = g(x)/x, and ``t = 2 int_0^1 v probe(s v) dv``.
+``T(r) = 2 int_0^1 v tau(r v) dv`` with tau(x) = g(x)/x, and ``t = 2 int_0^1 v probe(s v) dv``
+(:func:`twin.spot.spot_average`, the one the absorber fits use).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwio.sim.truth import AbsorberTruth, OpticsTruth
+from twin.spot import spot_average
 
 __all__ = ["crosstalk_matrix", "CellModel", "NetworkOptics", "Fields"]
 
@@ -43,9 +45,7 @@ class CellModel:
 
     def __init__(self, truth: AbsorberTruth, n_nodes: int = 24):
         self.truth = truth
-        xi, w = np.polynomial.legendre.leggauss(n_nodes)
-        self._v = 0.5 * (xi + 1.0)
-        self._w = 0.5 * w
+        self.n_nodes = int(n_nodes)
         self._absorber = None
         self._alpha0 = None
 
@@ -67,8 +67,7 @@ class CellModel:
         r = np.asarray(r, dtype=float)
         if not self.truth.spot_averaging:
             return self._tau(ab, r)
-        x = r[:, None] * self._v[None, :]
-        return 2.0 * (self._tau(ab, x) * self._v) @ self._w
+        return spot_average(lambda x: self._tau(ab, x), r, self.n_nodes)
 
     def probe_transmission(self, r: np.ndarray, p: np.ndarray, alpha0: float) -> np.ndarray:
         """Amplitude transmission of the backward probe (magnitude ``p``) with pump magnitude ``r``."""
@@ -76,8 +75,7 @@ class CellModel:
         s = np.sqrt(np.asarray(r, float) ** 2 + self.truth.probe_saturation * np.asarray(p, float) ** 2)
         if not self.truth.spot_averaging:
             return ab.probe(s)
-        x = s[:, None] * self._v[None, :]
-        return 2.0 * (ab.probe(x) * self._v) @ self._w
+        return spot_average(ab.probe, s, self.n_nodes)
 
 
 @dataclass

@@ -18,19 +18,32 @@ from __future__ import annotations
 
 import copy
 
-from hwio.bench import Bench, _open
-from hwio.config import _config_from_dict, _read_toml, _resolve
+from hwio.bench import Bench, open_config
+from hwio.config import config_from_document, read_bench_document
 from hwio.sim.truth import Truth
 
 __all__ = ["truth_of", "open_with"]
 
 
 def truth_of(bench: Bench) -> Truth:
-    """The ground truth of a simulated bench (raises TypeError for a real bench)."""
+    """The ground truth of a simulated bench.
+
+    Parameters
+    ----------
+    bench : an opened bench with simulated devices.
+
+    Returns
+    -------
+    Truth : its ground truth (the engine's own object: do not modify it).
+
+    Raises
+    ------
+    TypeError : the bench has no simulated devices.
+    """
     engine = getattr(bench, "_sim", None)
     if engine is None:
         raise TypeError(f"bench {bench.name!r} has no simulated devices, so it has no ground truth")
-    return engine._truth
+    return engine.truth
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -46,7 +59,16 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def open_with(path_or_name, overrides: dict | None = None) -> Bench:
-    """Open a bench file with ``overrides`` deep-merged into it (tests: switch faults off, etc.)."""
-    path, label = _resolve(path_or_name)
-    doc = _merge(_read_toml(path, label), overrides or {})
-    return _open(_config_from_dict(doc, path, label))
+    """Open a bench file with ``overrides`` deep-merged into it (tests: switch faults off, etc.).
+
+    Parameters
+    ----------
+    path_or_name : a bench TOML file or a built-in bench name.
+    overrides : tables shaped like the file; a value of None removes that key.
+
+    Returns
+    -------
+    Bench : the opened bench.
+    """
+    doc, path, label = read_bench_document(path_or_name)
+    return open_config(config_from_document(_merge(doc, overrides or {}), path, label))

@@ -305,13 +305,23 @@ def _per_device(r: TableReader | None, names, reader, base, label_kind: str):
 
 
 def parse_truth(table: dict, label: str, cfg) -> Truth:
-    """Parse the ``[truth]`` table of a bench file (see the module docstring).
+    """Parse and check the ``[truth]`` table of a bench file (see the module docstring).
 
     Parameters
     ----------
     table : the ``truth`` table (may be empty: an ideal bench).
     label : file name for messages.
-    cfg : the :class:`hwio.bench.BenchConfig` being built (device shapes, spots).
+    cfg : the :class:`hwio.config.BenchConfig` being built (device shapes, spots).
+
+    Returns
+    -------
+    Truth : the bench's ground truth (hidden from calibration; tests read it with
+        :func:`hwio.sim.testing.truth_of`).
+
+    Raises
+    ------
+    ValueError : a table or key is unknown or out of range, or the truth contradicts the devices
+        (ADC bits above the bit depth, a phase table of the wrong length, a spot off its camera).
     """
     top = TableReader(label, "truth", table)
     seed = top.int("seed", 0, lo=0)
@@ -320,8 +330,30 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
         if key not in known and key != "seed":
             raise top.error(key, f"is not a known truth table (known: seed, {', '.join(known)})")
     devs = cfg.devices
+    sensors, cams = _parse_sensors(top, label, devs)
+    reg, _ = _per_device(top.sub("registration"), CAMERA_NAMES, _read_registration, RegistrationTruth(),
+                         "camera")
+    slms, lo_table = _parse_slms(top, label, devs)
+    ab_r = top.sub("absorber")
+    absorber = _read_absorber(ab_r) if ab_r is not None else AbsorberTruth()
+    if ab_r is not None:
+        ab_r.finish()
+    op_r = top.sub("optics")
+    optics = _read_optics(op_r) if op_r is not None else OpticsTruth()
+    if op_r is not None:
+        op_r.finish()
+    lo, _ = _per_device(top.sub("lo"), CAMERA_NAMES, _read_lo, LOTruth(), "camera")
+    drift, faults = _parse_drift_faults(top, absorber)
+    _check_spots_on_cameras(label, cfg, reg, cams)
+    return Truth(seed=seed, cameras=cams, registration=reg, slms=slms, absorber=absorber, optics=optics,
+                 lo=lo, drift=drift, faults=faults, sensors=sensors, lo_phase_table_rad=lo_table)
 
-    # cameras (bits default to each camera's bit_depth): one sensor per physical camera
+
+def _parse_sensors(top: TableReader, label: str, devs: dict) -> tuple[dict, dict]:
+    """``[truth.camera]``: one sensor per physical camera (bits default to its bit_depth).
+
+    Returns ({physical camera: CameraTruth}, {logical camera: CameraTruth of its sensor}).
+    """
     cam_r = top.sub("camera")
     sensor_names = [c for c in CAMERA_NAMES if "region_of" not in devs[c]] + \
         [n for n, d in devs.items() if d["kind"] == "camera" and n not in CAMERA_NAMES and "region_of" not in d]
@@ -340,24 +372,31 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
             where = f"truth.camera.{c}" if cam_r is not None and c in cam_r.table else "truth.camera"
             raise ValueError(f"{label}: [{where}].bits is {sensors[c].bits} but {c} delivers {bd} bit "
                              f"(its bit_depth); the ADC cannot exceed the container, lower bits")
-    cams = {c: sensors[devs[c].get("region_of", c)] for c in CAMERA_NAMES}
+    return sensors, {c: sensors[devs[c].get("region_of", c)] for c in CAMERA_NAMES}
 
-    reg, _ = _per_device(top.sub("registration"), CAMERA_NAMES, _read_registration, RegistrationTruth(),
-                         "camera")
+
+def _parse_slms(top: TableReader, label: str, devs: dict) -> tuple[dict, tuple | None]:
+    """``[truth.slm]``: the panels' pixel physics, checked against the devices.
+
+    Returns ({panel: SLMTruth}, the LO's phase table in rad when ``lo`` is a region of a phase
+    panel, else None).
+    """
     slm_r = top.sub("slm")
-    slms, _default_slm = _per_device(slm_r, ILLUMINATED_SLMS, _read_slm, SLMTruth(), "weight/input panel")
+    slms, default_slm = _per_device(slm_r, ILLUMINATED_SLMS, _read_slm, SLMTruth(), "weight/input panel")
     if slm_r is not None and "input" in slm_r.table:
         bad = [k for k in slm_r.table["input"] if k != "illumination_waist"]
         if bad:
             raise ValueError(f"{label}: [truth.slm.input].{bad[0]} does not apply: the input DMD is a binary "
                              f"amplitude modulator (only illumination_waist)")
+
+    def where(s):
+        return f"truth.slm.{s}" if slm_r is not None and s in slm_r.table else "truth.slm"
     for s in PHASE_SLMS:
         t = slms[s]
         if t.phase_table_rad is not None:
             n = 2 ** devs[s]["bit_depth"]
-            where = f"truth.slm.{s}" if slm_r is not None and s in slm_r.table else "truth.slm"
             if len(t.phase_table_rad) != n:
-                raise ValueError(f"{label}: [{where}].phase_table_rad has {len(t.phase_table_rad)} entries but "
+                raise ValueError(f"{label}: [{where(s)}].phase_table_rad has {len(t.phase_table_rad)} entries but "
                                  f"{s} has {n} levels ({devs[s]['bit_depth']} bit)")
     # phase SLMs on one panel share its liquid crystal: one phase law per panel
     for s in PHASE_SLMS:
@@ -366,31 +405,26 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
             if panel is not None and devs[o].get("region_of") == panel and \
                     not np.array_equal(slms[s].phase_table(devs[s]["bit_depth"]),
                                        slms[o].phase_table(devs[o]["bit_depth"])):
-                where = f"truth.slm.{o}" if slm_r is not None and o in slm_r.table else "truth.slm"
-                raise ValueError(f"{label}: [{where}] gives {o} another phase law than {s}, but both are regions "
+                raise ValueError(f"{label}: [{where(o)}] gives {o} another phase law than {s}, but both are regions "
                                  f"of the panel {panel!r} (one liquid crystal); give phase_range_rad, gamma or "
                                  f"phase_table_rad once for the panel")
     lo_table = None
     lo_panel = devs["lo"].get("region_of")
     if lo_panel is not None:
         mates = [s for s in PHASE_SLMS if devs[s].get("region_of") == lo_panel]
-        law = slms[mates[0]] if mates else _default_slm
+        law = slms[mates[0]] if mates else default_slm
         lo_table = tuple(float(v) for v in law.phase_table(devs["lo"]["bit_depth"]))
+    return slms, lo_table
 
-    ab_r = top.sub("absorber")
-    absorber = _read_absorber(ab_r) if ab_r is not None else AbsorberTruth()
-    if ab_r is not None:
-        ab_r.finish()
-    op_r = top.sub("optics")
-    optics = _read_optics(op_r) if op_r is not None else OpticsTruth()
-    if op_r is not None:
-        op_r.finish()
 
-    def _read_lo(r, b):
-        return LOTruth(amplitude=r.float("amplitude", b.amplitude, lo=0, lo_open=True),
-                       spread=r.float("spread", b.spread, lo=0, hi=0.5))
-    lo, _ = _per_device(top.sub("lo"), CAMERA_NAMES, _read_lo, LOTruth(), "camera")
+def _read_lo(r: TableReader, b: LOTruth) -> LOTruth:
+    """One camera's ``[truth.lo]`` entry: LO amplitude (sqrt(photons/s)) and its spread between spots."""
+    return LOTruth(amplitude=r.float("amplitude", b.amplitude, lo=0, lo_open=True),
+                   spread=r.float("spread", b.spread, lo=0, hi=0.5))
 
+
+def _parse_drift_faults(top: TableReader, absorber: AbsorberTruth) -> tuple[DriftTruth, FaultTruth]:
+    """``[truth.drift]`` (per-hour drifts, laser-power jitter) and ``[truth.faults]`` (fault rates)."""
     dr = top.sub("drift")
     drift = DriftTruth()
     if dr is not None:
@@ -405,8 +439,12 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
     if fr is not None:
         faults = FaultTruth(**{f.name: fr.float(f.name, 0.0, lo=0, hi=0.5) for f in fields(FaultTruth)})
         fr.finish()
+    return drift, faults
 
-    # every spot must land on its camera with a PSF margin
+
+def _check_spots_on_cameras(label: str, cfg, reg: dict, cams: dict) -> None:
+    """Every spot must land on its camera with a 3-sigma PSF margin (ValueError otherwise)."""
+    devs = cfg.devices
     for c in CAMERA_NAMES:
         shape = devs[c]["shape"]
         if shape is None or c not in cfg.spots:
@@ -420,5 +458,3 @@ def parse_truth(table: dict, label: str, cfg) -> Truth:
             raise ValueError(f"{label}: [truth.registration] puts spot {k} of {c} at "
                              f"({pos[k, 0]:.1f}, {pos[k, 1]:.1f}) px, outside the {shape[0]}x{shape[1]} camera "
                              f"(keeping a 3-sigma PSF margin); change offset_px or the camera shape")
-    return Truth(seed=seed, cameras=cams, registration=reg, slms=slms, absorber=absorber, optics=optics,
-                 lo=lo, drift=drift, faults=faults, sensors=sensors, lo_phase_table_rad=lo_table)

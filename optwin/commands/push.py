@@ -27,7 +27,6 @@ from optwin.errors import UsageError
 
 LAYER_SLMS = ("slm1", "slm2")
 IDEAL_LUT = "ideal linear response over 2 pi (no calibration)"
-_SHOW_ATTEMPTS = 3
 
 
 def register(sub) -> None:
@@ -144,13 +143,27 @@ def push_weights(bench, weights: list, plan: PushPlan) -> list[dict]:
     """Encode ``weights[k]`` for ``slm<k+1>`` as ``plan`` says and show it; one report dict per SLM.
 
     Weights beyond a calibrated range are clipped (as during training), with a warning in
-    ``plan.warnings``; beyond an explicit ``--w-max`` they are refused.  Retryable device
-    errors (``DeviceError.retryable``) are retried up to 3 times.
+    ``plan.warnings``; beyond an explicit ``--w-max`` they are refused.  Panel writes follow
+    the device-access policy of :mod:`hwio.device_access` (retryable errors retried
+    :data:`~hwio.device_access.DEFAULT_RETRIES` times, as during training and calibration).
+
+    Parameters
+    ----------
+    bench : the opened bench.
+    weights : one (n_out, n_in) array per layer, in twin weight units.
+    plan : the encoders and weight ranges (:func:`plan_push`).
+
+    Returns
+    -------
+    list of dict
+        Per SLM: shapes, ``w_max`` (twin units), clipped fraction, LUT, level range, frame index
+        and ``settled_s`` (bench clock, s).
     """
     from calibration.deploy import layer_frame
-    from hwio.devices import DeviceError
+    from hwio.device_access import DeviceAccess
 
     check_weights(weights, bench.layouts, bench.name, bench.sizes)
+    access = DeviceAccess()
     reports = []
     for k, (w, name) in enumerate(zip(weights, LAYER_SLMS)):
         slm, layout = bench.slms[name], bench.layouts[name]
@@ -168,13 +181,7 @@ def push_weights(bench, weights: list, plan: PushPlan) -> list[dict]:
             plan.warnings.append(f"/weights/layer{k}: {100 * clipped:.1f} % of the weights exceed the calibrated "
                                  f"range +-{w_max:.6g} and were clipped (as training clips them); was the run "
                                  f"trained with this calibration?")
-        for attempt in range(1, _SHOW_ATTEMPTS + 1):
-            try:
-                token = slm.show(frame)
-                break
-            except DeviceError as exc:
-                if not exc.retryable or attempt == _SHOW_ATTEMPTS:
-                    raise
+        token = access.show(slm, frame, name=name)
         reports.append({
             "slm": name, "layer": f"/weights/layer{k}", "weights_shape": list(np.shape(w)),
             "panel_shape": list(slm.shape), "bit_depth": slm.bit_depth, "layout": layout.to_dict(),

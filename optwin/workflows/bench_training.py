@@ -27,67 +27,109 @@ after every epoch and re-fits drifting calibration parts (``--no-drift-watch`` t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from optwin.errors import UsageError, raise_if_interrupted
-from optwin.settings import MODES, SettingsError, TrainSettings
+from optwin.settings import BENCH_LOOP_MODES, MODES, SettingsError, TrainSettings
 
-__all__ = ["MODES", "run_mode", "train_on_bench", "target_from_calibration", "describe_refit"]
-
-# one-hot target amplitude of run_mode, in twin output units (full-scale layer-2 weight x unit
-# activation): 1, the paper's MSE; bench runs of optwin train derive theirs from the
-# calibration (target_from_calibration)
-DEFAULT_TARGET = 1.0
+__all__ = ["MODES", "RunState", "run_mode", "train_on_bench", "target_from_calibration", "describe_refit"]
 
 
-def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr: float, seed: int = 0,
-             init_scale: float = 3.0, twin: str = "calibrated", rule: str = "exact", on_epoch_end=None,
-             start_epoch: int = 0, history=None, optimizer=None, progress: bool = False,
-             init_weights=None, drift_watch=None, drift_baseline: dict | None = None,
-             probe_correction: bool = True, target: float = DEFAULT_TARGET, validation=None,
-             keep_best: bool = False, best=None, restarts: int = 1, lr_schedule: str = "constant") -> dict:
-    """Train in one mode; returns {'history', 'weights', 'bench_accuracy', 'twin_accuracy', ...}.
+@dataclass
+class RunState:
+    """Where :func:`run_mode` starts: fresh (the defaults) or a checkpoint of an earlier part.
 
-    ``init_weights`` (twin units, one array per layer) starts the run from given weights, e.g.
-    in-silico-trained ones that hybrid or optical training then fine-tunes on the bench, or
-    a checkpoint's weights with ``start_epoch``/``history``/``optimizer`` (resume).
-    A task with fewer classes than the bench has outputs is padded (extra outputs -> 0).
-    ``on_epoch_end(epoch, history, system, optimizer)`` runs after every epoch (checkpoints).
-    ``drift_watch`` (:class:`optwin.workflows.drift.DriftWatch` on ``bench_system``; hybrid and
-    optical only) checks the bench after every epoch, before ``on_epoch_end``, and re-fits
-    what drifted; the twin of a hybrid run then adopts the re-fitted calibration.
-    ``drift_baseline`` (a saved ``DriftWatch.baseline``) resumes a watch without re-measuring
-    it; the bench is then checked once before the first resumed epoch.
-    ``rule`` is the twin's backward rule at the cell (insilico training and the hybrid
-    backward pass): ``exact`` (default; a digital model can use g') or ``probe``.
-    ``target``: one-hot target amplitude in output units (:func:`twin.training.train`).
-    ``validation``/``keep_best``: early stopping on held-out training samples, scored on the
-    training system (the bench in hybrid and optical mode; :func:`twin.training.train`);
-    ``best`` resumes it (the best epoch of the run's earlier part).
-    ``probe_correction`` (optical only): multiply each measured hidden error by the calibrated
-    ratio g'(z1)/t(z1) at the measured z1 (:mod:`twin.probe_correction`); False trains
-    with the raw probe transmission, as the paper does.
-    ``lr_schedule``: ``constant`` or ``cosine`` (:func:`twin.training.train`; e.g. a bench
-    fine-tune whose noisy last steps should be small).
-    ``restarts`` (ideal and insilico only; needs ``validation``): train that many random
-    initialisations and keep the one with the best validation accuracy
-    (:func:`twin.restarts.train_restarts`); the result gains ``restart`` (the winner's index),
-    ``restart_seeds`` and ``restart_val_accuracy``.
+    Attributes
+    ----------
+    start_epoch : epochs already done.
+    history : :class:`twin.training.History` of those epochs (None: a new one).
+    optimizer : the optimizer with its state (None: a fresh Adam at ``settings.lr``).
+    best : ``(val_accuracy, epoch, weights)`` of the earlier part's best epoch (early stopping).
+    drift_baseline : a saved ``DriftWatch.baseline`` (the watch then does not re-measure it).
     """
-    from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
-    from twin.hybrid import HybridSystem
-    from twin.optim import Adam
-    from twin.probe_correction import ProbeCorrectedSystem
-    from twin.training import evaluate, train
 
+    start_epoch: int = 0
+    history: object = None
+    optimizer: object = None
+    best: tuple | None = None
+    drift_baseline: dict | None = None
+
+
+def run_mode(settings: TrainSettings, bench_system, cal, task, *, validation=None, init_weights=None,
+             state: RunState | None = None, on_epoch_end=None, drift_watch=None, twin: str = "calibrated",
+             progress: bool = False) -> dict:
+    """Train in ``settings.mode`` (module table) against ``bench_system``; returns the result.
+
+    Parameters
+    ----------
+    settings : :class:`optwin.settings.TrainSettings`; used: ``mode``, ``epochs``, ``batch``,
+        ``lr`` (per Adam step), ``lr_schedule``, ``seed``, ``init_scale`` (initial weights
+        ~ N(0, s^2 / n_in), twin units), ``rule`` (the twin's backward rule at the cell:
+        ``exact`` g' or ``probe``), ``target`` (one-hot amplitude in twin output units; None:
+        :func:`target_from_calibration`), ``probe_correction`` (optical: multiply each
+        measured hidden error by the calibrated g'(z1)/t(z1), :mod:`twin.probe_correction`)
+        and ``restarts`` (ideal and insilico: best of that many initialisations on
+        ``validation``, :func:`twin.restarts.train_restarts`).
+    bench_system : :class:`hwio.bench_system.BenchSystem` of the bench (sizes, evaluation).
+    cal : its :class:`calibration.calset.CalibrationSet`.
+    task : :class:`twin.tasks.Task`; fewer classes than the bench has outputs are padded (extra
+        outputs -> 0).
+    validation : ``(x_val, y_val)`` held-out training samples: early stopping on the training
+        system (the bench in hybrid and optical mode; :func:`twin.training.train`).
+    init_weights : one (n_out, n_in) array per layer (twin units) to start from, e.g.
+        in-silico-trained weights that hybrid or optical training fine-tunes.
+    state : :class:`RunState` of a resumed run (epoch, history, optimizer, best epoch, drift
+        baseline; with a baseline and ``start_epoch`` > 0 the bench is checked once first).
+    on_epoch_end : ``on_epoch_end(epoch, history, system, optimizer)`` after every epoch.
+    drift_watch : :class:`optwin.workflows.drift.DriftWatch` on ``bench_system`` (hybrid and
+        optical only): checks the bench after every epoch, before ``on_epoch_end``, and
+        re-fits what drifted; the training twin then adopts the re-fitted calibration.
+    twin : insilico only: ``calibrated`` twin, or ``ideal`` (nominal thin-cell law, perfect
+        MVMs) to show the reality gap.
+    progress : show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``mode``, ``history``, ``weights`` (twin units), ``bench_accuracy`` and
+        ``twin_accuracy`` (fractions of the test samples; ``bench_accuracy`` NaN in mode
+        ideal), ``seconds`` (wall time, s), ``optimizer``, ``system``, ``probe_correction``;
+        with a drift watch ``drift_refits`` and ``cal`` (the calibration in use at the end);
+        with restarts ``restart``, ``restart_seeds`` and ``restart_val_accuracy``.
+    """
+    from twin.optim import Adam
+
+    state = state or RunState()
+    _check_run(settings, drift_watch, validation, init_weights, state, on_epoch_end)
+    target = settings.target if settings.target is not None else target_from_calibration(cal)
+    run = _ModeRun(settings, bench_system, cal, twin, init_weights)
+    if task.n_classes != run.sizes[-1]:
+        task = task.with_outputs(run.sizes[-1])
+    optimizer = state.optimizer or Adam(settings.lr)
+    t0 = time.perf_counter()
+    run.choose_system(init_weights)
+    if drift_watch is not None:
+        run.attach_watch(drift_watch, state)
+    extra = {}
+    if settings.restarts > 1:
+        history, optimizer, extra = run.train_restarts(task, validation, target, progress)
+    else:
+        history = run.train(task, optimizer, state, validation, target, on_epoch_end, drift_watch, progress)
+    return run.result(task, history, optimizer, drift_watch, extra, time.perf_counter() - t0)
+
+
+def _check_run(settings: TrainSettings, drift_watch, validation, init_weights, state: RunState,
+               on_epoch_end) -> None:
+    """UsageError on a combination :func:`run_mode` cannot train."""
+    mode, restarts = settings.mode, int(settings.restarts)
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if drift_watch is not None and mode not in ("hybrid", "optical"):
+    if drift_watch is not None and mode not in BENCH_LOOP_MODES:
         raise UsageError(f"the drift watch needs the bench in the training loop (hybrid or optical), "
                          f"not mode {mode!r}")
-    restarts = int(restarts)
     if restarts < 1:
         raise UsageError(f"restarts must be >= 1, got {restarts}")
     if restarts > 1:
@@ -96,98 +138,143 @@ def run_mode(mode: str, bench_system, cal, task, *, epochs: int, batch: int, lr:
                              f"restarts in insilico mode, then fine-tune the winner with --init-from")
         if validation is None:
             raise UsageError("restarts need held-out validation samples to choose between them (--val-fraction)")
-        if init_weights is not None or start_epoch or on_epoch_end is not None or history is not None:
+        if (init_weights is not None or state.start_epoch or on_epoch_end is not None
+                or state.history is not None):
             raise UsageError("restarts start from fresh random weights; they cannot continue given weights "
                              "or a checkpoint")
-    sizes = bench_system.sizes
-    if task.n_classes != sizes[-1]:
-        task = task.with_outputs(sizes[-1])
-    calibrated = twin_from_calibration(cal, sizes, rule=rule, seed=seed, init_scale=init_scale)
-    reference = ideal_twin(cal, sizes, rule="exact", seed=seed, init_scale=init_scale, absorber="calibrated")
-    if init_weights is not None:
-        for net in (calibrated, reference):
-            net.set_weights([np.array(w, dtype=np.float64) for w in init_weights])
-    optimizer = optimizer or Adam(lr)
-    t0 = time.perf_counter()
-    if mode == "ideal":
-        system = reference
-    elif mode == "insilico":
-        system = calibrated if twin == "calibrated" else ideal_twin(cal, sizes, rule=rule, seed=seed,
-                                                                    init_scale=init_scale)
+
+
+class _ModeRun:
+    """The networks of one :func:`run_mode` call: the calibrated twin, the ideal reference, the
+    system that trains, and the calibration they follow (a drift re-fit replaces it)."""
+
+    def __init__(self, settings: TrainSettings, bench_system, cal, twin_kind: str, init_weights):
+        from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
+        s = self.settings = settings
+        self.bench_system, self.cal, self.twin_kind = bench_system, cal, twin_kind
+        self.sizes = bench_system.sizes
+        self.calibrated = twin_from_calibration(cal, self.sizes, rule=s.rule, seed=s.seed, init_scale=s.init_scale)
+        self.reference = ideal_twin(cal, self.sizes, rule="exact", seed=s.seed, init_scale=s.init_scale,
+                                    absorber="calibrated")
         if init_weights is not None:
-            system.set_weights([np.array(w, dtype=np.float64) for w in init_weights])
-    elif mode == "hybrid":
-        bench_system.set_weights(calibrated.get_weights())
-        system = HybridSystem(bench_system, calibrated)
-    else:
-        bench_system.set_weights(calibrated.get_weights())
-        system = bench_system
-        if probe_correction:
-            system = ProbeCorrectedSystem(bench_system, calibrated.absorber)
+            for net in (self.calibrated, self.reference):
+                net.set_weights([np.array(w, dtype=np.float64) for w in init_weights])
+        self.system = None
 
-    if drift_watch is not None:
-        def adopt(new_cal):
-            """Rebuild the training twin from a re-fitted calibration (weights kept)."""
-            nonlocal calibrated, cal
-            cal = new_cal
-            twin_now = twin_from_calibration(new_cal, sizes, rule=rule, seed=seed, init_scale=init_scale)
-            twin_now.set_weights([np.array(w) for w in bench_system.get_weights()])
-            calibrated = twin_now
-            if isinstance(system, HybridSystem):
-                system.twin = twin_now
-            if isinstance(system, ProbeCorrectedSystem):
-                system.absorber = twin_now.absorber
-
-        drift_watch.on_refit = adopt
-        drift_watch.start(drift_baseline)
-        if drift_baseline is not None and start_epoch > 0:
-            drift_watch.check(start_epoch)      # the bench may have drifted while the run was down
-
-    def epoch_end(epoch, hist):
-        if drift_watch is not None:
-            drift_watch.maybe_check(epoch)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, hist, system, optimizer)
-
-    extra = {}
-    if restarts > 1:
-        from twin.restarts import train_restarts
-
-        build = twin_builder(mode, cal, sizes, twin=twin, rule=rule, init_scale=init_scale)
-        chosen = train_restarts(build, task, lambda: Adam(lr), restarts, seed=seed, validation=validation,
-                                epochs=epochs, batch=batch, target=target, keep_best=keep_best,
-                                progress=progress, lr_schedule=lr_schedule)
-        system, history = chosen.system, chosen.history
+    def choose_system(self, init_weights) -> None:
+        """The system ``settings.mode`` trains (module table); bench modes show the starting weights."""
+        from optwin.workflows.from_calibration import ideal_twin
+        from twin.hybrid import HybridSystem
+        from twin.probe_correction import ProbeCorrectedSystem
+        s, bs, mode = self.settings, self.bench_system, self.settings.mode
         if mode == "ideal":
-            reference = system
-        optimizer = chosen.optimizer
-        extra = {"restart": chosen.index, "restart_seeds": chosen.seeds,
-                 "restart_val_accuracy": chosen.val_accuracy}
-    else:
-        history = train(system, task, optimizer, epochs=epochs, batch=batch, seed=seed, start_epoch=start_epoch,
-                        target=target, history=history, progress=progress, validation=validation,
-                        keep_best=keep_best, best=best, lr_schedule=lr_schedule,
-                        on_epoch_end=epoch_end if (on_epoch_end or drift_watch) else None)
-    weights = [np.array(w) for w in system.get_weights()]
-    out = {**extra, "mode": mode, "probe_correction": bool(probe_correction and mode == "optical"),
-           "history": history, "weights": weights, "seconds": time.perf_counter() - t0,
-           "optimizer": optimizer, "system": system}
-    if drift_watch is not None:
-        out["drift_refits"] = list(drift_watch.events)
-        out["cal"] = cal
-    if mode == "ideal":
-        out["twin_accuracy"] = evaluate(reference, task.x_test, task.y_test, task.n_classes)[1]
-        out["bench_accuracy"] = float("nan")
+            self.system = self.reference
+        elif mode == "insilico":
+            self.system = self.calibrated if self.twin_kind == "calibrated" else ideal_twin(
+                self.cal, self.sizes, rule=s.rule, seed=s.seed, init_scale=s.init_scale)
+            if init_weights is not None:
+                self.system.set_weights([np.array(w, dtype=np.float64) for w in init_weights])
+        elif mode == "hybrid":
+            bs.set_weights(self.calibrated.get_weights())
+            self.system = HybridSystem(bs, self.calibrated)
+        else:
+            bs.set_weights(self.calibrated.get_weights())
+            self.system = ProbeCorrectedSystem(bs, self.calibrated.absorber) if s.probe_correction else bs
+
+    def attach_watch(self, watch, state: RunState) -> None:
+        """Start the drift watch (or adopt its saved baseline); a re-fit rebuilds the training twin."""
+        watch.on_refit = self.adopt
+        watch.start(state.drift_baseline)
+        if state.drift_baseline is not None and state.start_epoch > 0:
+            watch.check(state.start_epoch)      # the bench may have drifted while the run was down
+
+    def adopt(self, new_cal) -> None:
+        """Rebuild the training twin from a re-fitted calibration (weights kept)."""
+        from optwin.workflows.from_calibration import twin_from_calibration
+        from twin.hybrid import HybridSystem
+        from twin.probe_correction import ProbeCorrectedSystem
+        s = self.settings
+        self.cal = new_cal
+        twin_now = twin_from_calibration(new_cal, self.sizes, rule=s.rule, seed=s.seed, init_scale=s.init_scale)
+        twin_now.set_weights([np.array(w) for w in self.bench_system.get_weights()])
+        self.calibrated = twin_now
+        if isinstance(self.system, HybridSystem):
+            self.system.twin = twin_now
+        if isinstance(self.system, ProbeCorrectedSystem):
+            self.system.absorber = twin_now.absorber
+
+    def train(self, task, optimizer, state: RunState, validation, target: float, on_epoch_end, watch,
+              progress: bool):
+        """One training run (:func:`twin.training.train`); returns its history."""
+        from twin.training import train
+        s, system = self.settings, self.system
+
+        def epoch_end(epoch, hist):
+            if watch is not None:
+                watch.maybe_check(epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, hist, system, optimizer)
+
+        return train(system, task, optimizer, epochs=s.epochs, batch=s.batch, seed=s.seed,
+                     start_epoch=state.start_epoch, target=target, history=state.history, progress=progress,
+                     validation=validation, keep_best=validation is not None, best=state.best,
+                     lr_schedule=s.lr_schedule, on_epoch_end=epoch_end if (on_epoch_end or watch) else None)
+
+    def train_restarts(self, task, validation, target: float, progress: bool):
+        """Best of ``settings.restarts`` twin trainings; returns (history, optimizer, result fields)."""
+        from twin.optim import Adam
+        from twin.restarts import train_restarts
+        s = self.settings
+        build = twin_builder(s.mode, self.cal, self.sizes, twin=self.twin_kind, rule=s.rule,
+                             init_scale=s.init_scale)
+        chosen = train_restarts(build, task, lambda: Adam(s.lr), s.restarts, seed=s.seed, validation=validation,
+                                epochs=s.epochs, batch=s.batch, target=target, keep_best=validation is not None,
+                                progress=progress, lr_schedule=s.lr_schedule)
+        self.system = chosen.system
+        if s.mode == "ideal":
+            self.reference = chosen.system
+        return chosen.history, chosen.optimizer, {"restart": chosen.index, "restart_seeds": chosen.seeds,
+                                                  "restart_val_accuracy": chosen.val_accuracy}
+
+    def result(self, task, history, optimizer, watch, extra: dict, seconds: float) -> dict:
+        """The result of :func:`run_mode`: the trained weights scored on the bench and on the twin."""
+        from twin.training import evaluate
+        mode = self.settings.mode
+        weights = [np.array(w) for w in self.system.get_weights()]
+        out = {**extra, "mode": mode, "probe_correction": bool(self.settings.probe_correction and mode == "optical"),
+               "history": history, "weights": weights, "seconds": seconds, "optimizer": optimizer,
+               "system": self.system}
+        if watch is not None:
+            out["drift_refits"] = list(watch.events)
+            out["cal"] = self.cal
+        if mode == "ideal":
+            out["twin_accuracy"] = evaluate(self.reference, task.x_test, task.y_test, task.n_classes)[1]
+            out["bench_accuracy"] = float("nan")
+            return out
+        self.bench_system.set_weights(weights)
+        out["bench_accuracy"] = evaluate(self.bench_system, task.x_test, task.y_test, task.n_classes, batch=256)[1]
+        self.calibrated.set_weights(weights)
+        out["twin_accuracy"] = evaluate(self.calibrated, task.x_test, task.y_test, task.n_classes)[1]
         return out
-    bench_system.set_weights(weights)
-    out["bench_accuracy"] = evaluate(bench_system, task.x_test, task.y_test, task.n_classes, batch=256)[1]
-    calibrated.set_weights(weights)
-    out["twin_accuracy"] = evaluate(calibrated, task.x_test, task.y_test, task.n_classes)[1]
-    return out
 
 
 def twin_builder(mode: str, cal, sizes, *, twin: str = "calibrated", rule: str = "exact", init_scale: float = 3.0):
-    """``build(init_seed)`` -> the fresh twin that ``mode`` (ideal or insilico) trains, for restarts."""
+    """The twin factory of restarts: ``build(init_seed)`` -> the fresh twin ``mode`` trains.
+
+    Parameters
+    ----------
+    mode : ``ideal`` (perfect MVMs, calibrated cell law, exact rule) or ``insilico``.
+    cal : the calibration.
+    sizes : layer sizes (n_in, n_hidden, n_out).
+    twin : insilico: ``calibrated`` or ``ideal`` (nominal thin-cell law, perfect MVMs).
+    rule : backward rule at the cell (``exact`` or ``probe``).
+    init_scale : initial weights ~ N(0, s^2 / n_in) (twin units).
+
+    Returns
+    -------
+    callable
+        ``build(init_seed: int)`` -> a :class:`twin.network.Network`.
+    """
     from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
 
     def build(init_seed: int):
@@ -206,6 +293,15 @@ def target_from_calibration(cal) -> float:
     through a full-scale layer-2 weight gives the output ``w_max2 * g(1)``, with g the
     calibrated pump law of the cell: the output scale the trained network works at.  Every
     correct output then is within reach of a few hidden neurons, and the wrong ones at 0.
+
+    Parameters
+    ----------
+    cal : a :class:`calibration.calset.CalibrationSet` with ``absorber`` and ``mvm2`` fits.
+
+    Returns
+    -------
+    float
+        The target amplitude in twin output units (3 significant digits).
     """
     from calibration.absorber_fit import absorber_from_fit
     from optwin.workflows.from_calibration import _need
@@ -287,12 +383,11 @@ class _BenchRun:
         """Best of ``pretrain.restarts`` calibrated-twin trainings (early stopping on the validation
         samples); the summary with the chosen weights (``weights``) and their bench accuracy."""
         p = self.settings.pretrain
-        s = self.settings
-        res = run_mode("insilico", self.system, self.cal, self.task, epochs=p.epochs, batch=s.batch, lr=p.lr,
-                       seed=s.seed, init_scale=s.init_scale, rule=s.rule, target=s.target,
-                       validation=self.validation, keep_best=True, restarts=p.restarts, progress=self.progress)
-        return {"weights": res["weights"], "restart": int(res["restart"]),
-                "restart_val_accuracy": [float(v) for v in res["restart_val_accuracy"]],
+        twin = self.settings.replace(mode="insilico", epochs=p.epochs, lr=p.lr, lr_schedule="constant",
+                                     restarts=p.restarts, probe_correction=False, drift_watch=False)
+        res = run_mode(twin, self.system, self.cal, self.task, validation=self.validation, progress=self.progress)
+        return {"weights": res["weights"], "restart": int(res.get("restart", 0)),
+                "restart_val_accuracy": [float(v) for v in res.get("restart_val_accuracy", [])],
                 "bench_accuracy": float(res["bench_accuracy"]), "twin_accuracy": float(res["twin_accuracy"]),
                 "seconds": float(res["seconds"])}
 
@@ -303,6 +398,21 @@ def train_on_bench(settings: TrainSettings, out=None, resume: bool = False, prog
     Hybrid and optical runs with ``settings.pretrain`` first pre-train on the calibrated twin
     (:meth:`_BenchRun.pretrain`) and checkpoint the chosen weights as epoch 0 (``--resume``
     does not repeat it); the bench then fine-tunes them.
+
+    Parameters
+    ----------
+    settings : the run's :class:`optwin.settings.TrainSettings` (``system`` bench).
+    out : run file to checkpoint to after every epoch (None: no file).
+    resume : continue the run in ``out``.
+    progress : show progress bars.
+
+    Returns
+    -------
+    dict
+        The result: ``mode``, ``bench_accuracy``, ``twin_accuracy``, ``test_accuracy``,
+        ``train_accuracy`` (fractions), ``final_loss``, ``epochs``, ``seconds`` (s), ``target``
+        (twin output units), ``settings`` and, as they apply, the pre-training, drift re-fits,
+        restarts and selected epoch.
     """
     from hwio.bench import open_bench
     if resume and not out:
@@ -379,14 +489,11 @@ def _train_single(run: _BenchRun, saved: dict | None) -> dict:
         raise_if_interrupted()
 
     try:
-        res = run_mode(s.mode, system, cal, run.task, epochs=s.epochs, batch=s.batch, lr=s.lr, seed=s.seed,
-                       init_scale=s.init_scale, rule=s.rule, target=s.target, probe_correction=s.probe_correction,
-                       validation=run.validation, keep_best=kept is not None,
-                       best=kept.best if kept is not None else None, lr_schedule=s.lr_schedule,
-                       progress=run.progress, init_weights=init_weights, start_epoch=start, history=history,
-                       optimizer=optimizer,
+        state = RunState(start_epoch=start, history=history, optimizer=optimizer,
+                         best=kept.best if kept is not None else None, drift_baseline=baseline)
+        res = run_mode(s, system, cal, run.task, validation=run.validation, init_weights=init_weights, state=state,
                        on_epoch_end=checkpoint if (out or watch is not None or kept is not None) else None,
-                       drift_watch=watch, drift_baseline=baseline)
+                       drift_watch=watch, progress=run.progress)
     except (FloatingPointError, DriftWatchError) as exc:
         raise UsageError(str(exc)) from None
     h = res["history"]
@@ -471,7 +578,18 @@ def _train_restarts(run: _BenchRun, saved: dict | None) -> dict:
 
 
 def describe_refit(event: dict) -> str:
-    """One line for a drift re-fit event (the quantity furthest past its threshold)."""
+    """One line for a drift re-fit event (the quantity furthest past its threshold).
+
+    Parameters
+    ----------
+    event : an event of :meth:`optwin.workflows.drift.DriftWatch.refit`.
+
+    Returns
+    -------
+    str
+        E.g. ``drift at epoch 2: z1 residual 0.21 > threshold 0.05; re-fitted readout, mvm in 40 s
+        -> 0.03 (recovered)`` (residuals as normalised rms errors).
+    """
     before, thr = event["residual_before"], event["threshold"]
     worst = max(before, key=lambda q: before[q] / thr[q])
     state = "recovered" if event["recovered"] else "NOT recovered: " + event.get("note", "")

@@ -19,7 +19,24 @@ __all__ = ["measure_agreement", "decision_map"]
 
 
 def measure_agreement(bench_system, twin, n_inputs: int = 48, repeats: int = 3, seed: int = 0) -> dict:
-    """Measure MVM and activation agreement; returns statistics and the raw arrays for plots."""
+    """Measure MVM and activation agreement of ``bench_system`` and ``twin``.
+
+    Parameters
+    ----------
+    bench_system : the :class:`hwio.bench_system.BenchSystem` (its current weights are used).
+    twin : the twin :class:`twin.network.Network` to compare (gets the bench's weights).
+    n_inputs : random inputs (uniform in [0, 1], amplitude fractions) and output errors.
+    repeats : bench measurements of each input (the noise floor comes from their scatter).
+    seed : seeds the inputs.
+
+    Returns
+    -------
+    dict
+        ``summary`` (nrmse of each MVM and noise floors, relative to the spread of the
+        prediction; ``activation_rmse`` in twin field units), ``stats`` (per MVM:
+        :func:`twin.stats.mvm_error_stats`) and ``arrays`` (measured and predicted values,
+        twin field units; measured ones with a leading ``repeats`` axis).
+    """
     rng = np.random.default_rng(seed)
     n_in, n_h, n_out = bench_system.sizes
     x = rng.uniform(0.0, 1.0, (n_inputs, n_in))
@@ -76,9 +93,21 @@ def _noiseless(layer, a):
 
 
 def decision_map(system, n_grid: int = 21, lo: float = 0.0, hi: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Class-1 minus class-0 output on an n_grid x n_grid grid of 2-D inputs; returns (grid_axis, map).
+    """Class-1 minus class-0 output on an ``n_grid`` x ``n_grid`` grid of 2-D inputs.
 
     A twin is evaluated without its shot-to-shot noise (the map shows its mean prediction).
+
+    Parameters
+    ----------
+    system : a two-input, two-output (or more) system (twin or bench).
+    n_grid : grid points per axis.
+    lo, hi : input range on both axes (amplitude fractions).
+
+    Returns
+    -------
+    (axis, map)
+        The grid axis (n_grid,) and the output difference (n_grid, n_grid) in output units,
+        rows along the second input.
     """
     axis = np.linspace(lo, hi, n_grid)
     xx, yy = np.meshgrid(axis, axis)

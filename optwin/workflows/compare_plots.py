@@ -49,13 +49,33 @@ def _save(fig, path: Path) -> Path:
 
 
 def format_accuracy(x) -> str:
-    """An accuracy as ``0.913``, or ``-`` where there is none (an ideal computer has no bench)."""
+    """An accuracy as ``0.913``, or ``-`` where there is none (an ideal computer has no bench).
+
+    Parameters
+    ----------
+    x : a fraction of correct samples, NaN or None.
+
+    Returns
+    -------
+    str
+    """
     return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
 
 
 def plot_mvm_scatter(agreement: dict, path: Path) -> Path:
     """Measured vs twin-predicted values for the three MVMs, with systematic, shot-to-shot error
-    and each MVM's own noise floor."""
+    and each MVM's own noise floor.
+
+    Parameters
+    ----------
+    agreement : the result of :func:`optwin.workflows.compare.measure_agreement`.
+    path : PNG file to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     plt = _plt()
     a, st = agreement["arrays"], agreement["stats"]
     panels = [("mvm1", a["z1"], a["z1_pred"], st["mvm1"]),
@@ -81,7 +101,19 @@ def plot_mvm_scatter(agreement: dict, path: Path) -> Path:
 
 
 def plot_activation(agreement: dict, twin, path: Path) -> Path:
-    """Activation after the cell vs linear MVM-1 output, with the fitted absorber curve."""
+    """Activation after the cell vs linear MVM-1 output, with the fitted absorber curve.
+
+    Parameters
+    ----------
+    agreement : the result of :func:`optwin.workflows.compare.measure_agreement`.
+    twin : the calibrated twin (its absorber law is drawn).
+    path : PNG file to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     plt = _plt()
     a = agreement["arrays"]
     z1, a1 = a["z1"].ravel(), a["a1"].ravel()
@@ -102,9 +134,18 @@ def plot_activation(agreement: dict, twin, path: Path) -> Path:
 def plot_decision_maps(maps: dict, task, path: Path, accuracy: dict | None = None) -> Path:
     """Decision maps of every mode (columns) on the bench and the twin (rows).
 
+    Parameters
+    ----------
     maps : {mode: {'bench': (axis, map), 'twin': (axis, map)}} for a 2-D task; map = output 1
         minus output 0 (twin field units) on the grid ``axis`` x ``axis``.
+    task : the task (its test samples are drawn on the maps).
+    path : PNG file to write.
     accuracy : optional {mode: {'bench_accuracy': a, 'twin_accuracy': a}} shown in the titles.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     plt = _plt()
     from matplotlib.colors import TwoSlopeNorm
@@ -150,7 +191,15 @@ def plot_training_curves(histories: dict, path: Path) -> Path:
     """Training loss and test accuracy vs epoch: one row per task, curves trained in silico
     (ideal, twin) and on the bench (hybrid, optical) on separate panels.
 
+    Parameters
+    ----------
     histories : {'<task>: <mode label>': History} (a label without ': ' is its own task).
+    path : PNG file to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     plt = _plt()
     tasks: dict[str, dict] = {}
@@ -196,7 +245,18 @@ def plot_training_curves(histories: dict, path: Path) -> Path:
 
 
 def mvm_table_html(summary: dict, stats: dict | None = None) -> str:
-    """Per-MVM agreement: nrmse against its own noise floor (bench repeat scatter)."""
+    """Per-MVM agreement: nrmse against its own noise floor (bench repeat scatter).
+
+    Parameters
+    ----------
+    summary : ``measure_agreement(...)['summary']``.
+    stats : ``measure_agreement(...)['stats']`` (systematic and shot-to-shot parts), optional.
+
+    Returns
+    -------
+    str
+        An HTML table.
+    """
     floors = summary.get("noise_floor_nrmse_per_mvm") or {}
     rows = []
     for key in ("mvm1", "mvm2_forward", "mvm2_backward"):
@@ -221,27 +281,79 @@ def mvm_table_html(summary: dict, stats: dict | None = None) -> str:
     return out
 
 
+def counting_error(accuracy, n_test) -> float:
+    """Binomial standard error of a test accuracy, ``sqrt(p (1 - p) / n)``.
+
+    Parameters
+    ----------
+    accuracy : fraction of the ``n_test`` test samples classified correctly.
+    n_test : number of test samples.
+
+    Returns
+    -------
+    float
+        The one-sigma counting error (fraction); NaN without an accuracy or samples. At p = 0
+        or 1 it uses p = 1/(n + 1) (a perfect score on n samples still has an error).
+    """
+    if accuracy is None or n_test is None or not np.isfinite(accuracy) or int(n_test) < 1:
+        return float("nan")
+    n = int(n_test)
+    p = min(max(float(accuracy), 1.0 / (n + 1)), n / (n + 1))
+    return float(np.sqrt(p * (1.0 - p) / n))
+
+
+def _accuracy_cell(x, n_test) -> str:
+    err = counting_error(x, n_test)
+    text = format_accuracy(x)
+    return text if not np.isfinite(err) else f"{text} &plusmn; {err:.3f}"
+
+
 def results_table_html(results: dict) -> str:
-    """Training results: {task: {mode label: {'bench_accuracy', 'twin_accuracy', 'seconds'}}}."""
+    """Training results as an HTML table, each accuracy with its counting error.
+
+    Parameters
+    ----------
+    results : {task: {mode label: {'bench_accuracy', 'twin_accuracy' (fractions), 'seconds' (s),
+        optional 'n_test' (test samples, for the binomial error)}}}.
+
+    Returns
+    -------
+    str
+        An HTML table.
+    """
     head = ("<tr><th>task</th><th>mode</th><th>test accuracy on the bench</th><th>test accuracy on the twin</th>"
-            "<th>time (s)</th></tr>")
+            "<th>test samples</th><th>time (s)</th></tr>")
     rows = []
     for task, per in results.items():
         for label, r in per.items():
-            bench = r.get("bench_accuracy")
+            n = r.get("n_test")
             rows.append(f'<tr><td class="l">{html.escape(task)}</td><td class="l">{html.escape(label)}</td>'
-                        f"<td>{format_accuracy(bench)}</td><td>{format_accuracy(r.get('twin_accuracy'))}</td>"
+                        f"<td>{_accuracy_cell(r.get('bench_accuracy'), n)}</td>"
+                        f"<td>{_accuracy_cell(r.get('twin_accuracy'), n)}</td>"
+                        f"<td>{'-' if n is None else int(n)}</td>"
                         f"<td>{r.get('seconds', float('nan')):.0f}</td></tr>")
     return (f"<table>{head}{''.join(rows)}</table><p class=\"note\">'-': no bench (the ideal computer); "
-            "accuracies on the task's test set.</p>")
+            "accuracies on the task's test set, &plusmn; their binomial counting error sqrt(p (1 - p) / n): "
+            "rows closer than about two such errors are not distinguished by this test set.</p>")
 
 
 def write_compare_report(out_dir, summary: dict, figures: list[tuple[str, Path]], table_html: str = "",
                          stats: dict | None = None) -> Path:
     """One self-contained HTML page with the agreement per MVM, a results table and the figures.
 
+    Parameters
+    ----------
+    out_dir : directory of the page (created).
     summary : :func:`optwin.workflows.compare.measure_agreement`'s ``summary`` (with
-        ``noise_floor_nrmse_per_mvm`` for a floor per MVM); stats : its ``stats`` (optional).
+        ``noise_floor_nrmse_per_mvm`` for a floor per MVM).
+    figures : (title, PNG path) pairs, embedded in order.
+    table_html : an HTML fragment placed after the agreement table (e.g. results).
+    stats : ``measure_agreement``'s ``stats`` (optional).
+
+    Returns
+    -------
+    Path
+        The written page.
     """
     out = Path(out_dir)
     if "noise_floor_nrmse_per_mvm" in summary or stats:

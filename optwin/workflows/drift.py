@@ -184,7 +184,20 @@ class DriftWatch:
         return out
 
     def start(self, baseline: dict | None = None) -> dict:
-        """Measure the baseline (``n_baseline`` shot pairs), or adopt a saved one (``--resume``); returns it."""
+        """Measure the baseline (``n_baseline`` shot pairs), or adopt a saved one (``--resume``).
+
+        Parameters
+        ----------
+        baseline : a saved ``DriftWatch.baseline`` (None: measure it now).
+
+        Returns
+        -------
+        dict
+            Per quantity ``r0`` (systematic residual), ``threshold``, ``noise`` (single-shot),
+            ``sd_r2`` and ``spread`` (std of the prediction, twin units; the residuals are
+            relative to it), plus ``w_max_ref`` (twin units), the rule's settings,
+            ``bench_clock_s`` and ``seconds`` (s).
+        """
         if baseline is not None:
             missing = [k for k in ("r0", "threshold", "spread", "w_max_ref") if k not in baseline]
             if missing:
@@ -221,7 +234,14 @@ class DriftWatch:
         return self.baseline
 
     def measure(self) -> dict:
-        """One shot pair: ``{'residual': {q: systematic nrmse}, 'noise': {q: single-shot nrmse}}``."""
+        """Measure one shot pair of the reference set.
+
+        Returns
+        -------
+        dict
+            ``{'residual': {q: systematic nrmse}, 'noise': {q: single-shot nrmse}}`` for q in
+            :data:`QUANTITIES`, relative to the baseline's spread of the prediction.
+        """
         if self.baseline is None:
             raise RuntimeError("DriftWatch.measure() needs start() first")
         pair = self._pair()
@@ -230,18 +250,48 @@ class DriftWatch:
                 "noise": {q: math.sqrt(float(pair[q]["noise2"].mean())) / sp[q] for q in QUANTITIES}}
 
     def drifted(self, residual: dict) -> list:
-        """Quantities whose residual exceeds its threshold."""
+        """Quantities whose residual exceeds its threshold.
+
+        Parameters
+        ----------
+        residual : {q: systematic nrmse} (:meth:`measure`).
+
+        Returns
+        -------
+        list of str
+            The drifted quantities, in :data:`QUANTITIES` order.
+        """
         return [q for q in QUANTITIES if residual[q] > self.baseline["threshold"][q]]
 
     # ------------------------------------------------------------------ checks
     def maybe_check(self, epoch: int) -> dict | None:
-        """``check(epoch)`` when ``epoch`` is a multiple of ``every_epochs``."""
+        """``check(epoch)`` when ``epoch`` is a multiple of ``every_epochs``.
+
+        Parameters
+        ----------
+        epoch : epochs done (1-based).
+
+        Returns
+        -------
+        dict or None
+            The re-fit event of :meth:`check`, or None.
+        """
         if epoch % self.every_epochs:
             return None
         return self.check(epoch)
 
     def check(self, epoch: int) -> dict | None:
-        """Measure; on drift re-fit (when enabled).  Returns the re-fit event or None."""
+        """Measure; on drift re-fit (when enabled).  The check is appended to ``checks``.
+
+        Parameters
+        ----------
+        epoch : epochs done (recorded with the check).
+
+        Returns
+        -------
+        dict or None
+            The re-fit event (:meth:`refit`), or None without drift or with re-fits off.
+        """
         m = self.measure()
         residual = m["residual"]
         over = self.drifted(residual)
@@ -263,10 +313,18 @@ class DriftWatch:
             n += 1
 
     def recalibrate(self, parts, path=None):
-        """Re-measure calibration ``parts`` on the bench and adopt the result; returns the new CalibrationSet.
+        """Re-measure calibration ``parts`` on the bench and adopt the result.
 
-        ``path``: the calibration file to update (default: a copy of the current calibration at
-        the next ``<refit_base>.refit<n>.h5``); the other parts' fits come from it.
+        Parameters
+        ----------
+        parts : calibration procedures to run (e.g. ``["readout"]``, ``["absorber", "mvm"]``).
+        path : the calibration file to update (default: a copy of the current calibration at
+            the next ``<refit_base>.refit<n>.h5``); the other parts' fits come from it.
+
+        Returns
+        -------
+        CalibrationSet
+            The new calibration (``path`` set), now in use.
         """
         from calibration.run import CalibrationRunError, calibrate_bench
         parts = list(parts)
@@ -286,8 +344,12 @@ class DriftWatch:
         return cal
 
     def adopt(self, cal) -> None:
-        """Use ``cal`` from now on: bench readout (LO amplitudes, unit scales, w_max), twin, SLM frames."""
-        from hwio.bench_system import with_retries
+        """Use ``cal`` from now on: bench readout (LO amplitudes, unit scales, w_max), twin, SLM frames.
+
+        Parameters
+        ----------
+        cal : the :class:`calibration.calset.CalibrationSet` to adopt (``on_refit`` gets it too).
+        """
         from optwin.workflows.from_calibration import bench_system_from_calibration
         bs = self.bench_system
         training = bs.get_weights()
@@ -298,13 +360,26 @@ class DriftWatch:
         self.cal = cal
         # the calibration left its own frames on the panels: the probe off, the training weights on
         zero_probe = bs.encoders["probe_input"].encode(np.zeros((1, bs.sizes[2])), w_max=1.0)
-        with_retries(self.bench.slms["probe_input"].show, zero_probe, retries=bs.retries, what="show on probe_input")
+        bs.access.show(self.bench.slms["probe_input"], zero_probe, name="probe_input")
         bs.set_weights(training)
         if self.on_refit is not None:
             self.on_refit(cal)
 
     def refit(self, epoch: int, before: dict) -> dict:
-        """Re-fit the drifting parts in stages (module docstring); returns the logged event."""
+        """Re-fit the drifting parts in stages (module docstring).
+
+        Parameters
+        ----------
+        epoch : epochs done.
+        before : the residuals that showed the drift ({q: systematic nrmse}).
+
+        Returns
+        -------
+        dict
+            The event (also appended to ``events``): ``parts`` re-fitted, ``recovered``, the
+            residuals before, after the readout re-fit and after, ``threshold``, ``cal_file``,
+            ``seconds`` (wall, s), ``bench_clock_s`` and ``bench_seconds`` (bench clock, s).
+        """
         t0 = time.perf_counter()
         clock0 = self.bench.timeline.now()
         path = self._next_path()

@@ -19,6 +19,21 @@ __all__ = ["load_calibration", "check_calibration_bench", "twin_from_calibration
 
 
 def load_calibration(path) -> CalibrationSet:
+    """The calibration file ``path`` (:class:`calibration.calset.CalibrationSet`).
+
+    Parameters
+    ----------
+    path : a file written by ``optwin calibrate`` (or lab-file fits written with ``--out``).
+
+    Returns
+    -------
+    CalibrationSet
+
+    Raises
+    ------
+    UsageError
+        When the file is missing, damaged or not a calibration file (one line).
+    """
     try:
         return CalibrationSet.load(path)
     except CalibrationFileError as exc:
@@ -29,8 +44,19 @@ def check_calibration_bench(cal: CalibrationSet, bench, path, allow_other: bool 
                             command: str = "optwin") -> list[str]:
     """Refuse (UsageError) a calibration file recorded on another bench; print and return warnings.
 
-    See :mod:`calibration.fingerprint`; ``allow_other`` (``--allow-other-bench``) turns the
-    refusal into a warning.
+    Parameters
+    ----------
+    cal : the calibration.
+    bench : the opened bench.
+    path : the calibration file's name, for messages.
+    allow_other : (``--allow-other-bench``) turn the refusal into a warning
+        (:mod:`calibration.fingerprint`).
+    command : the command named in the printed warnings.
+
+    Returns
+    -------
+    list of str
+        The warnings (also printed to stderr).
     """
     import sys
 
@@ -68,6 +94,19 @@ def twin_from_calibration(cal: CalibrationSet, sizes, rule: str = "probe", seed:
     realised through the panel's measured amplitude transfer table (``slm*.amplitude_transfer``:
     what the calibrated encoder really shows for each programmed amplitude); files without a
     table fall back to a uniform quantiser of ``slm_levels`` levels.
+
+    Parameters
+    ----------
+    cal : the calibration (needs ``absorber``, ``mvm1`` and ``mvm2``).
+    sizes : layer sizes (n_in, n_hidden, n_out).
+    rule : backward rule at the cell: ``probe`` (the optical probe's transmission) or ``exact`` (g').
+    seed : seeds the initial weights and the readout noise.
+    init_scale : initial weights ~ N(0, s^2 / n_in) (twin units).
+    slm_levels : quantiser levels without an amplitude transfer table.
+
+    Returns
+    -------
+    twin.network.OpticalNetwork
     """
     from calibration.absorber_fit import absorber_from_fit
     from calibration.slm_fit import transfer_table
@@ -107,6 +146,20 @@ def ideal_twin(cal: CalibrationSet | None, sizes, alpha0: float | None = None, r
         perfect digital computer.
     weight_range : limit the weights to the +-w_max each SLM can realise (from the file's
         MVM fits, when present).
+
+    Parameters
+    ----------
+    cal : the calibration, or None (nominal cell, no weight range).
+    sizes : layer sizes (n_in, n_hidden, n_out).
+    alpha0 : resonant optical depth of the nominal cell (default: the file's, else 5).
+    rule : backward rule at the cell (``exact`` or ``probe``).
+    seed : seeds the initial weights.
+    init_scale : initial weights ~ N(0, s^2 / n_in) (twin units).
+    weight_range, absorber : see above.
+
+    Returns
+    -------
+    twin.network.OpticalNetwork
     """
     from twin.layers import Imperfections
     from twin.network import OpticalNetwork
@@ -130,6 +183,16 @@ def bench_system_from_calibration(bench, cal: CalibrationSet, probe_fraction: fl
 
     Built by :func:`calibration.deploy.bench_calibration` (encoders, weight ranges, readouts,
     operating exposures: the same code ``optwin push`` and the calibration procedures use).
+
+    Parameters
+    ----------
+    bench : the opened bench the calibration was made on.
+    cal : its calibration.
+    probe_fraction : peak backward-probe amplitude as a fraction of full amplitude.
+
+    Returns
+    -------
+    hwio.bench_system.BenchSystem
     """
     from calibration.deploy import DeployError, bench_calibration
     from hwio.bench_system import BenchSystem

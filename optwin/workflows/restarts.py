@@ -18,7 +18,19 @@ __all__ = ["run_restarts", "restart_fields"]
 
 
 def restart_fields(result, done: int) -> dict:
-    """The run-file settings that record the restarts (``result``: a RestartResult)."""
+    """The run-file settings that record the restarts.
+
+    Parameters
+    ----------
+    result : the :class:`twin.restarts.RestartResult` so far.
+    done : restarts finished.
+
+    Returns
+    -------
+    dict
+        ``restarts_done``, ``restart`` (chosen index), ``restart_seeds``,
+        ``restart_val_accuracy`` (fractions) and ``restart_val_loss``.
+    """
     return {"restarts_done": int(done), "restart": int(result.index), "restart_seeds": list(result.seeds),
             "restart_val_accuracy": list(result.val_accuracy), "restart_val_loss": list(result.val_loss)}
 
@@ -55,10 +67,24 @@ def _resumed(saved: dict | None, build, optimizer_factory):
 
 def run_restarts(build, task, optimizer_factory, settings: dict, validation, *, out=None, saved=None,
                  progress: bool = False):
-    """Train ``settings['restarts']`` restarts (resuming ``saved``); returns (RestartResult, seconds).
+    """Train ``settings['restarts']`` restarts, resuming ``saved``; checkpoint ``out`` after each.
 
-    ``build(init_seed)`` makes a fresh system; ``settings`` needs restarts, epochs, batch,
-    seed and target (loss optional); ``out`` is checkpointed after every restart.
+    Parameters
+    ----------
+    build : ``build(init_seed)`` -> a fresh system to train.
+    task : the task.
+    optimizer_factory : ``optimizer_factory()`` -> a fresh optimizer per restart.
+    settings : the run-file settings; needs ``restarts``, ``epochs``, ``batch``, ``seed`` and
+        ``target`` (``loss`` and ``lr_schedule`` optional).
+    validation : ``(x_val, y_val)`` that chooses the restart (and the epoch within each).
+    out : run file rewritten after every finished restart (None: none).
+    saved : the run file being resumed (:func:`optwin.runfile.load_run`), or None.
+    progress : show progress bars.
+
+    Returns
+    -------
+    (RestartResult, float)
+        The chosen restart and the training time of all restarts, earlier parts included (s).
     """
     from optwin.runfile import save_run
     from twin.restarts import train_restarts

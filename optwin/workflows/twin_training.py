@@ -28,8 +28,22 @@ RESUME_DEFAULTS = {"val_fraction": 0.0, "lr_schedule": "constant", "i_sat": 1.0,
 
 
 def load_task_for(settings: TrainSettings):
-    """``(task, settings)``: the task of ``settings`` and the settings with ``layers`` filled in
-    (the task's default hidden widths); SettingsError when ``layers`` does not fit the task."""
+    """The task of ``settings`` and the settings with ``layers`` filled in.
+
+    Parameters
+    ----------
+    settings : twin :class:`optwin.settings.TrainSettings`.
+
+    Returns
+    -------
+    (Task, TrainSettings)
+        The loaded task and the settings with ``layers`` (default: the task's hidden widths).
+
+    Raises
+    ------
+    SettingsError
+        When the task cannot be loaded or ``layers`` does not fit it.
+    """
     from twin.tasks import load_task
     try:
         task = load_task(settings.task, seed=settings.seed, n_samples=settings.n_samples,
@@ -47,9 +61,19 @@ def load_task_for(settings: TrainSettings):
 
 
 def build_twin(settings: TrainSettings, seed: int | None = None, **network_options):
-    """The twin network of ``settings`` (``layers`` filled in); ``seed`` overrides the
-    initialisation seed (restarts); ``network_options`` (e.g. ``imperfections``,
-    ``probe_strength``, ``update``) go to :class:`twin.network.OpticalNetwork` unchanged."""
+    """The twin network of ``settings``.
+
+    Parameters
+    ----------
+    settings : twin settings with ``layers`` filled in (:func:`load_task_for`).
+    seed : overrides the initialisation seed (restarts).
+    **network_options : e.g. ``imperfections``, ``probe_strength``, ``update``; passed to
+        :class:`twin.network.OpticalNetwork` unchanged.
+
+    Returns
+    -------
+    twin.network.OpticalNetwork
+    """
     from twin.network import OpticalNetwork
     absorber = None if settings.absorber == "none" else settings.absorber
     if absorber is not None:
@@ -61,8 +85,24 @@ def build_twin(settings: TrainSettings, seed: int | None = None, **network_optio
 
 
 def initial_weights(path, sizes, task: str) -> list:
-    """The weights of run file ``path`` (``--init-from``), checked against the network's layer
-    sizes and the task the run was trained on (SettingsError otherwise)."""
+    """The weights of run file ``path`` (``--init-from``).
+
+    Parameters
+    ----------
+    path : a run file.
+    sizes : the network's layer sizes (n_in, ..., n_out).
+    task : the task the new run trains.
+
+    Returns
+    -------
+    list of ndarray
+        One (n_out, n_in) float64 array per layer (twin units).
+
+    Raises
+    ------
+    SettingsError
+        When the run was trained on another task or its shapes do not fit ``sizes``.
+    """
     from optwin.runfile import load_run
     run = load_run(path)
     trained_on = run["settings"].get("task")
@@ -77,7 +117,21 @@ def initial_weights(path, sizes, task: str) -> list:
 
 
 def train_twin(settings: TrainSettings, out=None, resume: bool = False, progress: bool = False) -> dict:
-    """Train the twin as ``settings`` say; returns the result (test accuracy of the kept weights...)."""
+    """``optwin train --system twin``: train the twin as ``settings`` say.
+
+    Parameters
+    ----------
+    settings : twin :class:`optwin.settings.TrainSettings`.
+    out : run file checkpointed after every epoch (or restart); None: no file.
+    resume : continue the run in ``out``.
+    progress : show progress bars.
+
+    Returns
+    -------
+    dict
+        :func:`summarise` of the run (accuracies are fractions; with ``val_fraction`` the test
+        accuracy of the kept weights), plus the restarts and selected epoch where they apply.
+    """
     from optwin.workflows.restarts import run_restarts
     from twin.optim import make_optimizer
     from twin.training import evaluate
@@ -115,7 +169,23 @@ def train_with_checkpoints(system, task, optimizer, settings: TrainSettings, out
     file to resume, :func:`load_for_resume`) continues it (weights, optimizer state, curves).
     With ``validation`` (x, y) the run keeps its best validation epoch (early stopping); the
     checkpoints carry that epoch's weights, so a resumed run still knows it.
-    Returns ``(history, seconds)``."""
+
+    Parameters
+    ----------
+    system : the system to train.
+    task : the task.
+    optimizer : its optimizer.
+    settings : the run's settings (epochs, batch, loss, seed, target, lr_schedule).
+    out : run file (None: no checkpoints).
+    saved : the run file being resumed, or None.
+    validation : ``(x_val, y_val)``, or None.
+    progress : show a progress bar.
+
+    Returns
+    -------
+    (History, float)
+        The curves and the training time, earlier parts included (s).
+    """
     from twin.training import History, train
 
     start, history = 0, None
@@ -156,7 +226,20 @@ def train_with_checkpoints(system, task, optimizer, settings: TrainSettings, out
 
 
 def load_for_resume(out, settings: TrainSettings, resume: bool, keys=TWIN_RESUME_KEYS) -> dict | None:
-    """The run file to continue (``resume`` with an existing ``out``), checked against ``settings``."""
+    """The run file to continue (``resume`` with an existing ``out``), checked against ``settings``.
+
+    Parameters
+    ----------
+    out : the run file.
+    settings : the settings now.
+    resume : ``--resume`` was given.
+    keys : settings that must match the file's.
+
+    Returns
+    -------
+    dict or None
+        The loaded run file, or None (no resume, or no file yet).
+    """
     if not resume:
         return None
     if not out:
@@ -176,7 +259,14 @@ def load_for_resume(out, settings: TrainSettings, resume: bool, keys=TWIN_RESUME
 
 
 def check_schedule_epochs(saved: dict, settings: TrainSettings, path) -> None:
-    """A cosine schedule spans --epochs: resuming it with other --epochs would change its rates."""
+    """SettingsError when a cosine-schedule run is resumed with other ``--epochs`` (its rates would change).
+
+    Parameters
+    ----------
+    saved : the saved run's settings.
+    settings : the settings now.
+    path : the run file, for the message.
+    """
     if settings.lr_schedule == "cosine" and int(saved.get("epochs", settings.epochs)) != settings.epochs:
         raise SettingsError(f"--resume: {path} runs a cosine schedule over {saved.get('epochs')} epochs; give "
                             f"--epochs {saved.get('epochs')} (or train a new --out)")
@@ -185,7 +275,13 @@ def check_schedule_epochs(saved: dict, settings: TrainSettings, path) -> None:
 class KeptWeights:
     """Early stopping across checkpoints: the best validation epoch's weights and the last
     epoch's travel in every run file (``/checkpoint/weights/{best,latest}``), so that
-    ``--resume`` continues exactly.  ``saved``: the run file being resumed (or None)."""
+    ``--resume`` continues exactly.
+
+    Parameters
+    ----------
+    start_weights : the weights the run starts from (twin units), epoch 0's candidate.
+    saved : the run file being resumed (or None).
+    """
 
     def __init__(self, start_weights, saved: dict | None = None):
         st = saved["settings"] if saved else {}
@@ -210,7 +306,21 @@ class KeptWeights:
 
 
 def summarise(history, settings: TrainSettings, seconds: float, n_train: int) -> dict:
-    """The result of a twin run (accuracies of its last epoch; ``seconds`` of training, s)."""
+    """The result of a twin run.
+
+    Parameters
+    ----------
+    history : the run's curves.
+    settings : its settings.
+    seconds : training time (s).
+    n_train : training samples (for the rate).
+
+    Returns
+    -------
+    dict
+        Task, layers, absorber, rule, accuracies of the last epoch (fractions), final loss,
+        epochs, ``seconds`` (s) and ``samples_per_second``.
+    """
     epochs_run = len(history.epoch)
     return {
         "system": settings.system, "task": settings.task, "layers": list(settings.layers),

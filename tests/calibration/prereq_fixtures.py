@@ -84,7 +84,8 @@ def twin_over_true_z1(bench, cal, fills=(0.35, 0.7), repeats: int = 24) -> list:
     ``mean(log(ratio))`` gives i_sat(fit) / i_sat(true) = exp(mean)^-2."""
     import math
 
-    from calibration.procedures.absorber import full_pump_levels, homodyne_of, repeated_powers
+    from calibration.procedures.absorber import full_pump_levels
+    from calibration.procedures.steps import homodyne_of, repeated_powers
     t = truth_of(bench)
     bench.timeline.sleep(max(0.0, cal.fits["absorber"].info["alpha0_at_s"] - bench.timeline.now()))
     ctx = CalContext(bench, fits=dict(cal.fits))

@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 
 from calibration.calset import CalibrationSet
-from calibration.procedures.absorber import (absorber_plan, full_pump_levels, homodyne_of, measure_absorber,
-                                             repeated_powers, saturated)
+from calibration.procedures.absorber import absorber_plan, full_pump_levels, measure_absorber
 from calibration.procedures.context import CalContext, camera_fit_name
 from calibration.procedures.exposure import (CLIP_FRACTION, find_exposure, frame_peaks, input_fills, kept_exposures,
                                              measure_exposure, min_input, saturation_room)
 from calibration.procedures.mvm import _Panels, _measure, mvm_plans
 from calibration.procedures.registration import measure_registration
+from calibration.procedures.steps import homodyne_of, repeated_powers, saturated
 from calibration.quantities import Fit, Quantity
 from calibration.run import calibrate_bench, part_of
 from hwio.recording import Recorder, read_stream
@@ -362,3 +362,25 @@ def test_a_partial_run_measures_at_the_recorded_exposures(highgain, tmp_path):
         ratio = new.arrays["lo_amplitude"] / old.arrays["lo_amplitude"]
         assert np.abs(ratio - 1).max() < 0.03, (cam, ratio)
     bench.close()
+
+
+def test_exposures_are_clamped_into_the_camera_range_a_real_driver_refuses_outside():
+    """Real drivers (pylon, GenICam) refuse an exposure outside the sensor's range; the
+    calibration asks for the nearest settable one, so shortening until the value stops falling ends."""
+    bench = open_with("sim", QUIET)
+    cam = bench.cameras["cam_out"]
+    lo, hi = 2e-5, 0.5
+
+    def strict(exposure_s):
+        if not lo <= exposure_s <= hi:
+            raise ValueError(f"exposure {exposure_s} s outside the camera range")
+        return exposure_s
+    cam._set_exposure_hw = strict
+    cam._exposure_range_hw = lambda: (lo, hi)
+    ctx = CalContext(bench)
+    assert cam.exposure_range_s == (lo, hi)
+    assert ctx.set_exposure("cam_out", 1e-7) == lo and ctx.set_exposure("cam_out", 3.0) == hi
+    assert ctx.set_exposure("cam_out", 1e-3) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="outside the camera range"):
+        cam.exposure_s = 1e-7                       # the driver itself still refuses
+    assert bench.cameras["cam_z1"].exposure_range_s[0] > 0          # the simulated sensor's own minimum

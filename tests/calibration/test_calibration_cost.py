@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.procedures.mvm import ONEHOT_SPACING, _StackSolver, mvm_plans
-from calibration.procedures.slm import BlockBlurMeans, fit_column_free_illumination
-from calibration.slm_fit import fit_illumination
+from calibration.mvm_fit import _StackSolver
+from calibration.procedures.mvm import ONEHOT_SPACING, mvm_plans
+from calibration.crosstalk_fit import BlockBlurMeans
+from calibration.illumination_fit import fit_column_free_illumination, fit_illumination
 from hwio.bench import open_bench
 from hwio.encoding import realised_weights
 from hwio.response import PhaseResponse

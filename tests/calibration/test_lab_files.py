@@ -7,7 +7,7 @@ from calibration.absorber_fit import fit_absorber
 from calibration.camera_fit import fit_camera
 from calibration.lab_files import (LabFileError, file_provenance, read_absorber_probe_csv, read_absorber_pump_csv,
                                    read_camera_h5, read_csv_columns, read_slm_csv)
-from calibration.slm_fit import fit_diffractive_response
+from calibration.slm_phase_fit import fit_diffractive_response
 from twin.absorber import TwoLevelAbsorber
 
 GAIN, READ_E, OFFSET = 0.8, 4.0, 50.0

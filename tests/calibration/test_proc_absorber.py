@@ -7,10 +7,11 @@ import pytest
 from scipy.integrate import quad
 
 from calibration.absorber_fit import MODELS
-from calibration.procedures.absorber import (SPOT_SUFFIX, NeuronSweeps, _jackknife_steps, absorber_plan,
-                                             analyse_absorber, fit_law_jointly, full_pump_levels, measure_absorber,
-                                             neuron_scales, repeated_powers, homodyne_of, scale_fit,
-                                             spot_amplitude_transmission, weak_inputs)
+from calibration.absorber_joint_fit import NeuronSweeps, fit_law_jointly, jackknife_steps
+from calibration.absorber_spot_fit import (SPOT_SUFFIX, analyse_absorber, neuron_scales, scale_fit,
+                                           spot_amplitude_transmission)
+from calibration.procedures.absorber import absorber_plan, full_pump_levels, measure_absorber, weak_inputs
+from calibration.procedures.steps import homodyne_of, repeated_powers
 from calibration.quantities import Fit, Quantity
 from hwio.sim.optics import CellModel
 from hwio.sim.testing import truth_of
@@ -106,7 +107,7 @@ def test_step_jackknife_covers_errors_common_to_a_step():
         data = NeuronSweeps(p_in=x, p_out=y, var_in=(1e-4 * x) ** 2, var_out=var_out, neuron=k,
                             t_h=t_h, n_neurons=n_k, step=step)
         full = fit_law_jointly("twolevel", False, data, (3.0, i_true))
-        jack = _jackknife_steps("twolevel", False, data, full)
+        jack = jackknife_steps("twolevel", False, data, full)
         devs.append(full["params"]["i_sat"] - i_true)
         se_cov.append(full["stderr"]["i_sat"])
         se_step.append(jack["i_sat"])
@@ -116,7 +117,7 @@ def test_step_jackknife_covers_errors_common_to_a_step():
     # scatter of i_sat over the 8 sweeps against the typical stated error
     assert rms(devs) / rms(se_cov) > 2.0, (devs, se_cov)          # the covariance alone is too small
     assert rms(devs) / rms(se_step) < 1.6, (devs, se_step)
-    assert _jackknife_steps("twolevel", False, NeuronSweeps(**{**data.__dict__, "step": None}), full) == {}
+    assert jackknife_steps("twolevel", False, NeuronSweeps(**{**data.__dict__, "step": None}), full) == {}
 
 
 def test_scale_fit_converts_to_twin_units():
@@ -183,7 +184,8 @@ def test_twin_field_units_match_the_cell(sim_absorber):
 
 def test_sweep_exposure_shortens_when_the_strongest_pump_would_saturate(sim_absorber):
     """A drive that clips the spots at the operating exposure: the sweep runs shorter (k < 1)."""
-    from calibration.procedures.absorber import boost_exposures, saturated
+    from calibration.procedures.absorber import boost_exposures
+    from calibration.procedures.steps import saturated
     bench, ctx, _, _ = sim_absorber
     cam = "cam_z1"
     nominal = bench.cameras[cam].exposure_s
@@ -209,7 +211,7 @@ def test_sweep_exposure_shortens_when_the_strongest_pump_would_saturate(sim_abso
 
 def test_steps_flagged_saturated_leave_the_fit():
     """Clipped readings at the strongest pumps bias the law; flagged, they are left out."""
-    from calibration.procedures.absorber import AbsorberPlan, reduce_absorber
+    from calibration.absorber_sweep_fit import reduce_absorber
     rng = np.random.default_rng(5)
     truth = AbsorberTruth(model="doppler", alpha0=4.0, i_sat=1.0)
     cell = CellModel(truth)
@@ -230,11 +232,10 @@ def test_steps_flagged_saturated_leave_the_fit():
 
     back = [0.01 * rng.standard_normal((8, gains.size)) for _ in counts]
     h = {"cam_z1": rows(z, clip), "cam_a1": rows(a), "back_off": back, "back_on": back}
-    plan = AbsorberPlan(counts=counts, n_active=100)
     flags = np.zeros((counts.size, 2), bool)
     flags[:, 0] = clip
-    good = reduce_absorber(h, plan, spot_models=False, saturated=flags)
-    bad = reduce_absorber(h, plan, spot_models=False)
+    good = reduce_absorber(h, counts, spot_models=False, saturated=flags)
+    bad = reduce_absorber(h, counts, spot_models=False)
     assert good.info["parametric_model"] == "doppler" and good.quantities["alpha0"].within(4.0, 3.0)
     assert any("saturated" in w for w in good.info["warnings"])
     assert not bad.quantities["alpha0"].within(4.0, 3.0) or bad.info["parametric_model"] != "doppler"

@@ -88,7 +88,9 @@ def test_heavy_faults_are_retried_and_stale_frames_rejected():
     bench = open_with("sim", {"truth": {"faults": faults}})
     ctx = CalContext(bench)
     fits = {f.name: f for f in measure_camera(ctx, cameras=["cam_out"], n_points=16, n_frames=3)}
-    assert ctx.info["retries"] > 20 and ctx.info["stale_frames"] > 5
+    # ~6 % of the grabs time out or drop, 5 % of the shows fail (retried); ~10 % of the frames
+    # are stale repeats, which the camera discards (not retries)
+    assert ctx.info["retries"] > 5 and ctx.info["stale_frames"] > 10
     # a duplicated frame inside a point would bias the temporal variance low: K stays right
     truth = truth_of(bench).cameras["cam_out"]
     assert abs(fits["camera"].quantities["gain_adu_per_e"].value / truth.gain_adu_per_e - 1) < 0.03

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from calibration.procedures.absorber import absorber_plan, measure_absorber
-from calibration.procedures.mvm import fit_mvm_model, fit_mvm_selected, measure_mvm, mvm_plans, predict_mvm
+from calibration.mvm_fit import fit_mvm_model, fit_mvm_selected, predict_mvm
+from calibration.procedures.mvm import measure_mvm, mvm_plans
 from hwio.encoding import realised_weights
 from hwio.recording import Recorder, list_streams, read_stream
 from hwio.response import PhaseResponse

@@ -7,7 +7,8 @@ import pytest
 
 from calibration.procedures import CalContext
 from calibration.procedures.camera import measure_camera
-from calibration.procedures.readout import measure_readout, spot_backgrounds
+from calibration.procedures.readout import measure_readout
+from calibration.readout_fit import spot_backgrounds
 from calibration.procedures.registration import measure_registration
 from hwio.sim.camera_physics import psf_matrix
 from hwio.sim.optics import crosstalk_matrix

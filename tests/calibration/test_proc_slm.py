@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from calibration.interference_fit import circle_phases, fit_circle
 from calibration.procedures import CalContext
 from calibration.procedures.camera import measure_camera
 from calibration.procedures.readout import measure_readout
 from calibration.procedures.registration import measure_registration
-from calibration.procedures.slm import circle_phases, fit_circle, measure_slm
+from calibration.procedures.slm import measure_slm
 from hwio.response import InverseLUT, PhaseResponse
 from hwio.sim.testing import open_with, truth_of
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import calibration.report as report
+from calibration import report_plots
 from calibration.calset import CalibrationSet
+from calibration.fit_statistics import camera_points, raw_streams
 from calibration.report import (DEFINITIONS, fit_statistics, information_criteria, plot_camera, plot_registration,
                                 write_report)
 
@@ -24,14 +26,14 @@ def _labels_of(fig) -> list[tuple[str, str, str]]:
 
 @pytest.fixture()
 def labelled(monkeypatch):
-    """Every figure saved by calibration.report: its axes' labels, checked before saving."""
+    """Every figure saved by the report modules: its axes' labels, checked before saving."""
     seen = []
-    orig = report._save
+    orig = report_plots.save_figure
 
     def save(fig, path):
         seen.append(_labels_of(fig))
         return orig(fig, path)
-    monkeypatch.setattr(report, "_save", save)
+    monkeypatch.setattr(report_plots, "save_figure", save)
     return seen
 
 
@@ -57,9 +59,9 @@ def test_page_of_the_shared_calibration(sim_calibration_run):
 
 def test_statistics_and_figures_from_the_raw_frames(sim_calibration_file, tmp_path, labelled):
     cal = CalibrationSet.load(sim_calibration_file)
-    raw = report._raw_streams(sim_calibration_file.with_name(sim_calibration_file.name + ".raw.h5"))
+    raw = raw_streams(sim_calibration_file.with_name(sim_calibration_file.name + ".raw.h5"))
     fit = cal.fits["camera.cam_z1"]
-    pts = report._camera_points(fit, raw["camera.cam_z1"])
+    pts = camera_points(fit, raw["camera.cam_z1"])
     assert pts is not None, "the raw frames must reproduce the fit's photon-transfer points"
     (row,) = fit_statistics(fit, camera_points=pts)
     # N: the fit's own linear range; chi^2 recomputed from the frames agrees with the fit's reduced chi^2

@@ -5,9 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.slm_fit import (combine_slm, fit_crosstalk, fit_diffractive_response, fit_illumination,
-                                 fit_phase_response, fit_regions, fringe_phases, grating_first_order,
-                                 inverse_lut, power_law_phase)
+from calibration.crosstalk_fit import fit_crosstalk, grating_first_order
+from calibration.illumination_fit import fit_illumination
+from calibration.interference_fit import fringe_phases
+from calibration.slm_fit import combine_slm
+from calibration.slm_phase_fit import fit_diffractive_response, fit_phase_response, fit_regions, inverse_lut, power_law_phase
 
 BITS = 8
 LEVELS = np.arange(2 ** BITS)

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq, minimize_scalar
 
+from calibration.crosstalk_fit import model_ratios
 from calibration.deploy import DeployError, phase_encoder
-from calibration.procedures.slm import _model_ratios, circle_phases
+from calibration.interference_fit import circle_phases
 from calibration.quantities import Fit
 from hwio.bench import open_bench
-from hwio.encoding import (
-    DEPTH_STEPS,
-    DITHER_SUBBINS,
-    BlazedEncoder,
-    PhaseEncoder,
-    amplitude_transfer,
-    realised_weights,
-)
+from hwio.blazed import DEPTH_STEPS
+from hwio.dither import DITHER_SUBBINS
+from hwio.encoding import BlazedEncoder, PhaseEncoder, amplitude_transfer, realised_weights
 from hwio.layout import BlockLayout
 from hwio.response import DoublePhaseRange, PhaseResponse
 from hwio.sim.first_order import FirstOrderPanel
@@ -277,7 +273,7 @@ def test_calibration_models_recover_phase_law_and_crosstalk():
     lay = bench.layouts["slm2"]
 
     def cost(s):
-        mod = _model_ratios(pats, uniform, zero, lay, resp, s, 10)
+        mod = model_ratios(pats, uniform, zero, lay, resp, s, 10)
         return sum(abs(meas[k] - mod[k]) ** 2 for k in pats)
 
     sigma = minimize_scalar(cost, bounds=(0.0, 2.0), method="bounded", options={"xatol": 1e-5}).x

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from hwio.encoding import DMDEncoder, PhaseEncoder, bayer_ranks, realised_weights
+from hwio.dither import DITHER_SUBBINS
+from hwio.encoder_common import bayer_ranks
+from hwio.encoding import DMDEncoder, PhaseEncoder, realised_weights
 from hwio.layout import BlockLayout
 from hwio.response import InverseLUT, PhaseResponse
 
@@ -127,6 +129,27 @@ def test_encoder_matches_pixel_rule_below_two_pi(range_turns, bits, case, dither
     lut = PhaseResponse.power_law(bits, range_turns * TWO_PI, 1.2, -0.5).inverse()
     assert not lut.double_phase.full
     check_pixel_rule(lut, case, "zero", dither, headroom=1.0)     # the largest |w| at A_max, the gap's edge
+
+
+BENCH_GEOMETRIES = [   # the block geometries of benchmarks/encode_readout.py, a few blocks of each
+    (8, BlockLayout(3, 4, block_px=(16, 28), pitch_px=(16, 28), origin_px=(64, 64))),
+    (10, BlockLayout(3, 4, block_px=(16, 28), pitch_px=(16, 28), origin_px=(64, 64))),
+    (8, BlockLayout(4, 4, block_px=(8, 28), pitch_px=(8, 28), origin_px=(64, 64), guard_px=1)),
+    (8, BlockLayout(3, 4, block_px=(17, 29), pitch_px=(17, 29), origin_px=(3, 4))),
+]
+
+
+@pytest.mark.parametrize("bits,layout", BENCH_GEOMETRIES)
+def test_benchmark_geometries_match_pixel_rule(bits, layout):
+    """On the 1152 x 1920 panel the fast paths (words of up to 8 bytes, alignment classes) give
+    exactly the pixel-by-pixel rule, dithered and plain."""
+    shape = (1152, 1920)
+    lut = PhaseResponse.power_law(bits, 2.1 * math.pi, 1.15, -0.2).inverse()
+    w = np.random.default_rng(bits + layout.pitch_px[1]).standard_normal((layout.n_rows, layout.n_cols))
+    for dither in (True, False):
+        got = PhaseEncoder(layout, shape, lut, dither=dither).encode(w)
+        np.testing.assert_array_equal(got, reference_frame(layout, shape, lut, w, np.abs(w).max(), "zero",
+                                                           dither=dither))
 
 
 def check_pixel_rule(lut, case, background, dither, headroom=1.5):
@@ -510,7 +533,6 @@ def smooth_map(shape, rng, amplitude=9.0):
 @pytest.mark.parametrize("bits", [8, 10])
 @pytest.mark.parametrize("case", range(len(LAYOUTS)))
 def test_wavefront_map_matches_pixel_rule(bits, case, background, dither):
-    from hwio.encoding import DITHER_SUBBINS
     layout, shape = LAYOUTS[case]
     lut = PhaseResponse.power_law(bits, 2.3 * math.pi, 1.3, -0.5).inverse()
     rng = np.random.default_rng(100 + case + bits)
@@ -545,7 +567,6 @@ def test_wavefront_map_matches_pixel_rule(bits, case, background, dither):
 @pytest.mark.parametrize("case", [0, 1])
 def test_wavefront_map_matches_pixel_rule_below_two_pi(case, dither):
     """Short range: the map adds to the offset phase, the reduced amplitude and the background."""
-    from hwio.encoding import DITHER_SUBBINS
     layout, shape = LAYOUTS[case]
     lut = PhaseResponse.power_law(8, 0.93 * TWO_PI, 1.2, -0.5).inverse()
     rng = np.random.default_rng(7 + case)

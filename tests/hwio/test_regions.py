@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwio.bench import _open, open_bench
-from hwio.config import _config_from_dict
+from hwio.bench import open_bench, open_config
+from hwio.config import config_from_document
 from hwio.devices import Camera, SLM, SLMWriteError, Timeline
 from hwio.regions import RegionCamera, RegionSLM
 from hwio.sim.testing import truth_of
@@ -29,11 +29,11 @@ def reduced_doc() -> dict:
 
 
 def load(doc: dict):
-    return _config_from_dict(doc, REDUCED, "sim_reduced.toml")
+    return config_from_document(doc, REDUCED, "sim_reduced.toml")
 
 
 def open_doc(doc: dict):
-    return _open(load(doc))
+    return open_config(load(doc))
 
 
 # ------------------------------------------------------------------------------- in-memory backend
@@ -256,7 +256,7 @@ def test_optional_flat_source_and_lo_stepper_beside_regions():
     doc["devices"]["lo"] = {"backend": "sim", "shape": [1, 4], "bit_depth": 8, "settle_time_s": 0.005}
     cfg = load(doc)
     assert "flat_source" not in cfg.devices and "region_of" not in cfg.devices["lo"]
-    with _open(cfg) as b:
+    with open_config(cfg) as b:
         assert truth_of(b).lo_phase_table_rad is None and b.region_of("lo") is None
 
 

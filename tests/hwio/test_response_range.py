@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calibration.quantities import Quantity
-from calibration.slm_fit import amplitude_max_quantity, fit_phase_response
+from calibration.slm_phase_fit import amplitude_max_quantity, fit_phase_response
 from hwio.encoding import PhaseEncoder, amplitude_transfer, realised_weights
 from hwio.layout import BlockLayout
 from hwio.response import DoublePhaseRange, InverseLUT, PhaseResponse

@@ -1,4 +1,4 @@
-"""Bench training survives kill -9: atomic per-epoch checkpoints and --resume (issue: bench resume)."""
+"""Bench training survives kill -9: atomic per-epoch checkpoints and --resume."""
 import json
 import math
 import os

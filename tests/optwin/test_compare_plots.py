@@ -67,3 +67,16 @@ def test_page_has_a_noise_floor_per_mvm_and_no_nan(tmp_path):
         assert floor in row, row
     assert "nan" not in text.lower() and "noise floor" in text and "twin field units" in text.lower()
     assert "mvm2_forward_nrmse" not in text            # readable names, not raw keys
+
+
+def test_counting_error_is_the_binomial_standard_error():
+    """sqrt(p(1-p)/n) against a simulated spread of test accuracies; a perfect score still has an error."""
+    rng = np.random.default_rng(3)
+    p, n = 0.97, 375
+    spread = np.std(rng.binomial(n, p, 20000) / n)
+    assert abs(cp.counting_error(p, n) / spread - 1) < 0.03
+    assert 0 < cp.counting_error(1.0, n) < 0.003
+    assert np.isnan(cp.counting_error(float("nan"), n)) and np.isnan(cp.counting_error(0.9, None))
+    table = cp.results_table_html({"xor": {"optical": {"twin_accuracy": 0.96, "bench_accuracy": 0.98,
+                                                       "seconds": 1.0, "n_test": 375}}})
+    assert "0.980 &plusmn; 0.007" in table and "<td>375</td>" in table

@@ -1,4 +1,4 @@
-"""Drift watch during bench training: detect laser-power and alpha0 drift, re-fit, recover (issue: drift).
+"""Drift watch during bench training: detect laser-power and alpha0 drift, re-fit, recover.
 
 The calibration is made on the simulated bench with its drift switched off; the tests open
 the same bench (same seed, so the same optics) with strong drift and move its virtual clock.
@@ -14,6 +14,7 @@ from calibration.run import calibrate_bench
 from hwio.sim.testing import open_with, truth_of
 from optwin.workflows.bench_training import describe_refit, run_mode
 from optwin.workflows.drift import QUANTITIES, DriftWatch
+from optwin.settings import TrainSettings
 from optwin.workflows.from_calibration import bench_system_from_calibration, twin_from_calibration
 from twin.tasks import load_task
 
@@ -68,8 +69,9 @@ def test_power_drift_during_hybrid_training_is_refitted(cal, tmp_path):
             if epoch == 1:                         # the bench keeps drifting: 20 virtual minutes pass
                 bench.timeline.sleep(HOUR_S / 3)
 
-        res = run_mode("hybrid", system, cal, task, epochs=3, batch=16, lr=2e-2, drift_watch=watch,
-                       on_epoch_end=long_epoch)
+        settings = TrainSettings.on_bench("hybrid", "sim", cal.path, task="moons", epochs=3, batch=16, lr=2e-2,
+                                          lr_schedule="constant", target=1.0)
+        res = run_mode(settings, system, cal, task, drift_watch=watch, on_epoch_end=long_epoch)
         thr = watch.baseline["threshold"]
         first, second, third = watch.checks
         # (a) epoch 1: within the noise; epoch 2 (power down ~17 %): z1 far past its threshold

@@ -1,4 +1,4 @@
-"""Training reaches the accuracies the issue asks for; optimizers match their closed forms."""
+"""Training reaches its target accuracies; optimizers match their closed forms."""
 import numpy as np
 import pytest
 
