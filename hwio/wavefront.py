@@ -112,6 +112,66 @@ def _scaled(values: np.ndarray, span_rad, full_scale, default_full_scale, path) 
     return values.astype(np.float64) * (span / fs)
 
 
+def _read_csv(p: Path, kind: str, span_rad, full_scale) -> np.ndarray:
+    """Phase (rad) of a plain (``csv``) or Santec (``santec_csv``) CSV map; ValueError says why not."""
+    text = p.read_text(encoding="utf-8-sig")
+    lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    rows = [ln.replace(",", " ").split() for ln in lines if ln]
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise ValueError("rows of unequal length" if rows else "no numbers")
+    values = np.array(rows, dtype=np.float64)
+    if kind == "santec_csv":
+        if values.shape[0] < 2 or values.shape[1] < 2:
+            raise ValueError("a Santec map needs a header row and column")
+        values = _scaled(values[1:, 1:], span_rad, full_scale, 1024.0, p)
+    elif span_rad is not None or full_scale is not None:
+        raise ValueError("a plain CSV holds rad; span_rad/full_scale are for integer maps "
+                         "(use format 'santec_csv' for a vendor level map)")
+    return values
+
+
+def _read_png(p: Path, span_rad, full_scale) -> np.ndarray:
+    """Phase (rad) of an 8- or 16-bit gray PNG map; ValueError says why not."""
+    import cv2
+    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError("not a readable PNG")
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[:, :, :3]
+        if not (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 1], img[:, :, 2])):
+            raise ValueError("a colour image (R, G, B differ); save the map as gray")
+        img = img[:, :, 0]
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{img.dtype} pixels; save an 8- or 16-bit gray PNG")
+    return _scaled(img, span_rad, full_scale, 255.0 if img.dtype == np.uint8 else 65535.0, p)
+
+
+def _read_hdf5(p: Path, dataset: str | None, span_rad, full_scale) -> np.ndarray:
+    """Phase (rad) of a 2-D HDF5 dataset (float: rad; integer: scaled); ValueError says why not."""
+    import h5py
+    with h5py.File(p, "r") as f:
+        if dataset is None:
+            found = []
+            f.visititems(lambda k, v: found.append(k) if isinstance(v, h5py.Dataset) and v.ndim == 2 else None)
+            if "wavefront_rad" in found:
+                dataset = "wavefront_rad"
+            elif len(found) == 1:
+                dataset = found[0]
+            else:
+                raise ValueError(f"{len(found)} 2-D datasets ({', '.join(found[:4]) or 'none'}); "
+                                 f"name the one to use (dataset = ...)")
+        if dataset not in f:
+            raise ValueError(f"no dataset {dataset!r}")
+        data = np.asarray(f[dataset][()])
+    if data.dtype.kind in "iu":
+        default = float(np.iinfo(data.dtype).max) if data.dtype.itemsize <= 2 else None
+        if default is None and full_scale is None:
+            raise ValueError(f"integer dataset {dataset!r} of {data.dtype}: give full_scale")
+        return _scaled(data, span_rad, full_scale, default, p)
+    return data
+
+
 def load_wavefront(path, shape, *, fmt: str | None = None, span_rad: float | None = None,
                    full_scale: float | None = None, dataset: str | None = None,
                    name: str = "SLM") -> np.ndarray:
@@ -143,57 +203,11 @@ def load_wavefront(path, shape, *, fmt: str | None = None, span_rad: float | Non
     src = f"wavefront map {p.name}"
     try:
         if kind in ("csv", "santec_csv"):
-            text = p.read_text(encoding="utf-8-sig")
-            lines = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-            rows = [ln.replace(",", " ").split() for ln in lines if ln]
-            if not rows or len({len(r) for r in rows}) != 1:
-                raise ValueError("rows of unequal length" if rows else "no numbers")
-            values = np.array(rows, dtype=np.float64)
-            if kind == "santec_csv":
-                if values.shape[0] < 2 or values.shape[1] < 2:
-                    raise ValueError("a Santec map needs a header row and column")
-                values = _scaled(values[1:, 1:], span_rad, full_scale, 1024.0, p)
-            elif span_rad is not None or full_scale is not None:
-                raise ValueError("a plain CSV holds rad; span_rad/full_scale are for integer maps "
-                                 "(use format 'santec_csv' for a vendor level map)")
-            phase = values
+            phase = _read_csv(p, kind, span_rad, full_scale)
         elif kind == "png":
-            import cv2
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise ValueError("not a readable PNG")
-            if img.ndim == 3:
-                if img.shape[2] == 4:
-                    img = img[:, :, :3]
-                if not (np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 1], img[:, :, 2])):
-                    raise ValueError("a colour image (R, G, B differ); save the map as gray")
-                img = img[:, :, 0]
-            if img.dtype not in (np.uint8, np.uint16):
-                raise ValueError(f"{img.dtype} pixels; save an 8- or 16-bit gray PNG")
-            phase = _scaled(img, span_rad, full_scale, 255.0 if img.dtype == np.uint8 else 65535.0, p)
+            phase = _read_png(p, span_rad, full_scale)
         elif kind == "hdf5":
-            import h5py
-            with h5py.File(p, "r") as f:
-                if dataset is None:
-                    found = []
-                    f.visititems(lambda k, v: found.append(k) if isinstance(v, h5py.Dataset) and v.ndim == 2 else None)
-                    if "wavefront_rad" in found:
-                        dataset = "wavefront_rad"
-                    elif len(found) == 1:
-                        dataset = found[0]
-                    else:
-                        raise ValueError(f"{len(found)} 2-D datasets ({', '.join(found[:4]) or 'none'}); "
-                                         f"name the one to use (dataset = ...)")
-                if dataset not in f:
-                    raise ValueError(f"no dataset {dataset!r}")
-                data = np.asarray(f[dataset][()])
-            if data.dtype.kind in "iu":
-                default = float(np.iinfo(data.dtype).max) if data.dtype.itemsize <= 2 else None
-                if default is None and full_scale is None:
-                    raise ValueError(f"integer dataset {dataset!r} of {data.dtype}: give full_scale")
-                phase = _scaled(data, span_rad, full_scale, default, p)
-            else:
-                phase = data
+            phase = _read_hdf5(p, dataset, span_rad, full_scale)
         else:
             phase = np.load(p, allow_pickle=False)
     except ValueError as exc:

@@ -21,8 +21,8 @@ single pixel; beyond that the exposure of the saturating cameras is shortened (a
 time; spot centres and widths do not depend on it) and restored at the end.  Spot images are
 flat-field corrected with the camera's PRNU map when the camera is calibrated.
 
-:func:`calibration.registration_fit.spot_image` forms the spot images,
-:func:`calibration.registration_fit.find_spot` gives each centre (sub-pixel, with standard
+:func:`calibration.spot_fit.spot_image` forms the spot images,
+:func:`calibration.spot_fit.find_spot` gives each centre (sub-pixel, with standard
 errors) and the PSF sigma; :func:`calibration.registration_fit.fit_transform` fits the
 layout -> camera transform (similarity below 3 non-collinear spots, affine, or homography
 when significantly better; RANSAC against outliers) and
@@ -38,7 +38,8 @@ import numpy as np
 from calibration.procedures.context import CalContext
 from calibration.procedures.exposure import input_fills, kept_exposures, min_input
 from calibration.quantities import Fit, Quantity
-from calibration.registration_fit import fit_spots, register_camera, spot_image
+from calibration.registration_fit import register_camera
+from calibration.spot_fit import fit_spots, spot_image
 
 __all__ = ["measure_registration", "REFERENCE_REGISTRATION_CAMERA"]
 

@@ -69,7 +69,8 @@ from calibration.illumination_fit import (SPOT_SYSTEMATIC, fit_panel_illuminatio
                                           pooled_stderr, probe_element_amplitudes)
 from calibration.interference_fit import fit_interferometric_response
 from calibration.procedures.context import CalContext, SLM_FIT_NAMES
-from calibration.procedures.exposure import input_fills, kept_exposures, min_input
+from calibration.procedures.exposure import input_fills, kept_exposures
+from calibration.procedures.panel_patterns import PANEL_CAMERAS, Panel, crosstalk_patterns
 from calibration.quantities import Fit
 from calibration.slm_fit import combine_slm
 from calibration.slm_phase_fit import fit_diffractive_response
@@ -77,87 +78,6 @@ from hwio.encoding import BlazedEncoder, amplitude_transfer
 from hwio.response import PhaseResponse
 
 __all__ = ["measure_slm", "measure_phase_response", "measure_crosstalk", "measure_illumination", "PANEL_CAMERAS"]
-
-PANEL_CAMERAS = {"slm1": "cam_z1", "slm2": "cam_out", "probe_input": "cam_back"}
-
-
-# ----------------------------------------------------------------------------------- bench states
-class _Panel:
-    """Device states and measurements for one phase panel."""
-
-    def __init__(self, ctx: CalContext, name: str, n_avg: int):
-        self.ctx = ctx
-        self.name = name
-        self.cam = PANEL_CAMERAS[name]
-        self.slm = ctx.bench.slms[name]
-        self.layout = ctx.bench.layouts[name]
-        self.n_avg = int(n_avg)
-        self.x = 1.0
-        if self.cam not in ctx.lo_cameras():
-            raise ValueError(f"{name}: its camera {self.cam} has no LO channel; the SLM procedure needs homodyne "
-                             f"readout there")
-        ctx.need(f"readout.{self.cam}", "readout")
-
-    def setup(self, x: float | None = None, inputs=None) -> None:
-        ctx = self.ctx
-        if x is not None:
-            self.x = float(x)
-        if inputs is None:
-            xin = input_fills(ctx, self.x)
-        else:       # chosen inputs: at least one DMD pixel each (never brighter than input_fills(x))
-            xin = np.asarray(inputs, float) * max(self.x, 1.0 / ctx.dmd.n_active)
-        ctx.show_inputs(xin)
-        if self.name == "slm1":
-            ctx.show("slm2", ctx.zero_levels("slm2"))
-            ctx.show("probe_input", ctx.zero_levels("probe_input"))
-        elif self.name == "slm2":
-            ctx.show("slm1", ctx.uniform_levels("slm1", 0))
-            ctx.show("probe_input", ctx.zero_levels("probe_input"))
-        else:
-            ctx.show("slm1", ctx.uniform_levels("slm1", 0))
-            ctx.show("slm2", ctx.uniform_levels("slm2", 0))
-
-    def fields(self, cams=None, powers: bool = False):
-        cams = [self.cam] if cams is None else list(cams)
-        return self.ctx.field_iq(cams, self.n_avg, return_powers=powers)
-
-    def saturated(self) -> bool:
-        return any(self.ctx.peak_adu.get(c, 0.0) >= self.ctx.saturation_adu(c) for c in self.ctx.peak_adu)
-
-    def choose_input(self, max_halvings: int = 24, max_shortenings: int = 12) -> float:
-        """Largest mean input fill (1, 1/2, ...) at which the uniform panel does not saturate.
-
-        Below one DMD pixel per block fewer inputs are on
-        (:func:`calibration.procedures.exposure.input_fills`); below a single pixel the
-        camera's exposure is quartered instead (at most ``max_shortenings`` times;
-        :func:`measure_slm` restores it after the panel).
-        """
-        x = 1.0
-        x_min = min_input(self.ctx)
-        halvings = shortenings = 0
-        while True:
-            self.setup(x)
-            self.ctx.show(self.name, self.ctx.uniform_levels(self.name, 0))
-            self.ctx.peak_adu.clear()
-            self.ctx.spot_powers([self.cam], (0.0, math.pi), 1)
-            if not self.saturated():
-                return x
-            if halvings < max_halvings and 0.5 * x >= x_min * (1 - 1e-9):
-                x *= 0.5
-                halvings += 1
-                continue
-            t = float(self.ctx.bench.cameras[self.cam].exposure_s)
-            if shortenings >= max_shortenings or self.ctx.set_exposure(self.cam, 0.25 * t) >= t:
-                raise ValueError(f"{self.name}: {self.cam} saturates even at input amplitude {x:.3g} and exposure "
-                                 f"{t:.3g} s; lower the laser power")
-            shortenings += 1
-
-    def exposure_factor(self) -> float:
-        """The camera's exposure now over the one its readout fit (LO amplitudes, background) was measured at."""
-        ro = self.ctx.fits.get(f"readout.{self.cam}")
-        t_ro = ro.info.get("exposure_s") if ro is not None else None
-        t = float(self.ctx.bench.cameras[self.cam].exposure_s)
-        return t / float(t_ro) if t_ro else 1.0
 
 
 def _levels(bits: int, n_levels: int) -> np.ndarray:
@@ -193,7 +113,7 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
     ``phase_stderr_rad`` (rad), ``input_amplitude``, ``circle``, ``exposure_s`` (s),
     ``grating_power`` (ADU) or ``diffractive_error``).
     """
-    p = _Panel(ctx, panel, n_avg)
+    p = Panel(ctx, panel, n_avg)
     bits = p.slm.bit_depth
     levels = _levels(bits, n_levels)
     x = p.choose_input()
@@ -220,7 +140,7 @@ def measure_phase_response(ctx: CalContext, panel: str, *, n_levels: int = 256, 
     return interf, diff, data
 
 
-def _grating_powers(ctx: CalContext, p: _Panel, levels, enc, first: bool) -> np.ndarray:
+def _grating_powers(ctx: CalContext, p: Panel, levels, enc, first: bool) -> np.ndarray:
     """Power (ADU ROI sums, LO and background removed) of the order the optics keep, summed over
     the spots, for a binary grating of levels 0 and g per level g (recorded)."""
     k = p.exposure_factor()         # LO and background powers scale with the exposure
@@ -238,31 +158,6 @@ def _grating_powers(ctx: CalContext, p: _Panel, levels, enc, first: bool) -> np.
 
 
 # ----------------------------------------------------------------------------------- crosstalk
-def _patterns(ctx: CalContext, panel: str, response: PhaseResponse):
-    enc = ctx.encoder(panel)
-    if isinstance(enc, BlazedEncoder):
-        return enc.crosstalk_patterns(response.inverse())
-    slm = ctx.bench.slms[panel]
-    lay = ctx.bench.layouts[panel]
-    lut = response.inverse()
-    l0 = int(lut(np.array([0.0]))[0])
-    lpi = int(lut(np.array([math.pi]))[0])
-    lhalf = int(lut(np.array([0.5 * math.pi]))[0])
-    active = lay.element_map(slm.shape) >= 0
-    rr, cc = np.indices(slm.shape)
-    g = lay.guard_px
-    lr = (rr - lay.origin_px[0] - g) % lay.pitch_px[0]
-    lc = (cc - lay.origin_px[1] - g) % lay.pitch_px[1]
-    dt = slm.level_dtype
-    pats = {
-        "frame_pi": np.where(active, l0, lpi),
-        "checker_in": np.where(active & ((lr + lc) % 2 == 1), lpi, l0),
-        "stripes4_in": np.where(active & ((lc // 2) % 2 == 1), lpi, l0),
-        "frame_half_pi": np.where(active, l0, lhalf),
-    }
-    return {k: v.astype(dt) for k, v in pats.items()}, np.full(slm.shape, l0, dtype=dt)
-
-
 def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n_avg: int = 8,
                       x: float | None = None) -> Fit:
     """Pixel-crosstalk sigma of one panel from the zero order of block patterns.
@@ -280,10 +175,10 @@ def measure_crosstalk(ctx: CalContext, panel: str, response: PhaseResponse, *, n
     Fit 'slm.crosstalk' from :func:`calibration.crosstalk_fit.fit_zero_order_crosstalk`:
     ``crosstalk_px`` (px) with its standard error; ``info['input_amplitude']``.
     """
-    p = _Panel(ctx, panel, n_avg)
+    p = Panel(ctx, panel, n_avg)
     p.setup(x if x is not None else p.choose_input())
     lay = ctx.bench.layouts[panel]
-    pats, uniform = _patterns(ctx, panel, response)
+    pats, uniform = crosstalk_patterns(ctx, panel, response)
     period = getattr(ctx.encoder(panel), "grating_period_px", None)
     zero = ctx.zero_levels(panel)
     ctx.show(panel, zero)
@@ -358,7 +253,7 @@ def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 1, n_rep: 
     probe_input, data dict with ``amplitude`` (relative) and ``amplitude_stderr``).
     """
     lay = ctx.bench.layouts[panel]
-    p = _Panel(ctx, panel, n_avg)
+    p = Panel(ctx, panel, n_avg)
     xin = x if x is not None else p.choose_input()
     data: dict = {"input_amplitude": xin, "spacing": int(spacing)}
     classes = _row_classes(lay.n_rows, spacing)
@@ -387,7 +282,7 @@ def measure_illumination(ctx: CalContext, panel: str, *, n_avg: int = 1, n_rep: 
     return fit, data
 
 
-def _illumination_slm1(ctx: CalContext, p: _Panel, xin: float, n_rep: int, classes: list, data: dict,
+def _illumination_slm1(ctx: CalContext, p: Panel, xin: float, n_rep: int, classes: list, data: dict,
                        leaks: list):
     """slm1 element amplitudes, one input (column) at a time, repeated until :func:`_enough`.
 
@@ -425,7 +320,7 @@ def _illumination_slm1(ctx: CalContext, p: _Panel, xin: float, n_rep: int, class
     return reps.mean(axis=0), pooled_stderr(np.abs(reps)), len(reps)
 
 
-def _slm1_column(ctx: CalContext, p: _Panel, one, j: int, fill: float, xin: float, classes: list):
+def _slm1_column(ctx: CalContext, p: Panel, one, j: int, fill: float, xin: float, classes: list):
     """Field amplitudes of slm1 column ``j`` lit through input ``j`` alone, one row class at a time.
 
     Returns ((rows,) amplitudes, leak dicts per class), or (None, None) when a spot saturated
@@ -450,7 +345,7 @@ def _slm1_column(ctx: CalContext, p: _Panel, one, j: int, fill: float, xin: floa
     return col, col_leaks
 
 
-def _illumination_slm2(ctx: CalContext, p: _Panel, xin: float, n_rep: int, classes: list, data: dict,
+def _illumination_slm2(ctx: CalContext, p: Panel, xin: float, n_rep: int, classes: list, data: dict,
                        leaks: list):
     """slm2 element fields over a1 (cam_a1, which slm2 does not change, once per repeat),
     repeated until :func:`_enough`.  Returns (amplitudes, their pooled standard errors, repeats);
@@ -480,7 +375,7 @@ def _illumination_slm2(ctx: CalContext, p: _Panel, xin: float, n_rep: int, class
     return np.abs(elem), pooled_stderr(np.abs(reps)), len(reps)
 
 
-def _illumination_probe(ctx: CalContext, p: _Panel, xin: float, forward, data: dict) -> np.ndarray:
+def _illumination_probe(ctx: CalContext, p: Panel, xin: float, forward, data: dict) -> np.ndarray:
     """probe_input element amplitudes (1, n) from the backward field through row i of slm2 (every
     element (i, j) reaches cam_back spot j) with probe element i alone, over the forward field;
     adds ``backward_ratio`` to ``data``."""

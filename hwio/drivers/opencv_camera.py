@@ -67,6 +67,33 @@ class _Worker:
         self._tasks.put(None)
 
 
+def _check_source(cv2, name: str, source, backend, exposure_units) -> tuple[int | str, bool, int]:
+    """Checked ``(source, is_file, api)`` of :class:`OpenCVCamera`'s arguments (index, path or URL).
+
+    Raises TypeError/ValueError for bad arguments, DeviceError for a missing video file.
+    """
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, bool) or not isinstance(source, (int, str)):
+        raise TypeError(f"{name}: source must be a device index, a file path or a URL, got {source!r}")
+    is_file = isinstance(source, str) and "://" not in source
+    if is_file and (not os.path.exists(source) or os.path.isdir(source)):
+        raise DeviceError(f"{name}: video file {source!r} does not exist")
+    if isinstance(source, int) and source < 0:
+        raise ValueError(f"{name}: device index must be >= 0, got {source}")
+    api = cv2.CAP_ANY
+    if backend is not None:
+        api = getattr(cv2, f"CAP_{str(backend).upper()}", None)
+        if api is None:
+            raise ValueError(f"{name}: unknown OpenCV backend {backend!r} "
+                             f"(e.g. 'v4l2', 'dshow', 'ffmpeg')")
+    if exposure_units is not None and exposure_units != "log2" and not (
+            isinstance(exposure_units, (int, float)) and exposure_units > 0):
+        raise ValueError(f"{name}: exposure_units must be seconds per unit (> 0) or 'log2', "
+                         f"got {exposure_units!r}")
+    return source, is_file, api
+
+
 class OpenCVCamera(Camera):
     """A camera or video file read through OpenCV.
 
@@ -93,25 +120,7 @@ class OpenCVCamera(Camera):
                  timeline: Timeline | None = None, max_stale_retries: int = 5):
         cv2 = self._cv2 = require("cv2", "OpenCVCamera")
         name = name or f"opencv-{source}"
-        if isinstance(source, os.PathLike):
-            source = os.fspath(source)
-        if isinstance(source, bool) or not isinstance(source, (int, str)):
-            raise TypeError(f"{name}: source must be a device index, a file path or a URL, got {source!r}")
-        self._is_file = isinstance(source, str) and "://" not in source
-        if self._is_file and (not os.path.exists(source) or os.path.isdir(source)):
-            raise DeviceError(f"{name}: video file {source!r} does not exist")
-        if isinstance(source, int) and source < 0:
-            raise ValueError(f"{name}: device index must be >= 0, got {source}")
-        api = cv2.CAP_ANY
-        if backend is not None:
-            api = getattr(cv2, f"CAP_{str(backend).upper()}", None)
-            if api is None:
-                raise ValueError(f"{name}: unknown OpenCV backend {backend!r} "
-                                 f"(e.g. 'v4l2', 'dshow', 'ffmpeg')")
-        if exposure_units is not None and exposure_units != "log2" and not (
-                isinstance(exposure_units, (int, float)) and exposure_units > 0):
-            raise ValueError(f"{name}: exposure_units must be seconds per unit (> 0) or 'log2', "
-                             f"got {exposure_units!r}")
+        source, self._is_file, api = _check_source(cv2, name, source, backend, exposure_units)
         self.source = source
         self.loop = bool(loop)
         self.auto_exposure_off = False

@@ -122,6 +122,32 @@ def _import_pyglet(headless: bool):
     return pyglet
 
 
+def _placement(pyglet, name: str, screen, explicit: bool, x, y, width, height, shape):
+    """Checked ``(screen, x, y, width, height)`` (px) of a window SLM: the placement given or the whole screen.
+
+    Raises ValueError for a missing screen, a window off the screen or one that is not ``shape``.
+    """
+    screens = pyglet.display.get_display().get_screens()
+    if not 0 <= int(screen) < len(screens):
+        raise ValueError(f"{name}: screen index {screen} does not exist; "
+                         f"{len(screens)} screen(s) found: "
+                         + ", ".join(f"{s.width}x{s.height}+{s.x}+{s.y}" for s in screens))
+    scr = screens[int(screen)]
+    if explicit:
+        x, y, width, height = int(x or 0), int(y or 0), int(width), int(height)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"{name}: width and height must be > 0, got {width}x{height}")
+        if x < 0 or y < 0 or x + width > scr.width or y + height > scr.height:
+            raise ValueError(f"{name}: window {width}x{height} at ({x}, {y}) does not fit on screen "
+                             f"{screen} ({scr.width}x{scr.height}); shrink it or move it")
+    else:
+        x, y, width, height = 0, 0, int(scr.width), int(scr.height)
+    if shape is not None and tuple(int(s) for s in shape) != (height, width):
+        raise ValueError(f"{name}: the window is {height}x{width} (rows x cols) but shape={tuple(shape)} "
+                         f"was requested; check the screen index/placement or the panel resolution")
+    return scr, x, y, width, height
+
+
 class WindowSLM(SLM):
     """SLM shown in a full-screen (or placed) borderless OpenGL window.
 
@@ -163,24 +189,7 @@ class WindowSLM(SLM):
         pyglet = _import_pyglet(headless)
         self._pyglet = pyglet
         self._gl = gl = pyglet.gl
-        screens = pyglet.display.get_display().get_screens()
-        if not 0 <= int(screen) < len(screens):
-            raise ValueError(f"{name}: screen index {screen} does not exist; "
-                             f"{len(screens)} screen(s) found: "
-                             + ", ".join(f"{s.width}x{s.height}+{s.x}+{s.y}" for s in screens))
-        scr = screens[int(screen)]
-        if explicit:
-            x, y, width, height = int(x or 0), int(y or 0), int(width), int(height)
-            if width <= 0 or height <= 0:
-                raise ValueError(f"{name}: width and height must be > 0, got {width}x{height}")
-            if x < 0 or y < 0 or x + width > scr.width or y + height > scr.height:
-                raise ValueError(f"{name}: window {width}x{height} at ({x}, {y}) does not fit on screen "
-                                 f"{screen} ({scr.width}x{scr.height}); shrink it or move it")
-        else:
-            x, y, width, height = 0, 0, int(scr.width), int(scr.height)
-        if shape is not None and tuple(int(s) for s in shape) != (height, width):
-            raise ValueError(f"{name}: the window is {height}x{width} (rows x cols) but shape={tuple(shape)} "
-                             f"was requested; check the screen index/placement or the panel resolution")
+        scr, x, y, width, height = _placement(pyglet, name, screen, explicit, x, y, width, height, shape)
         super().__init__(name, (height, width), bit_depth=bit_depth, pixel_pitch_m=pixel_pitch_m,
                          settle_time_s=settle_time_s, timeline=timeline)
         self.packing_scheme = scheme

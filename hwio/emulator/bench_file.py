@@ -62,6 +62,91 @@ def dump_toml(doc: dict) -> str:
     return "\n".join(out).lstrip("\n") + "\n"
 
 
+def _check_emulatable(cfg, label: str, latency_frames, refresh_hz, frame_period_s) -> None:
+    """Raise ValueError unless the emulator settings are valid and bench ``cfg`` is fully simulated."""
+    if int(latency_frames) < 0 or not refresh_hz > 0 or not frame_period_s > 0:
+        raise ValueError(f"latency_frames must be >= 0, refresh_hz and frame_period_s > 0; got {latency_frames}, "
+                         f"{refresh_hz}, {frame_period_s}")
+    real = [n for n, d in cfg.devices.items() if "region_of" not in d and d["backend"] != "sim"]
+    if real:
+        raise ValueError(f"{label}: the emulator needs a simulated bench (its [truth] tables are the optics); "
+                         f"{', '.join(real)} use real backends")
+    if "flat_source" in cfg.devices:
+        raise ValueError(f"{label}: the emulator has no flip-in flat lamp; remove [devices.flat_source] "
+                         f"(the cameras are then calibrated with the laser)")
+
+
+def _settle_times(cfg, label: str, settle_time_s: dict | float | None) -> dict:
+    """Checked settle-time overrides (s) by physical SLM name; one value applies to every physical SLM."""
+    if isinstance(settle_time_s, (int, float)):
+        settle_time_s = {n: float(settle_time_s) for n, d in cfg.devices.items()
+                         if d["kind"] == "slm" and "region_of" not in d}
+    settle_time_s = dict(settle_time_s or {})
+    for n, v in settle_time_s.items():
+        d = cfg.devices.get(n)
+        if d is None or d["kind"] != "slm" or "region_of" in d:
+            raise ValueError(f"settle time given for {n!r}, which is not a physical SLM of {label}")
+        if not v >= 0:
+            raise ValueError(f"settle time of {n} must be >= 0 s, got {v}")
+    return settle_time_s
+
+
+def _window_slm(name: str, d: dict, src: dict, label: str, x_px: int, settle_s: float) -> tuple[dict, dict]:
+    """Bench entry and emulator window of SLM ``name`` drawn at screen column ``x_px``."""
+    rows, cols = d["shape"]
+    dev = {"kind": "slm", "backend": "window", "shape": [rows, cols], "bit_depth": d["bit_depth"],
+           "pixel_pitch_m": d["pixel_pitch_m"], "settle_time_s": settle_s}
+    for key in ("channels", "encoding", "grating_period_px"):
+        if key in d:
+            dev[key] = d[key]
+    if "wavefront_map" in src:
+        raise ValueError(f"{label}: [devices.{name}].wavefront_map is not supported by the emulator; "
+                         f"remove it")
+    dev["options"] = {"x": x_px, "y": 0, "width": cols, "height": rows, "packing": "gray8", "vsync": True}
+    window = {"x": x_px, "y": 0, "width": cols, "height": rows, "bit_depth": d["bit_depth"],
+              "settle_time_s": settle_s}
+    return dev, window
+
+
+def _emulated_camera(name: str, d: dict, folder: Path, index: int, frame_period_s: float) -> tuple[dict, dict]:
+    """Bench entry and emulator image settings of camera ``name`` (pylon emulated camera ``index``)."""
+    rows, cols = d["shape"]
+    image = folder / f"{name}.png"
+    dev = {"kind": "camera", "backend": "pylon_emulator", "shape": [rows, cols], "bit_depth": d["bit_depth"],
+           "exposure_s": d["exposure_s"], "timeout_s": d["timeout_s"], "readout_s": d["readout_s"],
+           "max_stale_retries": d["max_stale_retries"],
+           "options": {"image_file": str(image), "index": index, "roi": [0, 0, rows, cols],
+                       "pixel_format": f"Mono{d['bit_depth']}", "frame_period_s": float(frame_period_s)}}
+    camera = {"image_file": str(image), "bit_depth": d["bit_depth"], "shape": [rows, cols]}
+    return dev, camera
+
+
+def _emulated_devices(cfg, doc: dict, label: str, folder: Path, settle_time_s: dict,
+                      frame_period_s: float) -> tuple[dict, dict, dict, int]:
+    """Emulated bench devices, emulator windows and cameras, and the screen columns used (px)."""
+    devices = {}
+    windows, cameras = {}, {}
+    x = 0
+    n_cam = 0
+    for name, d in cfg.devices.items():
+        src = dict(doc["devices"][name])
+        if "region_of" in d:
+            devices[name] = src
+            continue
+        if d["kind"] == "slm":
+            settle = float(settle_time_s.get(name, d["settle_time_s"]))
+            devices[name], windows[name] = _window_slm(name, d, src, label, x, settle)
+            x += d["shape"][1] + WINDOW_GAP_PX
+        else:
+            devices[name], cameras[name] = _emulated_camera(name, d, folder, n_cam, frame_period_s)
+            n_cam += 1
+    if n_cam > EMULATED_DEVICES:
+        raise ValueError(f"{label}: the emulator drives at most {EMULATED_DEVICES} physical cameras, the bench "
+                         f"has {n_cam}; "
+                         f"make planes regions of one camera")
+    return devices, windows, cameras, x
+
+
 def write_emulated_bench(source, folder, *, latency_frames: int = 1, refresh_hz: float = 60.0,
                          frame_period_s: float = 0.005, settle_time_s: dict | float | None = None) -> dict:
     """Write ``bench.toml`` and ``emulator.json`` of the emulated twin of bench ``source`` into ``folder``.
@@ -84,67 +169,12 @@ def write_emulated_bench(source, folder, *, latency_frames: int = 1, refresh_hz:
     path, label = _resolve(source)
     cfg = load_bench_config(path)
     doc = _read_toml(path, label)
-    if int(latency_frames) < 0 or not refresh_hz > 0 or not frame_period_s > 0:
-        raise ValueError(f"latency_frames must be >= 0, refresh_hz and frame_period_s > 0; got {latency_frames}, "
-                         f"{refresh_hz}, {frame_period_s}")
-    real = [n for n, d in cfg.devices.items() if "region_of" not in d and d["backend"] != "sim"]
-    if real:
-        raise ValueError(f"{label}: the emulator needs a simulated bench (its [truth] tables are the optics); "
-                         f"{', '.join(real)} use real backends")
-    if "flat_source" in cfg.devices:
-        raise ValueError(f"{label}: the emulator has no flip-in flat lamp; remove [devices.flat_source] "
-                         f"(the cameras are then calibrated with the laser)")
+    _check_emulatable(cfg, label, latency_frames, refresh_hz, frame_period_s)
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(settle_time_s, (int, float)):
-        settle_time_s = {n: float(settle_time_s) for n, d in cfg.devices.items()
-                         if d["kind"] == "slm" and "region_of" not in d}
-    settle_time_s = dict(settle_time_s or {})
-    for n, v in settle_time_s.items():
-        d = cfg.devices.get(n)
-        if d is None or d["kind"] != "slm" or "region_of" in d:
-            raise ValueError(f"settle time given for {n!r}, which is not a physical SLM of {label}")
-        if not v >= 0:
-            raise ValueError(f"settle time of {n} must be >= 0 s, got {v}")
+    settle_time_s = _settle_times(cfg, label, settle_time_s)
+    devices, windows, cameras, x = _emulated_devices(cfg, doc, label, folder, settle_time_s, frame_period_s)
 
-    devices = {}
-    windows, cameras = {}, {}
-    x = 0
-    n_cam = 0
-    for name, d in cfg.devices.items():
-        src = dict(doc["devices"][name])
-        if "region_of" in d:
-            devices[name] = src
-            continue
-        rows, cols = d["shape"]
-        if d["kind"] == "slm":
-            settle = float(settle_time_s.get(name, d["settle_time_s"]))
-            dev = {"kind": "slm", "backend": "window", "shape": [rows, cols], "bit_depth": d["bit_depth"],
-                   "pixel_pitch_m": d["pixel_pitch_m"], "settle_time_s": settle}
-            for key in ("channels", "encoding", "grating_period_px"):
-                if key in d:
-                    dev[key] = d[key]
-            if "wavefront_map" in src:
-                raise ValueError(f"{label}: [devices.{name}].wavefront_map is not supported by the emulator; "
-                                 f"remove it")
-            dev["options"] = {"x": x, "y": 0, "width": cols, "height": rows, "packing": "gray8", "vsync": True}
-            windows[name] = {"x": x, "y": 0, "width": cols, "height": rows, "bit_depth": d["bit_depth"],
-                             "settle_time_s": settle}
-            x += cols + WINDOW_GAP_PX
-        else:
-            image = folder / f"{name}.png"
-            dev = {"kind": "camera", "backend": "pylon_emulator", "shape": [rows, cols], "bit_depth": d["bit_depth"],
-                   "exposure_s": d["exposure_s"], "timeout_s": d["timeout_s"], "readout_s": d["readout_s"],
-                   "max_stale_retries": d["max_stale_retries"],
-                   "options": {"image_file": str(image), "index": n_cam, "roi": [0, 0, rows, cols],
-                               "pixel_format": f"Mono{d['bit_depth']}", "frame_period_s": float(frame_period_s)}}
-            cameras[name] = {"image_file": str(image), "bit_depth": d["bit_depth"], "shape": [rows, cols]}
-            n_cam += 1
-        devices[name] = dev
-    if n_cam > EMULATED_DEVICES:
-        raise ValueError(f"{label}: the emulator drives at most {EMULATED_DEVICES} physical cameras, the bench "
-                         f"has {n_cam}; "
-                         f"make planes regions of one camera")
     bench = dict(doc["bench"])
     bench["name"] = f"{cfg.name}-emulated"
     bench["description"] = f"emulated lab bench ({cfg.name}): window SLMs on Xvfb, pylon emulated cameras, " \

@@ -102,6 +102,55 @@ def _train_rows(system, cal, task, validation, twin, loop, target: float, quiet:
     return trained
 
 
+def _demo_task(out: Path, system, cal, task_name: str, task, validation, twin_s, loop_s, target: float,
+               histories: dict, quiet: bool) -> tuple[dict, tuple]:
+    """Train every row of one task, map its decision boundaries and plot them.
+
+    Parameters
+    ----------
+    out : the demo's output directory (``decisions_<task>.png`` goes there).
+    system : the :class:`hwio.bench_system.BenchSystem`.
+    cal : its calibration.
+    task_name : the task's name.
+    task : the task (outputs padded to the bench's).
+    validation : ``(x_val, y_val)`` for early stopping, or None.
+    twin_s, loop_s : the settings of the twin rows and of the bench rows (:func:`demo_settings`).
+    target : one-hot target amplitude (twin output units).
+    histories : ``{"<task>: <row label>": history}``, filled in here.
+    quiet : print nothing.
+
+    Returns
+    -------
+    (dict, tuple)
+        ``{row label: accuracies (fractions), seconds (s), n_test}`` and the report figure
+        ``(title, png path)`` of the task's decision boundaries.
+    """
+    from optwin.workflows.compare import decision_map
+    from optwin.workflows.compare_plots import plot_decision_maps
+    from optwin.workflows.from_calibration import ideal_twin, twin_from_calibration
+    sizes = system.sizes
+    maps = {}
+    per_task = {}
+    for label, res in _train_rows(system, cal, task, validation, twin_s, loop_s, target, quiet).items():
+        mode = res["mode"]
+        per_task[label] = {"twin_accuracy": res["twin_accuracy"], "seconds": res["seconds"],
+                           "n_test": int(len(task.y_test))}
+        if mode != "ideal":                    # 'ideal' runs on no bench
+            per_task[label]["bench_accuracy"] = res["bench_accuracy"]
+        histories[f"{task_name}: {label}"] = res["history"]
+        # the map of the network the weights were evaluated on: the ideal one for 'ideal'
+        twin = (ideal_twin(cal, sizes, absorber="calibrated") if mode == "ideal"
+                else twin_from_calibration(cal, sizes))
+        twin.set_weights(res["weights"])
+        maps[label] = {"twin": decision_map(twin, n_grid=41)}
+        if mode != "ideal":
+            system.set_weights([w.copy() for w in res["weights"]])
+            maps[label]["bench"] = decision_map(system, n_grid=15)
+    figure = (f"decision boundaries: {task_name} (Fig. 3)",
+              plot_decision_maps(maps, task, out / f"decisions_{task_name}.png", accuracy=per_task))
+    return per_task, figure
+
+
 def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int | None = None,
              twin_epochs: int | None = None, restarts: int | None = None, n_samples: int = DEMO_SAMPLES,
              seed: int = 0, quiet: bool = False, resume: bool = False,
@@ -133,10 +182,10 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int | N
     from calibration.run import calibrate_bench
     from hwio.bench import open_bench
     from optwin.workflows.bench_training import target_from_calibration
-    from optwin.workflows.compare import decision_map, measure_agreement
-    from optwin.workflows.compare_plots import (plot_activation, plot_decision_maps, plot_mvm_scatter,
-                                                plot_training_curves, results_table_html, write_compare_report)
-    from optwin.workflows.from_calibration import bench_system_from_calibration, ideal_twin, twin_from_calibration
+    from optwin.workflows.compare import measure_agreement
+    from optwin.workflows.compare_plots import (plot_activation, plot_mvm_scatter, plot_training_curves,
+                                                results_table_html, write_compare_report)
+    from optwin.workflows.from_calibration import bench_system_from_calibration, twin_from_calibration
     from twin.tasks import load_task
 
     out = Path(out_dir)
@@ -160,26 +209,10 @@ def run_demo(out_dir, bench_name: str = "sim", tasks=DEMO_TASKS, epochs: int | N
             task = load_task(task_name, seed=seed, n_samples=n_samples,
                              test_fraction=test_fraction).with_outputs(sizes[-1])
             task, validation = task.split_validation(twin_s.val_fraction)
-            maps = {}
-            per_task = {}
-            for label, res in _train_rows(system, cal, task, validation, twin_s, loop_s, target, quiet).items():
-                mode = res["mode"]
-                per_task[label] = {"twin_accuracy": res["twin_accuracy"], "seconds": res["seconds"],
-                                   "n_test": int(len(task.y_test))}
-                if mode != "ideal":                    # 'ideal' runs on no bench
-                    per_task[label]["bench_accuracy"] = res["bench_accuracy"]
-                histories[f"{task_name}: {label}"] = res["history"]
-                # the map of the network the weights were evaluated on: the ideal one for 'ideal'
-                twin = (ideal_twin(cal, sizes, absorber="calibrated") if mode == "ideal"
-                        else twin_from_calibration(cal, sizes))
-                twin.set_weights(res["weights"])
-                maps[label] = {"twin": decision_map(twin, n_grid=41)}
-                if mode != "ideal":
-                    system.set_weights([w.copy() for w in res["weights"]])
-                    maps[label]["bench"] = decision_map(system, n_grid=15)
+            per_task, figure = _demo_task(out, system, cal, task_name, task, validation, twin_s, loop_s, target,
+                                          histories, quiet)
             results["tasks"][task_name] = per_task
-            figures.append((f"decision boundaries: {task_name} (Fig. 3)",
-                            plot_decision_maps(maps, task, out / f"decisions_{task_name}.png", accuracy=per_task)))
+            figures.append(figure)
         _say("[4/4] comparing twin and bench ...", quiet)
         twin = twin_from_calibration(cal, sizes, init_scale=3.0)
         system.set_weights([w.copy() for w in twin.get_weights()])

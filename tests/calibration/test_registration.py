@@ -11,8 +11,9 @@ from scipy.special import erf
 from calibration.procedures import CalContext
 from calibration.procedures.camera import measure_camera
 from calibration.procedures.registration import measure_registration
-from calibration.registration_fit import (apply_transform, centroid, decompose, find_spot, fit_affine,
-                                          fit_homography, fit_similarity, fit_transform)
+from calibration.registration_fit import (apply_transform, decompose, fit_affine, fit_homography, fit_similarity,
+                                          fit_transform)
+from calibration.spot_fit import centroid, find_spot
 from hwio.sim.testing import open_with, truth_of
 from hwio.sim.truth import RegistrationTruth
 

@@ -7,7 +7,7 @@ import time
 from calibration.calset import CalibrationSet
 from calibration.run import run_info
 from hwio.progress import progress
-from optwin.commands.calibrate import bench_summary_lines
+from optwin.commands.calibrate_summary import bench_summary_lines
 
 
 def test_one_screen_summary(sim_calibration_file):
