@@ -16,7 +16,8 @@ readout -- :mod:`~calibration.readout_fit`; SLM -- :mod:`~calibration.slm_fit`,
 :mod:`~calibration.absorber_sweep_fit`, :mod:`~calibration.absorber_joint_fit`,
 :mod:`~calibration.absorber_spot_fit`; MVMs -- :mod:`~calibration.mvm_fit`,
 :mod:`~calibration.mvm_layers_fit`; shared -- :mod:`~calibration.lmfit_stderr`,
-:mod:`~calibration.fit_statistics`.
+:mod:`~calibration.fit_statistics`, :mod:`~calibration.residual_tests` (model-free noise
+estimate, runs test).
 Report: :mod:`~calibration.report` (HTML page), :mod:`~calibration.report_plots`,
 :mod:`~calibration.report_camera`.
 """

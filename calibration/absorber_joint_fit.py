@@ -27,7 +27,8 @@ import lmfit
 import numpy as np
 from scipy import stats
 
-from calibration.absorber_fit import CHI2_P, MODELS, RUNS_Z, derivative_mismatch, runs_test_z
+from calibration.absorber_fit import CHI2_P, MODELS, derivative_mismatch
+from calibration.residual_tests import RUNS_Z, runs_test_z
 from calibration.absorber_spot_fit import (SPOT_SUFFIX, fit_point_probe, fit_spot_model, law_transmission,
                                            spot_law_table, sweep_of)
 from calibration.quantities import Fit, Quantity, param_stderr

@@ -29,8 +29,8 @@ import lmfit
 import numpy as np
 from scipy import stats
 
-from calibration.absorber_fit import (CHI2_P, MODELS, RUNS_Z, derivative_mismatch, estimate_noise, fit_absorber,
-                                      runs_test_z)
+from calibration.absorber_fit import CHI2_P, MODELS, derivative_mismatch, fit_absorber
+from calibration.residual_tests import RUNS_Z, estimate_noise, runs_test_z
 from calibration.quantities import Fit, Quantity, param_stderr
 from twin.absorber import TabulatedAbsorber, make_absorber
 from twin.spot import spot_average
@@ -84,7 +84,7 @@ class Sweep:
 
 def sweep_of(kind: str, x, y) -> Sweep:
     """A :class:`Sweep` of inputs ``x`` and outputs ``y`` (any consistent units), noise estimated
-    by :func:`calibration.absorber_fit.estimate_noise`."""
+    by :func:`calibration.residual_tests.estimate_noise`."""
     x = np.asarray(x, float).ravel()
     y = np.asarray(y, float).ravel()
     order = np.argsort(x, kind="stable")          # the order fit_absorber uses: same noise estimate

@@ -10,6 +10,8 @@ ends by choosing the cameras' operating exposures.
 
 Modules: :mod:`~calibration.procedures.context` (``CalContext``: device access, panel frames,
 readout), :mod:`~calibration.procedures.camera`, :mod:`~calibration.procedures.exposure`,
+:mod:`~calibration.procedures.dark_maps` (dark maps at the operating exposure),
+:mod:`~calibration.procedures.panel_patterns`,
 :mod:`~calibration.procedures.registration`, :mod:`~calibration.procedures.readout`,
 :mod:`~calibration.procedures.slm`, :mod:`~calibration.procedures.absorber`,
 :mod:`~calibration.procedures.mvm`, :mod:`~calibration.procedures.steps` (step-by-step

@@ -72,14 +72,11 @@ import numpy as np
 from calibration.camera_fit import CameraPoint, fit_camera
 from calibration.camera_pixel_fit import fit_ptc_per_pixel, ptc_pairs
 from calibration.procedures.context import PHASE_SLMS, CalContext, camera_fit_name
+from calibration.procedures.dark_maps import show_lamp
+from calibration.procedures.exposure import exposure_limits
 from calibration.quantities import Fit
 
 __all__ = ["measure_camera", "measure_camera_laser"]
-
-
-def _lamp(ctx: CalContext, level: int) -> None:
-    src = ctx.bench.slms["flat_source"]
-    ctx.show("flat_source", np.full(src.shape, int(level), dtype=src.level_dtype))
 
 
 def _lamp_out(ctx: CalContext) -> None:
@@ -87,11 +84,6 @@ def _lamp_out(ctx: CalContext) -> None:
     lo = ctx.bench.slms["lo"]
     levels = lo.last_levels if lo.last_levels is not None else np.zeros(lo.shape, dtype=lo.level_dtype)
     ctx.show("lo", levels)
-
-
-def _max_exposure_s(camera) -> float:
-    readout = float(getattr(camera, "readout_s", 0.0))
-    return 0.8 * (camera.timeout_s - readout)
 
 
 def measure_camera(ctx: CalContext, cameras=None, *, n_points: int = 32, n_frames: int = 4,
@@ -178,12 +170,12 @@ def _lamp_response(ctx: CalContext, cams, op_exposure: dict) -> tuple[dict, dict
     """
     bench = ctx.bench
     src = bench.slms["flat_source"]
-    _lamp(ctx, 0)
+    show_lamp(ctx, 0)
     dark0 = {c: ctx.grab_mean(c, 2) for c in cams}
     level = max(1, src.max_level // 64)
     rate = {}
     for _ in range(12):
-        _lamp(ctx, level)
+        show_lamp(ctx, level)
         means = {c: ctx.grab_mean(c, 2) for c in cams}
         sig = {c: float(np.median(means[c] - dark0[c])) for c in cams}
         full = {c: bench.cameras[c].max_adu - float(np.median(dark0[c])) for c in cams}
@@ -221,7 +213,7 @@ def _lamp_plan(ctx: CalContext, cams, dark0: dict, rate: dict, op_exposure: dict
     for c in cams:
         t_full = span[c] / (rate[c] * lamp_level)
         t = fractions * t_full
-        tmax = _max_exposure_s(bench.cameras[c])
+        tmax = exposure_limits(bench.cameras[c])[1]
         if t[-1] > tmax:
             raise ValueError(f"{c}: reaching saturation needs {t[-1]:.3g} s exposure at the brightest lamp, "
                              f"more than the grab timeout allows ({tmax:.3g} s); raise timeout_s")
@@ -241,14 +233,14 @@ def _lamp_series(ctx: CalContext, cams, exposures: dict, lamp_level: int, n_poin
     for k in range(int(n_points)):
         for c in cams:
             used_t[c].append(ctx.set_exposure(c, exposures[c][k]))
-        _lamp(ctx, lamp_level)
+        show_lamp(ctx, lamp_level)
         for c in cams:
             stack = ctx.grab_stack(c, n_frames)
             bright[c].append(stack)
             for f in stack:
                 ctx.record(f"camera.{c}", f, units="adu", exposure_s=used_t[c][-1], lamp_level=lamp_level,
                            point=k)
-        _lamp(ctx, 0)
+        show_lamp(ctx, 0)
         for c in cams:
             stack = ctx.grab_stack(c, n_frames)
             dark[c].append(stack)
@@ -267,10 +259,10 @@ def _lamp_flat(ctx: CalContext, cams, span: dict, rate: dict, lamp_level: int, n
     if int(n_flat) >= 2:
         for c in cams:
             ctx.set_exposure(c, 0.45 * span[c] / (rate[c] * lamp_level))
-        _lamp(ctx, lamp_level)
+        show_lamp(ctx, lamp_level)
         for c in cams:
             flat_b[c] = ctx.grab_stack(c, n_flat)
-        _lamp(ctx, 0)
+        show_lamp(ctx, 0)
         for c in cams:
             flat_d[c] = ctx.grab_stack(c, max(2, int(n_flat) // 4))
     return flat_b, flat_d
@@ -376,7 +368,7 @@ def _laser_exposures(ctx: CalContext, c: str, op_exposure_s: float, n_points: in
     camera = ctx.bench.cameras[c]
     n_in = ctx.bench.sizes.n_in
     t_min = _min_exposure_s(camera)
-    t_max = _max_exposure_s(camera)
+    t_max = exposure_limits(camera)[1]
     x, t = 1.0, op_exposure_s
     for _ in range(40):
         ctx.show_inputs(np.full(n_in, x))

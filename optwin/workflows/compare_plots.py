@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.report_plots import pyplot as _plt
+from calibration.report_plots import save_figure as _save
+
 from calibration.report import embed_png, html_page
 
 __all__ = ["plot_mvm_scatter", "plot_activation", "plot_decision_maps", "plot_training_curves",
@@ -35,17 +38,6 @@ BENCH_MODES = ("hybrid", "optical")
 _STYLES = [("C0", "-"), ("C1", "--"), ("C2", "-."), ("C3", ":"), ("C4", "-"), ("C5", "--")]
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=90)
-    _plt().close(fig)
-    return path
 
 
 def format_accuracy(x) -> str:

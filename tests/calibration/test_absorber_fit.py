@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from calibration.absorber_fit import (MODELS, absorber_from_fit, estimate_noise, fit_absorber, fit_probe_sweep,
-                                      fit_pump_sweep, power_to_z, runs_test_z)
+from calibration.absorber_fit import (MODELS, absorber_from_fit, fit_absorber, fit_probe_sweep, fit_pump_sweep,
+                                      power_to_z)
+from calibration.residual_tests import estimate_noise, runs_test_z
 from twin.absorber import TabulatedAbsorber, make_absorber
 
 # two lab truths: (alpha0, i_sat in mW, background transmission, probe path scale)
